@@ -1,0 +1,86 @@
+"""Tidy result rows: the one format every protocol writes and every report reads.
+
+A row is ``(variant, seed, protocol, condition, metric, value, n, extractor)``. Rows of one
+protocol for one run live in ``<run>/results/<protocol>.csv``; re-running the protocol replaces
+that file, so results are never duplicated. Comparison across runs happens only in reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from kpbench.io import atomic_write_text
+
+RESULTS_DIRNAME = "results"
+COLUMNS: tuple[str, ...] = (
+    "variant", "seed", "protocol", "condition", "metric", "value", "n", "extractor", "note",
+)
+
+Direction = Literal["higher", "lower"]
+
+# Whether a bigger value is better, per metric name. Reports state it next to every column.
+METRIC_DIRECTION: dict[str, Direction] = {
+    "fid": "lower",
+    "kid": "lower",
+    "kid_std": "lower",
+    "mask_iou": "higher",
+    "appearance_l1": "lower",
+    "psnr": "higher",
+    "ssim": "higher",
+    "l1": "lower",
+    "accuracy": "higher",
+    "accuracy_std": "lower",
+}
+
+
+def metric_direction(metric: str) -> Direction | None:
+    return METRIC_DIRECTION.get(metric)
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    variant: str
+    seed: int
+    protocol: str
+    condition: str  # e.g. "key", "random", "sigma=0.2", "N=3"
+    metric: str  # e.g. "mask_iou", "fid"
+    value: float  # NaN when the metric could not be computed (then ``note`` says why)
+    n: int  # number of samples behind the value
+    extractor: str = ""  # feature extractor for FID/KID/classification, "" when none
+    note: str = ""  # e.g. "N<2048: FID biased", or why the value is missing
+
+
+def write_rows(run_dir: Path, protocol: str, rows: Iterable[ResultRow]) -> Path:
+    """Replace ``<run_dir>/results/<protocol>.csv`` with ``rows`` (atomically)."""
+    frame = pd.DataFrame([asdict(row) for row in rows], columns=list(COLUMNS))
+    path = Path(run_dir) / RESULTS_DIRNAME / f"{protocol}.csv"
+    return atomic_write_text(path, frame.to_csv(index=False))
+
+
+def read_rows(runs_root: Path) -> pd.DataFrame:
+    """Every row under ``runs_root/*/results/*.csv`` as one frame with :data:`COLUMNS`."""
+    frames = [
+        pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"])
+        for path in sorted(Path(runs_root).glob(f"*/{RESULTS_DIRNAME}/*.csv"))
+    ]
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    for column in ("extractor", "note", "condition"):
+        frame[column] = frame[column].fillna("").astype(str)
+    return frame[list(COLUMNS)]
+
+
+def is_missing(value: float) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+assert tuple(field.name for field in fields(ResultRow)) == COLUMNS

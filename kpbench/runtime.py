@@ -1,0 +1,47 @@
+"""Seeds and devices: the one place that decides randomness and where tensors live."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from kpbench.errors import KpbenchError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A stable 63-bit seed from parts such as (run seed, epoch, index); independent of
+    PYTHONHASHSEED, so flips and data order repeat across processes and resumes."""
+    from kpbench.io import stable_hash
+
+    return int(stable_hash(list(parts), length=15), 16)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``None``/"auto" -> CUDA when present, else CPU. An explicit unavailable device is an error."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise KpbenchError(f"unknown device {name!r}: use auto, cpu or cuda[:index]") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KpbenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects affinity / container limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,44 @@
+"""Shared fixtures: real photos that ship with scikit-learn / scikit-image, and small folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# Tests run offline and small: no hub downloads, few threads (CI has 2 cores).
+os.environ.setdefault("TORCH_HOME", str(Path(__file__).parent / ".torch-home-unused"))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def real_photos() -> dict[str, np.ndarray]:
+    """Name -> uint8 (H, W, 3) RGB photos bundled with scikit-learn and scikit-image."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    bunch = load_sample_images()
+    photos = {Path(name).stem: image for name, image in zip(bunch.filenames, bunch.images)}
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        photos[name] = getattr(skimage.data, name)()
+    return photos
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    return real_photos()
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path, photos: dict[str, np.ndarray]) -> Path:
+    """A folder of real photos in two class sub-folders (jpg and png)."""
+    root = tmp_path / "photos"
+    for number, (name, image) in enumerate(sorted(photos.items())):
+        label = "even" if number % 2 == 0 else "odd"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        suffix = ".jpg" if number % 2 == 0 else ".png"
+        Image.fromarray(image).save(root / label / f"{name}{suffix}")
+    return root
