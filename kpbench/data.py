@@ -62,7 +62,7 @@ class Preprocess:
             left, top = (width - side) // 2, (height - side) // 2
             image = image.crop((left, top, left + side, top + side))
         image = image.resize((self.size, self.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        return np.asarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
 
 # Named preprocessing presets; a preset fixes the crop, the user still picks the size.

@@ -1,0 +1,337 @@
+"""The comparison report, built from hand-written rows: tables, best marks, aggregates, escaping."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from kpbench.errors import KpbenchError
+from kpbench.paths import WorkDir
+from kpbench.report import ReportResult, build_report, format_mean_std, numeric_axis, print_summary
+from kpbench.results import ResultRow, write_rows
+
+HOSTILE = "<script>alert(1)</script>"
+HOSTILE_CONDITION = f"{HOSTILE} & friends"
+KID_NOTE = f"Inception weights not found {HOSTILE} & more: pass --inception-weights PATH"
+# A variant name can hold markup but no "/" (it names a folder).
+HOSTILE_VARIANT = "v<img src=x onerror=alert(1)>&co"
+INCEPTION = "inception-v3-compat"
+
+# variant -> seed -> (key IoU, key appearance L1, random IoU, FID): full has the better IoU and
+# L1, nomask the better (lower) FID.
+VALUES: dict[str, dict[int, tuple[float, float, float, float]]] = {
+    "full": {0: (0.70, 0.10, 0.40, 80.0), 1: (0.74, 0.12, 0.44, 90.0)},
+    "nomask": {0: (0.50, 0.20, 0.45, 60.0), 1: (0.56, 0.22, 0.47, 64.0)},
+}
+
+
+def write_fixture_rows(workdir: WorkDir) -> None:
+    for variant, seeds in VALUES.items():
+        for seed, (iou, l1, random_iou, fid) in seeds.items():
+            run = workdir.run_dir(variant, seed)
+            write_rows(run, "patches", [
+                ResultRow(variant, seed, "patches", "key", "mask_iou", iou, 64),
+                ResultRow(variant, seed, "patches", "key", "appearance_l1", l1, 64),
+                ResultRow(variant, seed, "patches", "random", "mask_iou", random_iou, 64),
+                ResultRow(variant, seed, "patches", HOSTILE_CONDITION, "mask_iou", 0.3, 64),
+            ])
+            write_rows(run, "fid", [
+                ResultRow(variant, seed, "fid", "key", "fid", fid, 500, INCEPTION, "N<2048: FID biased"),
+                ResultRow(variant, seed, "fid", "key", "kid", math.nan, 500, INCEPTION, KID_NOTE),
+            ])
+            write_rows(run, "noise", [
+                ResultRow(variant, seed, "noise", f"sigma={sigma}", "mask_iou", iou - sigma, 64)
+                for sigma in (0.0, 0.1, 0.2)
+            ])
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> WorkDir:
+    workdir = WorkDir.resolve(tmp_path / "work")
+    write_fixture_rows(workdir)
+    return workdir
+
+
+@pytest.fixture
+def report(workdir: WorkDir) -> ReportResult:
+    return build_report(workdir, name="test")
+
+
+class Page(HTMLParser):
+    """Tables (rows of cells with attributes and text) and every start tag, checking that
+    non-void elements close in order."""
+
+    VOID = {"meta", "br", "img", "hr", "link", "input", "wbr", "col", "source"}
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[dict[str, Any]] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self._open: list[str] = []
+        self._cell: dict[str, Any] | None = None
+        self.feed(text)
+        self.close()
+        assert self._open == [], f"unclosed elements: {self._open}"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, dict(attrs))
+        if tag not in self.VOID:
+            self._open.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, dict(attrs))
+
+    def _start(self, tag: str, attrs: dict[str, str | None]) -> None:
+        self.tags.append((tag, attrs))
+        if tag == "table":
+            self.tables.append({"attrs": attrs, "rows": []})
+        elif tag == "tr":
+            self.tables[-1]["rows"].append({"attrs": attrs, "cells": []})
+        elif tag in ("td", "th"):
+            self._cell = {"tag": tag, "attrs": attrs, "text": ""}
+            self.tables[-1]["rows"][-1]["cells"].append(self._cell)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self._open and self._open[-1] == tag, f"</{tag}> closes {self._open[-1:]}"
+        self._open.pop()
+        if tag in ("td", "th"):
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell["text"] += data
+
+    def table(self, table_id: str) -> dict[str, Any]:
+        return next(t for t in self.tables if t["attrs"].get("id") == table_id)
+
+
+def value_cells(table: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(row variant, cell) for every cell that carries a value."""
+    return [
+        (row["attrs"]["data-variant"], cell)
+        for row in table["rows"]
+        for cell in row["cells"]
+        if "data-mean" in cell["attrs"]
+    ]
+
+
+def test_writes_three_files_and_one_self_contained_page(report: ReportResult) -> None:
+    assert report.html.parent == report.directory == report.csv.parent == report.markdown.parent
+    page_text = report.html.read_text(encoding="utf-8")
+    page = Page(page_text)
+    tags = {tag for tag, _ in page.tags}
+    assert "script" not in tags and "link" not in tags and "iframe" not in tags
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page_text)
+    protocol_tables = [t for t in page.tables if "protocol" in (t["attrs"].get("class") or "")]
+    assert len(protocol_tables) == 3  # patches, fid, noise
+    headings = [cell["text"] for t in protocol_tables for cell in t["rows"][0]["cells"]]
+    assert {"mask IoU ↑", "appearance L1 ↓", "FID ↓1", "KID ↓"} <= set(headings)  # 1: a note
+    markdown = report.markdown.read_text(encoding="utf-8")
+    assert "## patches" in markdown and "## fid" in markdown and "## noise" in markdown
+
+
+def test_best_per_column_respects_direction(report: ReportResult) -> None:
+    best = {
+        (row.metric, row.variant)
+        for row in report.summary.itertuples()
+        if row.best
+    }
+    # Higher IoU wins, lower appearance error wins, lower FID wins; no mark for all-NaN KID.
+    assert best == {("mask_iou", "full"), ("appearance_l1", "full"), ("fid", "nomask")}
+    page = Page(report.html.read_text(encoding="utf-8"))
+    marked = {
+        (cell["attrs"]["data-column"], variant)
+        for variant, cell in value_cells(page.table("summary-table"))
+        if "best" in (cell["attrs"].get("class") or "").split()
+    }
+    assert marked == {
+        ("patches/key/mask_iou/", "full"),
+        ("patches/key/appearance_l1/", "full"),
+        (f"fid/key/fid/{INCEPTION}", "nomask"),
+    }
+
+
+def test_mean_and_spread_over_seeds(report: ReportResult) -> None:
+    summary = report.summary.set_index(["metric", "variant"])
+    iou = summary.loc[("mask_iou", "full")]
+    assert iou["mean"] == pytest.approx(0.72)
+    assert iou["std"] == pytest.approx(np.std([0.70, 0.74], ddof=1))
+    assert iou["seeds"] == iou["valued"] == 2 and iou["n_min"] == iou["n_max"] == 64
+    assert iou["text"] == "0.720 ± 0.028"
+    assert summary.loc[("mask_iou", "nomask"), "text"] == "0.530 ± 0.042"
+    assert summary.loc[("fid", "full"), "text"] == "85.0 ± 7.1"
+    assert summary.loc[("fid", "nomask"), "text"] == "62.0 ± 2.8"
+    page = Page(report.html.read_text(encoding="utf-8"))
+    texts = {
+        (cell["attrs"]["data-column"], variant): cell["text"]
+        for variant, cell in value_cells(page.table("summary-table"))
+    }
+    assert texts["patches/key/mask_iou/", "full"] == "0.720 ± 0.028"
+    assert texts[f"fid/key/fid/{INCEPTION}", "nomask"] == "62.0 ± 2.8"
+
+
+def test_format_mean_std() -> None:
+    assert format_mean_std(0.73412, 0.01234) == "0.734 ± 0.012"
+    assert format_mean_std(45.2, 12.3) == "45 ± 12"
+    assert format_mean_std(0.5, math.nan) == "0.5"
+    assert format_mean_std(math.nan, math.nan) == "n/a"
+    assert format_mean_std(0.72, 0.0283, decimals=3) == "0.720 ± 0.028"
+
+
+def test_summary_numbers_equal_the_csv_aggregates(report: ReportResult) -> None:
+    rows = pd.read_csv(report.csv, keep_default_na=False, na_values={"value": ["", "nan"]})
+    keys = ["protocol", "condition", "extractor", "metric", "variant"]
+    expected = rows.groupby(keys)["value"].agg(["mean", "std", "count"])
+    columns = {
+        row.column: (row.protocol, row.condition, row.extractor, row.metric)
+        for row in report.summary.itertuples()
+    }
+    page = Page(report.html.read_text(encoding="utf-8"))
+    cells = value_cells(page.table("summary-table"))
+    assert len(cells) == 2 * 4  # 2 variants x (IoU, appearance L1, FID, KID)
+    for variant, cell in cells:
+        protocol, condition, extractor, metric = columns[cell["attrs"]["data-column"]]
+        mean, std, count = expected.loc[(protocol, condition, extractor, metric, variant)]
+        shown_mean, shown_std = float(cell["attrs"]["data-mean"]), float(cell["attrs"]["data-std"])
+        assert int(cell["attrs"]["data-seeds"]) == count
+        if count == 0:
+            assert math.isnan(shown_mean) and cell["text"].startswith("n/a")
+            continue
+        assert shown_mean == pytest.approx(mean, rel=1e-12)
+        assert shown_std == pytest.approx(std, rel=1e-12)
+        numbers = [float(x) for x in re.findall(r"\d+\.?\d*", cell["text"].split("n=")[0])]
+        decimals = len(cell["text"].split(" ± ")[0].partition(".")[2])
+        assert numbers[0] == pytest.approx(mean, abs=0.51 * 10**-decimals)
+        assert numbers[1] == pytest.approx(std, abs=0.51 * 10**-decimals)
+
+
+def test_nan_value_shows_its_note_not_a_number(report: ReportResult) -> None:
+    page_text = report.html.read_text(encoding="utf-8")
+    page = Page(page_text)
+    kid_cells = [
+        cell for _, cell in value_cells(page.table("summary-table"))
+        if cell["attrs"]["data-column"].startswith("fid/key/kid/")
+    ]
+    assert len(kid_cells) == 2
+    for cell in kid_cells:
+        assert cell["text"].startswith("n/a") and "nan" not in cell["text"].lower().replace("n/a", "")
+        assert "missing" in cell["attrs"]["class"].split()
+    escaped_note = "Inception weights not found &lt;script&gt;alert(1)&lt;/script&gt; &amp; more"
+    assert escaped_note in page_text
+    # A note on every value of a column is referenced once, from its heading.
+    fid_heading = next(
+        cell for cell in page.table("summary-table")["rows"][0]["cells"]
+        if cell["attrs"].get("data-column", "").startswith("fid/key/fid/")
+    )
+    assert fid_heading["text"].startswith("FID ↓1")
+    assert "N&lt;2048: FID biased" in page_text
+    markdown = report.markdown.read_text(encoding="utf-8")
+    assert "pass --inception-weights PATH" in markdown
+    assert re.search(r"\| n/a \[\d\] \|", markdown)
+
+
+def test_strings_from_data_are_escaped(workdir: WorkDir) -> None:
+    run = workdir.run_dir(HOSTILE_VARIANT, 0)
+    row = ResultRow(HOSTILE_VARIANT, 0, "patches", "key", "mask_iou", 0.1, 8, note=HOSTILE)
+    write_rows(run, "patches", [row])
+    (run / "spec.json").write_text(json.dumps({"name": HOSTILE_VARIANT, "loss": HOSTILE}))
+    (workdir.run_dir("full", 0) / "spec.json").write_text(json.dumps({"name": "full", "loss": "l1 & gan"}))
+    grid = run / "results" / "patches" / "a<b>&c.png"
+    grid.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), "red").save(grid, format="PNG")
+    report = build_report(workdir, name="hostile", title=f"title {HOSTILE}")
+    page_text = report.html.read_text(encoding="utf-8")
+    page = Page(page_text)
+    assert HOSTILE not in page_text and "<img src=x" not in page_text and "a<b>" not in page_text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; friends" in page_text  # the condition
+    assert "v&lt;img src=x onerror=alert(1)&gt;&amp;co" in page_text  # the variant
+    assert "a&lt;b&gt;&amp;c.png" in page_text  # the image's file name
+    assert "l1 &amp; gan" in page_text  # a spec value
+    for tag, attrs in page.tags:
+        assert tag != "script"
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+    assert any(tag == "img" and (attrs.get("src") or "").startswith("data:image/png;base64,")
+               for tag, attrs in page.tags)
+    markdown = report.markdown.read_text(encoding="utf-8")
+    assert HOSTILE not in markdown and "<img" not in markdown
+
+
+def test_plots_images_specs_and_provenance(workdir: WorkDir) -> None:
+    for variant, spec in (("full", {"mask_decoder": True}), ("nomask", {"mask_decoder": False})):
+        run = workdir.run_dir(variant, 0)
+        (run / "spec.json").write_text(json.dumps({"name": variant, "decoders": spec}))
+        (run / "config.json").write_text(json.dumps({"seed": 0, "size": 64, "steps": 10}))
+        (run / "samples").mkdir(parents=True, exist_ok=True)
+        for step in (2, 10):
+            Image.new("RGB", (16, 16), "blue").save(run / "samples" / f"step_{step}.png")
+        provenance = {"dataset_manifest": "cafe1234", "device": "cpu", "packages": {"torch": "2.14.1"}}
+        (run / "results" / "provenance.json").write_text(json.dumps(provenance))
+    report = build_report(workdir)
+    page_text = report.html.read_text(encoding="utf-8")
+    assert page_text.count("<svg") >= 1 and "<polyline" in page_text  # noise: sigma vs IoU
+    assert "samples/step_10.png" in page_text and "samples/step_2.png" not in page_text
+    assert "decoders.mask_decoder" in page_text and "cafe1234" in page_text
+    assert "packages.torch" in page_text
+    without_images = build_report(workdir, name="no-images", include_images=False)
+    assert "data:image" not in without_images.html.read_text(encoding="utf-8")
+
+
+def test_numeric_axis_parses_conditions() -> None:
+    conditions = ["sigma=0.2, patches=one", "sigma=0.1, patches=one", "sigma=0.1, patches=all", "clean"]
+    axis = numeric_axis(conditions)
+    assert axis is not None and axis.key == "sigma"
+    assert axis.x["sigma=0.2, patches=one"] == 0.2
+    assert axis.series["sigma=0.1, patches=all"] == "patches=all"
+    assert axis.sort(["sigma=0.2, patches=one", "clean", "sigma=0.1, patches=one"]) == [
+        "clean", "sigma=0.1, patches=one", "sigma=0.2, patches=one",
+    ]
+    assert numeric_axis(["N=1", "N=3"]).key == "N"
+    assert numeric_axis(["key", "random"]) is None
+    assert numeric_axis(["N=3"]) is None
+
+
+def test_print_summary_in_the_terminal(report: ReportResult) -> None:
+    console = Console(record=True, width=240)
+    print_summary(report.summary, console)
+    text = console.export_text()
+    assert "0.720 ± 0.028" in text and "62.0 ± 2.8" in text
+    assert "pass --inception-weights PATH" in text
+
+
+def test_no_rows_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(KpbenchError, match="kpbench eval"):
+        build_report(WorkDir.resolve(tmp_path))
+
+
+def test_report_name_must_be_a_folder_name(workdir: WorkDir) -> None:
+    with pytest.raises(KpbenchError, match="folder name"):
+        build_report(workdir, name="../elsewhere")
+
+
+def test_extractors_get_their_own_tables_only_where_a_condition_mixes_them(workdir: WorkDir) -> None:
+    for variant in VALUES:
+        run = workdir.run_dir(variant, 0)
+        write_rows(run, "classification", [  # the features are the condition: one table
+            ResultRow(variant, 0, "classification", name, "accuracy", accuracy, 100, name)
+            for name, accuracy in (("encoder:trained", 0.8), ("raw_pixels", 0.4))
+        ])
+        write_rows(run, "fid", [  # one condition under two extractors: never in one table
+            ResultRow(variant, 0, "fid", "key", "fid", 50.0, 500, extractor)
+            for extractor in (INCEPTION, "small-cnn")
+        ])
+    page_text = build_report(workdir).html.read_text(encoding="utf-8")
+    classification = page_text.split('<section id="p2-classification">')[1].split("</section>")[0]
+    assert classification.count("<table") == 1 and "Features:" not in classification
+    fid = page_text.split('<section id="p1-fid">')[1].split("</section>")[0]
+    assert fid.count("<table") == 2
+    assert f"Features: {INCEPTION}" in fid and "Features: small-cnn" in fid
