@@ -2,9 +2,10 @@
 
 Each image shows one creature: a shaded body on a textured background, with four parts (two
 eyes, a nose, a mouth) at jittered but consistent positions, like an aligned face. The class
-(one of :data:`CLASS_NAMES`) decides the shape and palette of the parts, so a classifier can
-tell classes from the parts alone, and the layout is the same across classes, so a generator
-can learn where parts belong. Parts are high-contrast closed contours of 5-15 % of the image
+(one of :data:`CLASS_NAMES`) decides only the *shapes* of the parts (eyes, nose, mouth); body
+and part colours are drawn independently of the class, so a classifier must read part shapes,
+not colours, and the layout is the same across classes, so a generator can learn where parts
+belong. Parts are high-contrast closed contours of 5-15 % of the image
 area, which is what EdgeBoxes' objectness and the default area filter pick up.
 
 Image ``i`` is a pure function of (version, i): the dataset is identical on every machine.
@@ -21,15 +22,13 @@ from kpbench.errors import KpbenchError
 from kpbench.io import stable_hash
 
 BUILTIN_PREFIX = "builtin"
-BUILTIN_VERSION = 1  # bump when the drawing changes: it enters the manifest hash
+BUILTIN_VERSION = 2  # bump when the drawing changes: it enters the manifest hash
 DEFAULT_COUNT = 1200
 CANVAS = 256  # drawing resolution; Preprocess resizes to S (antialiasing for free)
 
 CLASS_NAMES = ("round", "square", "diamond", "bar")
-# Per class: body hue range (OpenCV hue 0..180) and the part colour (RGB).
-_BODY_HUES = {"round": (5, 20), "square": (35, 55), "diamond": (95, 115), "bar": (140, 165)}
-_PART_RGB = {"round": (30, 30, 160), "square": (150, 20, 20), "diamond": (20, 110, 30),
-             "bar": (90, 20, 120)}
+# Part colours (RGB), drawn independently of the class.
+_PART_RGB = ((30, 30, 160), (150, 20, 20), (20, 110, 30), (90, 20, 120), (20, 100, 120))
 
 
 def parse_builtin_source(text: str) -> int:
@@ -126,7 +125,7 @@ def render_creature(index: int, version: int = BUILTIN_VERSION) -> tuple[np.ndar
     cx = int(side / 2 + rng.uniform(-8, 8))
     cy = int(side / 2 + 6 + rng.uniform(-8, 8))
     axes = (int(rng.uniform(100, 116)), int(rng.uniform(108, 122)))
-    body_rgb = np.array(_hsv_rgb(rng.uniform(*_BODY_HUES[kind]), rng.uniform(90, 170),
+    body_rgb = np.array(_hsv_rgb(rng.uniform(0, 180), rng.uniform(90, 170),
                                  rng.uniform(170, 235)), np.float32)
     body_mask = np.zeros((side, side), np.uint8)
     cv2.ellipse(body_mask, (cx, cy), axes, 0, 0, 360, 255, -1, cv2.LINE_AA)
@@ -139,7 +138,8 @@ def render_creature(index: int, version: int = BUILTIN_VERSION) -> tuple[np.ndar
     canvas = np.ascontiguousarray(canvas)
 
     # Parts: positions relative to the body centre, each jittered independently.
-    part_rgb = tuple(int(np.clip(c + rng.uniform(-25, 25), 0, 255)) for c in _PART_RGB[kind])
+    base_rgb = _PART_RGB[int(rng.integers(len(_PART_RGB)))]
+    part_rgb = tuple(int(np.clip(c + rng.uniform(-25, 25), 0, 255)) for c in base_rgb)
     eye_radius = int(rng.uniform(25, 31))
     eye_dx, eye_dy = int(rng.uniform(44, 54)), int(rng.uniform(36, 46))
     look = (int(rng.uniform(-6, 6)), int(rng.uniform(-5, 5)))
