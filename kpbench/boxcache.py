@@ -1,0 +1,345 @@
+"""Detect key patches once per dataset, in parallel, and cache them (``kpbench data prepare``).
+
+The cache file is ``<cache_dir>/boxes/<manifest hash>-<params hash>.npz``: the manifest hash
+names the exact images and preprocessing, the params hash every detection parameter (the edge
+model by content). While detection runs, each finished chunk of images is saved atomically
+under ``<key>.parts/``; an interrupted run resumes from those parts, and the merged table
+replaces them when the last chunk is done.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from kpbench.errors import KpbenchError
+from kpbench.io import atomic_write, atomic_write_bytes, stable_hash
+from kpbench.patches import KeyPatchDetector, PatchParams
+
+MAX_CHUNK_SIZE = 256  # images per work item and per part file
+MIN_CHUNK_SIZE = 8
+CHUNKS_PER_WORKER = 16  # enough that the last chunks finish close together
+
+
+class _Manifest(Protocol):
+    hash: str
+
+
+class _Preprocess(Protocol):
+    size: int
+
+
+class Dataset(Protocol):
+    """What detection needs from :class:`kpbench.data.ImageDataset` (picklable)."""
+
+    manifest: _Manifest
+    preprocess: _Preprocess
+
+    def __len__(self) -> int: ...
+
+    def load_image(self, index: int) -> np.ndarray: ...
+
+
+@dataclass
+class BoxTable:
+    """Key patches for every image of a dataset, row i for ``dataset.load_image(i)``."""
+
+    boxes: np.ndarray  # (L, N, 4) int32 x0, y0, x1, y1 (exclusive)
+    scores: np.ndarray  # (L, N) float32
+    relax_level: np.ndarray  # (L,) int16, see kpbench.patches.Detection
+    image_size: int  # S
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def reference_wh(self) -> np.ndarray:
+        """(L * N, 2) int32 widths and heights of all key boxes: the pool for random_boxes."""
+        flat = self.boxes.reshape(-1, 4)
+        return np.stack([flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]], axis=1).astype(np.int32)
+
+    def save(self, path: Path, meta: dict) -> Path:
+        arrays = dict(boxes=self.boxes, scores=self.scores, relax_level=self.relax_level,
+                      image_size=np.int64(self.image_size), meta=np.str_(json.dumps(meta, sort_keys=True)))
+        return atomic_write(path, lambda handle: np.savez(handle, **arrays))
+
+    @classmethod
+    def load(cls, path: Path) -> BoxTable:
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(boxes=stored["boxes"], scores=stored["scores"],
+                       relax_level=stored["relax_level"], image_size=int(stored["image_size"]))
+
+
+def box_cache_path(dataset: Dataset, params: PatchParams, cache_dir: Path) -> Path:
+    """Where the boxes of ``dataset`` under ``params`` live."""
+    key = f"{dataset.manifest.hash}-{stable_hash(params.cache_key())}"
+    return Path(cache_dir) / "boxes" / f"{key}.npz"
+
+
+def prepare_boxes(
+    dataset: Dataset,
+    params: PatchParams,
+    cache_dir: Path,
+    workers: int | None = None,
+    progress: bool = True,
+    chunk_size: int | None = None,
+) -> BoxTable:
+    """Boxes for every image of ``dataset``: from the cache, or detected over ``workers``
+    processes (default: every core this process may use) and cached. ``chunk_size`` images
+    make one work item and one resumable part file (default: from the dataset size)."""
+    path = box_cache_path(dataset, params, cache_dir)
+    if path.exists():
+        return BoxTable.load(path)
+    parts_dir = path.with_suffix(".parts")
+    table = _empty_table(len(dataset), params.n_patches, int(dataset.preprocess.size))
+    done = _load_parts(parts_dir, table)
+    workers = workers or _usable_cores()
+    if chunk_size is None:
+        chunk_size = int(np.clip(-(-len(dataset) // (workers * CHUNKS_PER_WORKER)), MIN_CHUNK_SIZE,
+                                 MAX_CHUNK_SIZE))
+    todo = list(_spans(np.flatnonzero(~done), chunk_size))
+    workers = min(workers, max(len(todo), 1))
+
+    with (_detections(dataset, params, todo, workers) as detected,
+          _progress_bar(progress, total=len(dataset), completed=int(done.sum())) as advance):
+        for start, boxes, scores, levels in detected:
+            stop = start + len(boxes)
+            _save_arrays(parts_dir / f"{start:09d}-{stop:09d}.npz",
+                         boxes=boxes, scores=scores, relax_level=levels)
+            table.boxes[start:stop], table.scores[start:stop], table.relax_level[start:stop] = (
+                boxes, scores, levels)
+            advance(stop - start)
+
+    table.save(path, meta={"manifest": dataset.manifest.hash, "params": params.cache_key()})
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return table
+
+
+def _empty_table(length: int, count: int, image_size: int) -> BoxTable:
+    return BoxTable(boxes=np.zeros((length, count, 4), np.int32),
+                    scores=np.zeros((length, count), np.float32),
+                    relax_level=np.zeros(length, np.int16), image_size=image_size)
+
+
+_PART_NAME = re.compile(r"^(\d+)-(\d+)\.npz$")
+
+
+def _load_parts(parts_dir: Path, table: BoxTable) -> np.ndarray:
+    """Copy finished chunks from an interrupted run into ``table``; (L,) bool of rows filled."""
+    done = np.zeros(len(table), dtype=bool)
+    if not parts_dir.is_dir():
+        return done
+    for part in sorted(parts_dir.iterdir()):
+        match = _PART_NAME.match(part.name)
+        if not match:
+            continue  # a temp file from a write that was cut short
+        start, stop = int(match[1]), int(match[2])
+        with np.load(part, allow_pickle=False) as stored:
+            boxes = stored["boxes"]
+            if stop > len(table) or boxes.shape != (stop - start, *table.boxes.shape[1:]):
+                continue
+            table.boxes[start:stop] = boxes
+            table.scores[start:stop] = stored["scores"]
+            table.relax_level[start:stop] = stored["relax_level"]
+        done[start:stop] = True
+    return done
+
+
+def _spans(indices: np.ndarray, chunk_size: int) -> Iterator[tuple[int, int]]:
+    """Sorted indices -> (start, stop) ranges of consecutive indices, at most chunk_size long."""
+    runs = np.split(indices, np.flatnonzero(np.diff(indices) != 1) + 1)
+    for run in runs:
+        for start in range(0, len(run), chunk_size):
+            piece = run[start:start + chunk_size]
+            yield int(piece[0]), int(piece[-1]) + 1
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+
+
+# -- detection: in this process, or one detector per worker process ---------------------------
+DetectedSpan = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # start, boxes, scores, levels
+
+
+def _detect_span(dataset: Dataset, detector: KeyPatchDetector, span: tuple[int, int]) -> DetectedSpan:
+    start, stop = span
+    detections = [detector.detect(dataset.load_image(index)) for index in range(start, stop)]
+    return (start,
+            np.stack([found.boxes for found in detections]),
+            np.stack([found.scores for found in detections]),
+            np.array([found.relax_level for found in detections], dtype=np.int16))
+
+
+_worker_dataset: Dataset | None = None
+_worker_detector: KeyPatchDetector | None = None
+
+
+def _init_worker(dataset: Dataset, params: PatchParams) -> None:
+    # One process per core: library thread pools would only oversubscribe the cores. Detection
+    # itself never imports torch; limit it only if the dataset's code brought it in.
+    cv2.setNumThreads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    global _worker_dataset, _worker_detector
+    _worker_dataset, _worker_detector = dataset, KeyPatchDetector(params)
+
+
+def _worker_detect_span(span: tuple[int, int]) -> DetectedSpan:
+    return _detect_span(_worker_dataset, _worker_detector, span)
+
+
+@contextmanager
+def _detections(dataset: Dataset, params: PatchParams, spans: list[tuple[int, int]],
+                workers: int) -> Iterator[Iterator[DetectedSpan]]:
+    """Yields an iterator of detected spans, in completion order; worker processes (if any)
+    are running when it is yielded."""
+    if workers <= 1 or len(spans) <= 1:
+        detector = KeyPatchDetector(params)
+        yield (_detect_span(dataset, detector, span) for span in spans)
+        return
+    # Not plain fork: a child forked after OpenCV's thread pool ran in this process can hang in
+    # cv2.setNumThreads. A fork server is a fresh process, started once, that preloads this
+    # module (when it is importable there, as for an installed kpbench) and forks the workers;
+    # spawn is the fallback where fork servers do not exist.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["__main__", __name__])
+    else:
+        context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker, initargs=(dataset, params)) as pool:
+        yield pool.imap_unordered(_worker_detect_span, spans)
+
+
+@contextmanager
+def _progress_bar(show: bool, total: int, completed: int) -> Iterator[Callable[[int], None]]:
+    """Yields ``advance(count)``: a rich progress bar when ``show``, else a no-op."""
+    if not show:
+        yield lambda count: None
+        return
+    columns = (TextColumn("detecting key patches"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("images"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("detect", total=total, completed=completed)
+        yield lambda count: bar.advance(task, count)
+
+
+# -- reporting ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BoxSummary:
+    images: int
+    boxes_per_image: int
+    image_size: int
+    relaxed: dict[int, int]  # relax level (> 0) -> number of images that needed it
+    width: tuple[float, float, float]  # min, median, max in px
+    height: tuple[float, float, float]
+    area_percent: tuple[float, float, float]  # of the image area
+    aspect: tuple[float, float, float]  # w / h
+
+    def lines(self) -> list[str]:
+        relaxed = sum(self.relaxed.values())
+        levels = ", ".join(f"level {level}: {count}" for level, count in sorted(self.relaxed.items()))
+
+        def span(name: str, values: tuple[float, float, float], unit: str = "") -> str:
+            low, median, high = values
+            return f"{name} {low:g}-{high:g}{unit} (median {median:g}{unit})"
+
+        return [
+            f"{self.images} images x {self.boxes_per_image} boxes at {self.image_size}px",
+            f"relaxed filters: {relaxed} images" + (f" ({levels})" if relaxed else ""),
+            ", ".join([span("width", self.width, "px"), span("height", self.height, "px"),
+                       span("area", self.area_percent, "%"), span("w/h", self.aspect)]),
+        ]
+
+
+def summarize_boxes(table: BoxTable) -> BoxSummary:
+    """Relaxation counts and box-size statistics, for the CLI to print."""
+    width_height = table.reference_wh().astype(np.float64)
+    width, height = width_height[:, 0], width_height[:, 1]
+    levels, counts = np.unique(table.relax_level, return_counts=True)
+
+    def stats(values: np.ndarray) -> tuple[float, float, float]:
+        low, median, high = np.percentile(values, [0, 50, 100])
+        return round(float(low), 2), round(float(median), 2), round(float(high), 2)
+
+    return BoxSummary(
+        images=len(table), boxes_per_image=table.boxes.shape[1], image_size=table.image_size,
+        relaxed={int(level): int(count) for level, count in zip(levels, counts) if level > 0},
+        width=stats(width), height=stats(height),
+        area_percent=stats(100.0 * width * height / table.image_size**2), aspect=stats(width / height),
+    )
+
+
+# Box colours (RGB) by patch number; numbers past the list reuse it.
+_BOX_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180),
+                (70, 240, 240))
+_TILE_MIN_SIDE = 192  # small images are enlarged so boxes and numbers stay legible
+_CAPTION_HEIGHT = 18
+_MARGIN = 6
+
+
+def render_contact_sheet(dataset: Dataset, table: BoxTable, out_png: Path, count: int = 24,
+                         columns: int = 6) -> Path:
+    """Write a PNG grid of ``count`` images (spread evenly over the dataset) with their key
+    boxes drawn and numbered 1..N; relaxed detections are marked in the caption."""
+    if len(table) != len(dataset):
+        raise KpbenchError(f"box table has {len(table)} rows but the dataset has {len(dataset)} images")
+    indices = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
+    tiles = [_draw_tile(dataset.load_image(int(index)), table, int(index)) for index in indices]
+    tile_h, tile_w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    columns = min(columns, len(tiles))
+    sheet = np.full((rows * (tile_h + _MARGIN) + _MARGIN, columns * (tile_w + _MARGIN) + _MARGIN, 3),
+                    255, np.uint8)
+    for position, tile in enumerate(tiles):
+        row, column = divmod(position, columns)
+        top, left = _MARGIN + row * (tile_h + _MARGIN), _MARGIN + column * (tile_w + _MARGIN)
+        sheet[top:top + tile_h, left:left + tile_w] = tile
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise KpbenchError(f"could not encode the contact sheet for {out_png}")
+    return atomic_write_bytes(out_png, encoded.tobytes())
+
+
+def _draw_tile(image: np.ndarray, table: BoxTable, index: int) -> np.ndarray:
+    """uint8 (S, S, 3) RGB -> enlarged copy with numbered boxes and a caption strip below."""
+    scale = max(1, -(-_TILE_MIN_SIDE // image.shape[0]))
+    canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    for number, (x0, y0, x1, y1) in enumerate(table.boxes[index].tolist(), start=1):
+        colour = _BOX_COLOURS[(number - 1) % len(_BOX_COLOURS)]
+        top_left, bottom_right = (x0 * scale, y0 * scale), (x1 * scale - 1, y1 * scale - 1)
+        cv2.rectangle(canvas, top_left, bottom_right, colour, 2)
+        label_origin = (top_left[0] + 3, top_left[1] + 14)
+        cv2.putText(canvas, str(number), label_origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3,
+                    cv2.LINE_AA)
+        cv2.putText(canvas, str(number), label_origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
+                    cv2.LINE_AA)
+    caption = np.full((_CAPTION_HEIGHT, canvas.shape[1], 3), 255, np.uint8)
+    level = int(table.relax_level[index])
+    text = f"#{index}" + (f"  relaxed (level {level})" if level else "")
+    cv2.putText(caption, text, (2, _CAPTION_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (0, 0, 0) if not level else (200, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([canvas, caption])
