@@ -1,0 +1,267 @@
+"""The networks of Lee et al. (ECCV 2018), "holistic image generation from key local patches".
+
+Read top to bottom: building blocks, the part encoder, the U-net decoders, the generator that
+ties them together, the discriminator, and :func:`build_networks`, which turns a variant spec
+into modules. Shapes use B = batch, N = patches per image, S = image side (64, 128 or 256),
+L = number of stride-2 levels = log2(S) - 2 (4 at 64, 5 at 128, 6 at 256).
+
+Channel counts follow the paper (64, 128, 256, 512, capped at 512) times a width multiplier,
+so a CPU can train ``width=0.125`` and a GPU the paper's ``width=1``. The 128-d embedding and
+the 128-d noise z keep their size at every width: they are the model's interface, not capacity.
+
+    patches (B,N,3,S,S) --Siamese encoder (shared weights)--> per-level features summed over N
+        levels e_1 (C_1,S/2) ... e_L (C_L,4x4), embedding E (128,1,1)
+    mask decoder   E              -> 4x4, up x2 per level, concat e_l after each level -> M (1,S,S)
+    image decoder  cat(E, z)      -> 4x4, up x2 per level, concat the mask decoder's
+                                     (already concatenated) features after each level -> I (3,S,S)
+    discriminator  image [+ patches on channels] -> down x2 per level -> 4x4 valid conv -> logit
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from kpbench.variant import VariantSpec
+
+SUPPORTED_SIZES = (64, 128, 256)
+BASE_CHANNELS = 64
+MAX_CHANNELS = 512
+
+
+def num_levels(size: int) -> int:
+    """Stride-2 levels from S down to 4x4: 4 at 64, 5 at 128, 6 at 256."""
+    if size not in SUPPORTED_SIZES:
+        raise ValueError(f"image size {size} not supported; choose one of {SUPPORTED_SIZES}")
+    return int(math.log2(size)) - 2
+
+
+def level_channels(size: int, width: float) -> list[int]:
+    """Channels of encoder level 1..L (resolution S/2 ... 4): 64, 128, 256, 512, 512, ... x width."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    return [max(1, round(min(BASE_CHANNELS * 2**i, MAX_CHANNELS) * width)) for i in range(num_levels(size))]
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation (as the authors' code): conv weights N(0, 0.02), BN scale N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def down(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
+    """5x5 stride-2 conv, (BN), LeakyReLU(0.2): (B, C_in, H, W) -> (B, C_out, H/2, W/2)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 5, 2, 2, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+def up(in_channels: int, out_channels: int) -> nn.Sequential:
+    """5x5 stride-2 transposed conv, BN, ReLU: (B, C_in, H, W) -> (B, C_out, 2H, 2W)."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, out_channels, 5, 2, 2, output_padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 conv stack to 4x4, then a 4x4 valid conv; returns every level.
+
+    (B, C_in, S, S) -> [e_1 (B, C_1, S/2, S/2), ..., e_L (B, C_L, 4, 4), head (B, out_dim, 1, 1)]
+    The first level has no BN (DCGAN practice); the head is linear (no BN, no activation).
+    """
+
+    def __init__(self, in_channels: int, size: int, width: float, out_dim: int) -> None:
+        super().__init__()
+        self.channels = level_channels(size, width)
+        ins = [in_channels, *self.channels[:-1]]
+        self.levels = nn.ModuleList(
+            down(c_in, c_out, batch_norm=k > 0) for k, (c_in, c_out) in enumerate(zip(ins, self.channels))
+        )
+        self.head = nn.Conv2d(self.channels[-1], out_dim, 4)  # 4x4 valid: (4, 4) -> (1, 1)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        features = []
+        for level in self.levels:
+            x = level(x)
+            features.append(x)
+        features.append(self.head(x))
+        return features
+
+
+class UNetDecoder(nn.Module):
+    """From a 1x1 code up to S x S, concatenating one skip tensor after each level.
+
+    code (B, in_dim, 1, 1), skips [k_L (B, K_L, 4, 4), ..., k_1 (B, K_1, S/2, S/2)] (coarse first)
+      stem: 4x4 transposed conv -> (B, D_L, 4, 4), BN, ReLU;  cat k_L -> (B, D_L + K_L, 4, 4)
+      each level: up x2 -> (B, D_l, 2h, 2w);                   cat k_l -> (B, D_l + K_l, 2h, 2w)
+      last: up x2 to (B, out_channels, S, S), then ``activation``
+    D_l mirrors the encoder's C_l (512 ... 64, halving), so each level meets a same-size skip.
+    Returns the output and the concatenated feature maps (coarse first): the doubled U-net's
+    image decoder takes the mask decoder's concatenated maps as its skips.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        size: int,
+        width: float,
+        skip_channels: list[int],
+        out_channels: int,
+        activation: nn.Module,
+    ) -> None:
+        super().__init__()
+        dec = level_channels(size, width)[::-1]  # D_L ... D_1, coarse first
+        if len(skip_channels) != len(dec):
+            raise ValueError(f"{len(dec)} skip tensors expected, got {len(skip_channels)}")
+        self.stem = nn.Sequential(
+            nn.ConvTranspose2d(in_dim, dec[0], 4, bias=False),  # (1, 1) -> (4, 4)
+            nn.BatchNorm2d(dec[0]),
+            nn.ReLU(inplace=True),
+        )
+        concat = [d + k for d, k in zip(dec, skip_channels)]
+        self.levels = nn.ModuleList(up(c_in, c_out) for c_in, c_out in zip(concat[:-1], dec[1:]))
+        self.out = nn.ConvTranspose2d(concat[-1], out_channels, 5, 2, 2, output_padding=1)
+        self.activation = activation
+        self.concat_channels = concat
+
+    def forward(self, code: Tensor, skips: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        x = torch.cat([self.stem(code), skips[0]], 1)
+        concatenated = [x]
+        for level, skip in zip(self.levels, skips[1:]):
+            x = torch.cat([level(x), skip], 1)
+            concatenated.append(x)
+        return self.activation(self.out(x)), concatenated
+
+
+@dataclass
+class GeneratorOutput:
+    image: Tensor  # (B, 3, S, S) in [-1, 1]
+    mask: Tensor | None  # (B, 1, S, S) in [0, 1]; None without a mask decoder
+    features: list[Tensor]  # fused encoder levels e_1 .. e_L and the embedding E (B, 128, 1, 1)
+
+
+class PatchGenerator(nn.Module):
+    """Patches (B, N, 3, S, S) and noise z (B, z_dim) -> image, predicted mask, encoder features.
+
+    ``fusion="sum"`` (the paper): one Siamese encoder runs on all B*N patches as a single batch
+    (so BatchNorm statistics do not depend on patch order either) and every level is summed over
+    the N patches: E = E_1 + ... + E_N, invariant to order and defined for any N.
+    ``fusion="concat"`` (the pix2pix-style baseline): the N patches are stacked on channels,
+    (B, 3N, S, S), into one encoder; this fixes N and the order matters.
+
+    ``mask_decoder=True``: the mask decoder predicts M and the image decoder is the doubled U-net
+    (skips from the mask decoder's concatenated maps). ``False``: the image decoder is a plain
+    U-net with skips from the encoder alone and no mask is predicted.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        width: float,
+        n_patches: int,
+        fusion: str = "sum",
+        mask_decoder: bool = True,
+        embed_dim: int = 128,
+        z_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        if fusion not in ("sum", "concat"):
+            raise ValueError(f"unknown encoder fusion {fusion!r}")
+        self.size, self.n_patches, self.fusion, self.z_dim = size, n_patches, fusion, z_dim
+        in_channels = 3 if fusion == "sum" else 3 * n_patches
+        self.encoder = ConvEncoder(in_channels, size, width, embed_dim)
+        enc_skips = self.encoder.channels[::-1]  # C_L ... C_1, coarse first
+        self.mask_decoder: UNetDecoder | None = None
+        image_skips = enc_skips
+        if mask_decoder:
+            self.mask_decoder = UNetDecoder(embed_dim, size, width, enc_skips, 1, nn.Sigmoid())
+            image_skips = self.mask_decoder.concat_channels
+        self.image_decoder = UNetDecoder(embed_dim + z_dim, size, width, image_skips, 3, nn.Tanh())
+        self.feature_dim = embed_dim + sum(self.encoder.channels)
+        self.apply(init_weights)
+
+    @property
+    def supports_variable_n(self) -> bool:
+        return self.fusion == "sum"
+
+    def encode_levels(self, patches: Tensor) -> list[Tensor]:
+        """(B, N, 3, S, S) -> fused [e_1 (B, C_1, S/2, S/2), ..., e_L (B, C_L, 4, 4), E (B, 128, 1, 1)]."""
+        b, n = patches.shape[:2]
+        if self.fusion == "sum":
+            levels = self.encoder(patches.flatten(0, 1))  # each (B*N, C, h, w)
+            return [level.unflatten(0, (b, n)).sum(1) for level in levels]
+        if n != self.n_patches:
+            raise ValueError(f"this generator concatenates exactly {self.n_patches} patches, got {n}")
+        return self.encoder(patches.flatten(1, 2))  # (B, 3N, S, S)
+
+    def forward(self, patches: Tensor, z: Tensor) -> GeneratorOutput:
+        features = self.encode_levels(patches)
+        embedding, skips = features[-1], features[-2::-1]  # skips coarse first: e_L ... e_1
+        mask = None
+        if self.mask_decoder is not None:
+            mask, skips = self.mask_decoder(embedding, skips)
+        code = torch.cat([embedding, z.view(*z.shape, 1, 1).to(embedding.dtype)], 1)  # (B, 128+z, 1, 1)
+        image, _ = self.image_decoder(code, skips)
+        return GeneratorOutput(image=image, mask=mask, features=features)
+
+    def encode(self, patches: Tensor) -> Tensor:
+        """Feature vector (B, feature_dim): the embedding E and every fused level, average-pooled."""
+        features = self.encode_levels(patches)
+        return torch.cat([level.mean((2, 3)) for level in features], 1)
+
+
+class Discriminator(nn.Module):
+    """Image (B, 3, S, S) [+ patches (B, N, 3, S, S) when conditional] -> logits (B,).
+
+    Same 5x5 stride-2 stack as the encoder (64 ... 512, no BN on the first level), then a 4x4
+    valid conv to one logit. Unconditional (the paper): it sees only the image. Conditional
+    (pix2pix): it sees the image and the N patches stacked on channels, (B, 3 + 3N, S, S).
+    """
+
+    def __init__(self, size: int, width: float, n_patches: int, conditional: bool = False) -> None:
+        super().__init__()
+        self.conditional = conditional
+        self.body = ConvEncoder(3 + (3 * n_patches if conditional else 0), size, width, 1)
+        self.apply(init_weights)
+
+    def forward(self, image: Tensor, patches: Tensor) -> Tensor:
+        x = torch.cat([image, patches.flatten(1, 2).to(image.dtype)], 1) if self.conditional else image
+        return self.body(x)[-1].flatten()
+
+
+@dataclass
+class Networks:
+    generator: PatchGenerator
+    discriminator: Discriminator | None
+
+
+def build_networks(spec: VariantSpec, size: int, width: float, n_patches: int) -> Networks:
+    """Freshly initialised modules for a variant (CPU, train mode); ``torch.manual_seed`` first
+    for reproducible weights."""
+    generator = PatchGenerator(
+        size,
+        width,
+        n_patches,
+        fusion=spec.encoder_fusion,
+        mask_decoder=spec.mask_decoder,
+        embed_dim=spec.embed_dim,
+        z_dim=spec.z_dim,
+    )
+    discriminator = None
+    if spec.discriminator != "none":
+        discriminator = Discriminator(size, width, n_patches, conditional=spec.discriminator == "conditional")
+    return Networks(generator, discriminator)

@@ -1,0 +1,801 @@
+"""Training: one variant, one seed -> ``runs/<variant>-seed<k>/``.
+
+Run directory::
+
+    spec.json              the resolved VariantSpec
+    config.json            the resolved TrainConfig, data manifest hash, world size, run length
+    log.jsonl              one JSON line per ``log_every`` steps (losses, lambda, timings) + events
+    samples/step-XXXXXX.png  fixed inputs every ``sample_every`` steps: patches, real, generated,
+                           predicted mask, masked real
+    checkpoints/last.pt    models, optimizers, grad scalers, step, epoch, lambda, data order and
+                           every RNG state of every rank; written atomically, loaded weights-only
+
+One iteration is the paper's schedule on one batch: ``d_steps`` discriminator updates, then
+``g_steps`` generator updates (1 and 2), with one z for all of them. It avoids redundant work:
+the generator forward of the discriminator step is kept with its graph and serves the first
+generator update unchanged (the generator's weights have not moved in between); the
+discriminator's fakes are blends of the detached output, so the D step never touches the
+generator's graph; D's weights are frozen while it scores G_I(x) for the generator, so no
+weight gradients are computed for it there; Adam is the fused kernel.
+
+Rerunning ``train`` with the same config continues from the checkpoint. On the CPU the result is
+bit-identical to an uninterrupted run: data order comes from (seed, epoch), flips from
+(seed, epoch, index) inside the dataset, z from a generator whose state is checkpointed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+
+from kpbench.errors import KpbenchError
+from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
+from kpbench.nets import Discriminator, PatchGenerator, build_networks
+from kpbench.paths import WorkDir
+from kpbench.runtime import derive_seed, pick_device, seed_everything
+from kpbench.samples import PATCH_SOURCES, DataSpec, PatchSampleDataset, make_sample_dataset
+from kpbench.variant import VariantSpec, get_variant
+
+AmpMode = Literal["off", "bf16", "fp16"]
+AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
+
+SPEC_FILE = "spec.json"
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.jsonl"
+CHECKPOINT_FILE = "checkpoints/last.pt"
+SAMPLES_DIR = "samples"
+CHECKPOINT_FORMAT = 1
+SAMPLE_ROWS = 8
+
+# Fields that change how a run is executed or how long it is, not what it learns: a rerun may
+# change them and still continue the same run. Everything else must match the stored config.
+OPERATIONAL_FIELDS = frozenset(
+    {"epochs", "steps", "amp", "device", "num_workers", "sample_every", "checkpoint_every",
+     "log_every", "workdir", "restart", "progress"}
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``train`` needs; defaults are the paper's (batch 64, Adam 2e-4 / (0.5, 0.999),
+    1 D + 2 G updates per iteration, flips). ``batch_size`` is global: with torchrun each of the
+    W processes takes batch_size / W samples of every batch."""
+
+    variant: str = "full"
+    data: DataSpec = field(default_factory=DataSpec)
+    seed: int = 0
+    width: float = 1.0  # channel multiplier of every network
+    batch_size: int = 64
+    epochs: int = 25  # training length, unless ``steps`` is set
+    steps: int | None = None  # iterations (1 D + 2 G updates each); overrides ``epochs``
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    d_steps: int = 1
+    g_steps: int = 2
+    # Epochs over which lambda decays; None = the run's length when it is first started.
+    lambda_decay_epochs: int | None = None
+    patch_source: str = "key"  # key | random
+    flip: bool = True
+    amp: AmpMode = "off"
+    device: str | None = None  # None / "auto": CUDA when present
+    num_workers: int = 2
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 10
+    workdir: Path | str | None = None  # None: KPBENCH_WORKDIR or the current directory
+    restart: bool = False  # discard an existing run of this variant and seed
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.width > 0, f"width must be positive, got {self.width}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
+            (self.d_steps >= 0 and self.g_steps >= 1, "need d_steps >= 0 and g_steps >= 1"),
+            (self.amp in AMP_MODES, f"unknown amp mode {self.amp!r}; use off, bf16 or fp16"),
+            (self.patch_source in PATCH_SOURCES,
+             f"unknown patch source {self.patch_source!r}; use key or random"),
+            (min(self.sample_every, self.checkpoint_every, self.log_every) >= 1,
+             "sample_every, checkpoint_every and log_every must be at least 1"),
+            (self.lambda_decay_epochs is None or self.lambda_decay_epochs >= 1,
+             "lambda_decay_epochs must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise KpbenchError(message)
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def n_patches(self) -> int:
+        return self.data.n_patches
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["betas"] = list(self.betas)
+        values["workdir"] = None if self.workdir is None else str(self.workdir)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        values["data"] = DataSpec(**values.get("data", {}))
+        values["betas"] = tuple(values.get("betas", (0.5, 0.999)))
+        return cls(**values)
+
+
+# --- distributed (torchrun) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> tuple[Dist, bool]:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1).
+    Returns the ranks and whether this call created the group (and must destroy it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), False
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        created = True
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))), created
+
+
+class RankBatchSampler(Sampler[list[int]]):
+    """Batches of one epoch for one rank: global batch b of ``order`` is split into W equal
+    slices and this rank takes its slice (DistributedSampler's sharding, per batch). Starts at
+    batch ``start`` so a resumed run sees exactly the batches it had not seen; drops the last
+    incomplete batch."""
+
+    def __init__(self, order: Tensor, global_batch: int, dist_info: Dist, start: int = 0) -> None:
+        self.order = order.tolist()
+        self.global_batch = global_batch
+        self.per_rank = global_batch // dist_info.world
+        self.rank = dist_info.rank
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.order) // self.global_batch - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in range(self.start, len(self.order) // self.global_batch):
+            first = b * self.global_batch + self.rank * self.per_rank
+            yield self.order[first:first + self.per_rank]
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of the training set for ``epoch``: a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, "order", epoch))
+    return torch.randperm(n, generator=generator)
+
+
+# --- RNG state as plain tensors and lists (loadable with weights_only=True) ----------------------
+
+
+def capture_rng(z_generator: torch.Generator) -> dict[str, Any]:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(state), "gauss": py_gauss},
+        "z": z_generator.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], z_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["gauss"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
+    z_generator.set_state(state["z"])
+
+
+# --- one iteration -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad: gradients still flow to the inputs, none to the weights."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
+@dataclass
+class Batch:
+    patches: Tensor  # (B, N, 3, S, S)
+    real: Tensor  # (B, 3, S, S)
+    mask: Tensor  # (B, 1, S, S)
+    z: Tensor  # (B, z_dim) ~ U(-1, 1)
+    other_real: Tensor  # (B, 3, S, S) real images from outside this batch (y' of equation (4))
+
+
+class Trainer:
+    """Networks, optimizers and the update schedule; no I/O. ``generator`` may be the DDP wrapper
+    of ``raw_generator``; the discriminator is never wrapped (see ``_all_reduce_d_grads``)."""
+
+    def __init__(
+        self,
+        spec: VariantSpec,
+        raw_generator: PatchGenerator,
+        discriminator: Discriminator | None,
+        config: TrainConfig,
+        device: torch.device,
+        dist_info: Dist = Dist(),
+        generator: nn.Module | None = None,
+    ) -> None:
+        self.spec, self.device, self.dist = spec, device, dist_info
+        self.raw_generator = raw_generator
+        self.generator = generator if generator is not None else raw_generator
+        self.discriminator = discriminator
+        self.d_steps, self.g_steps = config.d_steps, config.g_steps
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+
+        def adam(module: nn.Module) -> torch.optim.Adam:
+            return torch.optim.Adam(module.parameters(), lr=config.lr, betas=config.betas,
+                                    fused=device.type in ("cpu", "cuda"))
+
+        self.opt_g = adam(raw_generator)
+        self.opt_d = adam(discriminator) if discriminator is not None else None
+        # fp16 needs loss scaling; bf16 has float32's range and does not.
+        scaling = config.amp == "fp16"
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaling)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaling)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def iteration(self, batch: Batch, lam: float) -> dict[str, Tensor]:
+        """One paper iteration; returns each loss term (detached, float32 scalars)."""
+        logged: dict[str, Tensor] = {}
+        # Kept with its graph: the D step reads it detached, the first G step backpropagates it.
+        with self.autocast():
+            out = self.generator(batch.patches, batch.z)
+        if self.discriminator is not None and self.d_steps > 0:
+            logged.update(self._discriminator_step(out.image.detach(), batch))
+        for g_step in range(self.g_steps):
+            if g_step > 0:  # the weights moved: recompute
+                with self.autocast():
+                    out = self.generator(batch.patches, batch.z)
+            fake_logits = None
+            if self.discriminator is not None:
+                with frozen(self.discriminator), self.autocast():
+                    fake_logits = self.discriminator(out.image, batch.patches)
+            total, terms = generator_loss(self.spec, out, batch.real, batch.mask, lam, fake_logits)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler_g.scale(total).backward()
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
+        logged.update({f"g/{name}": value.detach() for name, value in terms.items()})
+        logged["g/total"] = total.detach()
+        return logged
+
+    def _discriminator_step(self, generated: Tensor, batch: Batch) -> dict[str, Tensor]:
+        assert self.discriminator is not None and self.opt_d is not None
+        fakes = make_fakes(self.spec.fake_kinds, generated, batch.real, batch.mask, batch.other_real)
+        for _ in range(self.d_steps):
+            # One forward per kind, as separate batches: BatchNorm statistics never mix real and
+            # fake images (the authors' code does the same).
+            with self.autocast():
+                real_logits = self.discriminator(batch.real, batch.patches)
+                fake_logits = {kind: self.discriminator(fake, batch.patches) for kind, fake in fakes.items()}
+            total, parts = discriminator_loss(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler_d.scale(total).backward()
+            self._all_reduce_d_grads()
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
+        logged = {f"d/{name}": value.detach() for name, value in parts.items()}
+        logged["d/total"] = total.detach()
+        return logged
+
+    def _all_reduce_d_grads(self) -> None:
+        # D runs several forwards before one backward (one per fake kind), which DDP's reducer
+        # does not support; averaging its gradients by hand is the same synchronisation.
+        if self.dist.world == 1 or self.discriminator is None:
+            return
+        grads = [p.grad for p in self.discriminator.parameters() if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.dist.world
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.raw_generator.state_dict(),
+            "discriminator": self.discriminator.state_dict() if self.discriminator is not None else {},
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else {},
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.raw_generator.load_state_dict(state["generator"])
+        if self.discriminator is not None and self.opt_d is not None:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        # A scaler state exists only for fp16; switching amp on resume starts a fresh scale.
+        if state["scaler_g"] and self.scaler_g.is_enabled():
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+
+
+# --- run directory -------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    step: int = 0  # iterations done
+    epoch: int = 0  # epoch of the next batch
+    batch_in_epoch: int = 0  # batches of ``epoch`` already done
+    lam: float = 0.0  # lambda of the last iteration
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What this call of ``train`` does: where, with which resolved config, how far, and whether
+    it continues a checkpoint."""
+
+    run_dir: Path
+    config: TrainConfig  # with lambda_decay_epochs resolved
+    steps_per_epoch: int
+    total_steps: int
+    resume: bool
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT_FILE
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in OPERATIONAL_FIELDS}
+
+
+def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return found
+
+
+def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset, dist_info: Dist) -> RunPlan:
+    """Start, continue or refuse. A run continues when its checkpoint exists and its spec, config
+    (all but OPERATIONAL_FIELDS), data manifest and world size match; ``restart`` discards it."""
+    run_dir = WorkDir.resolve(config.workdir).run_dir(spec.name, config.seed)
+    steps_per_epoch = len(dataset) // config.batch_size
+    if steps_per_epoch == 0:
+        raise KpbenchError(f"the training split has {len(dataset)} images, fewer than one batch of "
+                           f"{config.batch_size}; use a smaller --batch-size or more data")
+    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    if config.restart and dist_info.main and run_dir.exists():
+        shutil.rmtree(run_dir)
+    _barrier(dist_info)
+
+    stored = None
+    if (run_dir / CONFIG_FILE).exists() and (run_dir / CHECKPOINT_FILE).exists():
+        stored = json.loads((run_dir / CONFIG_FILE).read_text())
+    decay = config.lambda_decay_epochs
+    if decay is None:  # resolved when the run starts and kept when a rerun extends it
+        decay = (stored["config"]["lambda_decay_epochs"] if stored
+                 else math.ceil(total_steps / steps_per_epoch))
+    config = replace(config, lambda_decay_epochs=decay)
+    identity = {"spec": spec.to_dict(), "config": _identity(config.to_dict()),
+                "data_manifest": dataset.manifest_hash, "world_size": dist_info.world}
+    if stored is not None:
+        previous = {k: stored.get(k) for k in identity} | {"config": _identity(stored["config"])}
+        differences = _differences(previous, identity)
+        if differences:
+            raise KpbenchError(
+                f"{run_dir} was trained with different settings ({'; '.join(differences)}); pass "
+                "--restart to discard it and start over, or choose another --seed or --workdir")
+    _barrier(dist_info)  # every rank has read the old files before the main rank rewrites them
+    if dist_info.main:
+        if stored is None and run_dir.exists():  # files without a checkpoint: nothing to continue
+            shutil.rmtree(run_dir)
+        (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+        (run_dir / CHECKPOINT_FILE).parent.mkdir(exist_ok=True)
+        atomic_write_json(run_dir / SPEC_FILE, spec.to_dict())
+        atomic_write_json(run_dir / CONFIG_FILE, identity | {
+            "config": config.to_dict(), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "train_images": len(dataset)})
+    return RunPlan(run_dir, config, steps_per_epoch, total_steps, resume=stored is not None)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint as plain tensors and containers (``weights_only``: no code is unpickled)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or foreign file: name it rather than guess
+        raise KpbenchError(f"cannot read checkpoint {path}: {error}") from error
+
+
+class RunLog:
+    """log.jsonl, written by the main rank only."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop entries logged after the checkpoint being resumed: those steps are redone."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+@dataclass
+class LogWindow:
+    """Loss and timing sums since the last log line."""
+
+    losses: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    data_s: float = 0.0
+    compute_s: float = 0.0
+
+    def add(self, losses: dict[str, float], data_s: float, compute_s: float) -> None:
+        for name, value in losses.items():
+            self.losses[name] = self.losses.get(name, 0.0) + value
+        self.steps += 1
+        self.data_s += data_s
+        self.compute_s += compute_s
+
+    def entry(self, state: RunState, images_per_step: int) -> dict[str, Any]:
+        seconds = self.data_s + self.compute_s
+        return {
+            "step": state.step, "epoch": state.epoch, "lambda": state.lam,
+            "losses": {name: value / self.steps for name, value in self.losses.items()},
+            "data_s": self.data_s / self.steps, "step_s": seconds / self.steps,
+            "data_share": self.data_s / seconds, "images_per_s": images_per_step * self.steps / seconds,
+            "time": time.time(),
+        }
+
+
+def _sample_inputs(dataset: PatchSampleDataset, seed: int, z_dim: int) -> dict[str, Tensor]:
+    """The fixed inputs of every sample grid: the first training samples (epoch 0) and a fixed z."""
+    dataset.set_epoch(0)
+    items = [dataset[i] for i in range(min(SAMPLE_ROWS, len(dataset)))]
+    inputs = {k: torch.stack([item[k] for item in items]) for k in ("patches", "image", "mask")}
+    z_generator = torch.Generator().manual_seed(derive_seed(seed, "sample-z"))
+    inputs["z"] = torch.rand(len(items), z_dim, generator=z_generator) * 2 - 1
+    return inputs
+
+
+@torch.no_grad()
+def write_sample_grid(path: Path, generator: PatchGenerator, inputs: dict[str, Tensor],
+                      device: torch.device) -> Path:
+    """Columns: the N patches, real, generated, predicted mask (if any), masked real. Eval mode."""
+    from kpbench.grids import save_grid
+
+    was_training = generator.training
+    generator.eval()
+    out = generator(inputs["patches"].to(device), inputs["z"].to(device))
+    generator.train(was_training)
+    columns = [inputs["patches"], inputs["image"], out.image.float().cpu()]
+    if out.mask is not None:
+        columns.append(out.mask.float().cpu())
+    columns.append(inputs["image"] * inputs["mask"] + (inputs["mask"] - 1))  # black outside M
+    return save_grid(path, columns)
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop checkpoints after the current iteration and stops.
+    A second Ctrl-C raises KeyboardInterrupt at once (the last checkpoint stays intact)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals need the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class TrainingInterrupted(KpbenchError):
+    """Training stopped on Ctrl-C / SIGTERM after saving a checkpoint."""
+
+    exit_code = 130
+
+
+def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.fields[status]}"), disable=not enabled)
+    return progress, progress.add_task("train", total=total, completed=done, status="")
+
+
+def _status(losses: dict[str, float], images: int, seconds: float) -> str:
+    shown = ("d/total", "g/total", "g/adversarial", "g/spatial", "g/appearance", "g/reconstruction")
+    text = " ".join(f"{name}={losses[name]:.3g}" for name in shown if name in losses)
+    return f"{text} {images / max(seconds, 1e-9):.1f} img/s"
+
+
+def _barrier(dist_info: Dist) -> None:
+    if dist_info.world > 1:
+        dist.barrier()
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig) -> Path:
+    """Train ``config.variant`` and return its run directory; continues an existing run.
+
+    Raises KpbenchError for unusable settings, a run trained with other settings (unless
+    ``restart``) or a non-finite loss (the last good checkpoint is kept), and TrainingInterrupted
+    (exit code 130) after saving a checkpoint on Ctrl-C / SIGTERM. Under torchrun every process
+    calls it; the main rank writes the files.
+    """
+    spec = get_variant(config.variant)
+    device = pick_device(config.device)
+    dist_info, created_group = init_distributed(device.type)
+    try:
+        return _train(config, spec, device, dist_info)
+    finally:
+        if created_group:
+            # The DDP wrapper holds the process group: free it (it sits in reference cycles)
+            # before destroying the group, or gloo's threads outlive the interpreter and abort.
+            gc.collect()
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_info: Dist) -> Path:
+    if config.batch_size % dist_info.world:
+        raise KpbenchError(f"batch size {config.batch_size} does not split evenly over "
+                           f"{dist_info.world} processes")
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank if dist_info.world > 1 else device.index or 0)
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    dataset = make_sample_dataset(config.data, "train", config.seed, WorkDir.resolve(config.workdir),
+                                  patch_source=config.patch_source, flip=config.flip)  # type: ignore[arg-type]
+    plan = plan_run(config, spec, dataset, dist_info)
+    return TrainingSession(plan, spec, dataset, device, dist_info).run()
+
+
+class TrainingSession:
+    """The state of one call of ``train``: networks, data, RNGs, position, log; checkpointable."""
+
+    def __init__(self, plan: RunPlan, spec: VariantSpec, dataset: PatchSampleDataset,
+                 device: torch.device, dist_info: Dist) -> None:
+        self.plan, self.config, self.spec = plan, plan.config, spec
+        self.dataset, self.device, self.dist = dataset, device, dist_info
+        config = self.config
+        seed_everything(config.seed)  # identical initial weights on every rank
+        nets = build_networks(spec, config.size, config.width, config.n_patches)
+        # channels-last speeds up cuDNN convolutions; on the CPU it is slower for these nets.
+        self.channels_last = device.type == "cuda"
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.generator = nets.generator.to(device, memory_format=memory_format)
+        discriminator = nets.discriminator
+        if discriminator is not None:
+            discriminator = discriminator.to(device, memory_format=memory_format)
+        wrapped = None
+        if dist_info.world > 1:
+            wrapped = DistributedDataParallel(self.generator,
+                                              device_ids=[device.index] if device.type == "cuda" else None)
+        self.trainer = Trainer(spec, self.generator, discriminator, config, device, dist_info,
+                               generator=wrapped)
+        self.z_generator = torch.Generator().manual_seed(derive_seed(config.seed, "z", dist_info.rank))
+        self.state = RunState(lam=self.lam(0))
+        self.other_real: Tensor | None = None  # the previous batch's real images (y')
+        self.resumed_order: Tensor | None = None  # the interrupted epoch's data order, as saved
+        self.log = RunLog(plan.run_dir / LOG_FILE, dist_info.main)
+        self.last_saved: int | None = None
+        self.sample_inputs = _sample_inputs(dataset, config.seed, spec.z_dim) if dist_info.main else {}
+
+    def lam(self, epoch: int) -> float:
+        assert self.config.lambda_decay_epochs is not None
+        return lambda_at(epoch, self.spec.lambda_start, self.spec.lambda_end, self.config.lambda_decay_epochs)
+
+    # checkpoints ---------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        rank_state = {"rng": capture_rng(self.z_generator),
+                      "other_real": self.other_real.cpu() if self.other_real is not None else None}
+        ranks: list[Any] = [rank_state]
+        if self.dist.world > 1:  # every rank's RNGs and y' go into the one file
+            ranks = [None] * self.dist.world
+            dist.all_gather_object(ranks, rank_state)
+        if self.dist.main:
+            state = self.state
+            atomic_torch_save(self.plan.checkpoint, {
+                "format": CHECKPOINT_FORMAT, "step": state.step, "epoch": state.epoch,
+                "batch_in_epoch": state.batch_in_epoch, "lambda": state.lam,
+                "data_order": epoch_order(len(self.dataset), self.config.seed, state.epoch),
+                "models": self.trainer.state_dict(), "ranks": ranks,
+            })
+        self.last_saved = self.state.step
+
+    def restore(self) -> None:
+        checkpoint = read_checkpoint(self.plan.checkpoint)
+        self.trainer.load_state_dict(checkpoint["models"])
+        self.state = RunState(checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"],
+                              checkpoint["lambda"])
+        rank_state = checkpoint["ranks"][self.dist.rank]
+        restore_rng(rank_state["rng"], self.z_generator)
+        if rank_state["other_real"] is not None:
+            self.other_real = rank_state["other_real"].to(self.device)
+        self.resumed_order = checkpoint["data_order"]
+        self.last_saved = self.state.step
+
+    # the loop ------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        plan, state = self.plan, self.state
+        if plan.resume:
+            self.restore()
+            state = self.state
+            self.log.truncate_after(state.step)
+            self.log.write({"event": "resume", "step": state.step, "total_steps": plan.total_steps})
+        else:
+            self.log.write({"event": "start", "step": 0, "total_steps": plan.total_steps,
+                            "world_size": self.dist.world})
+        progress, task = _progress_bar(self.config.progress and self.dist.main, plan.total_steps, state.step)
+        with StopRequest() as stop, progress:
+            def show(status: str) -> None:
+                progress.update(task, completed=state.step, status=status)
+
+            while state.step < plan.total_steps:
+                self.run_epoch(stop, show)
+        self.log.write({"event": "done", "step": state.step})
+        _barrier(self.dist)  # no rank tears the group down while another still writes
+        return plan.run_dir
+
+    def epoch_loader(self) -> DataLoader:
+        """Batches of the current epoch from where the run stands, in worker processes."""
+        state, config = self.state, self.config
+        self.dataset.set_epoch(state.epoch)  # before the workers copy the dataset
+        order = self.resumed_order
+        if order is None:
+            order = epoch_order(len(self.dataset), config.seed, state.epoch)
+        self.resumed_order = None
+        return DataLoader(
+            self.dataset,
+            batch_sampler=RankBatchSampler(order, config.batch_size, self.dist, start=state.batch_in_epoch),
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            # Worker seeds from (seed, epoch), not from the global RNG (flips need no RNG anyway).
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, "loader", state.epoch)),
+        )
+
+    def run_epoch(self, stop: StopRequest, show: Callable[[str], None]) -> None:
+        config, plan, state, spec = self.config, self.plan, self.state, self.spec
+        window = LogWindow()
+        batches = iter(self.epoch_loader())
+        while state.step < plan.total_steps:
+            started = time.perf_counter()
+            item = next(batches, None)
+            if item is None:
+                break
+            item = {k: item[k].to(self.device, non_blocking=True) for k in ("patches", "image", "mask")}
+            real = item["image"]
+            if self.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+            fetched = time.perf_counter()
+            z = (torch.rand(real.shape[0], spec.z_dim, generator=self.z_generator) * 2 - 1).to(self.device)
+            # y' of equation (4): the previous batch's real images. The run's very first batch has
+            # no previous one and pairs each image with its neighbour in the batch instead.
+            other = self.other_real if self.other_real is not None else real.roll(1, 0)
+            lam = self.lam(state.epoch)
+            losses = self.trainer.iteration(Batch(item["patches"], real, item["mask"], z, other), lam)
+            self.other_real = real
+            losses, stop_now = self.synchronise(losses, stop.requested)
+            finished = time.perf_counter()
+            self.check_finite(losses)
+
+            state.step += 1
+            state.batch_in_epoch += 1
+            state.lam = lam
+            if state.batch_in_epoch == plan.steps_per_epoch:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            window.add(losses, fetched - started, finished - fetched)
+            done = state.step >= plan.total_steps
+            if state.step % config.log_every == 0 or done or stop_now:
+                self.log.write(window.entry(state, config.batch_size))
+                window = LogWindow()
+            if self.dist.main and (state.step % config.sample_every == 0 or done or stop_now):
+                write_sample_grid(plan.run_dir / SAMPLES_DIR / f"step-{state.step:06d}.png", self.generator,
+                                  self.sample_inputs, self.device)
+            if state.step % config.checkpoint_every == 0 or done or stop_now:
+                self.save_checkpoint()
+            show(_status(losses, config.batch_size, finished - started))
+            if stop_now:
+                self.log.write({"event": "interrupted", "step": state.step})
+                raise TrainingInterrupted(
+                    f"training interrupted at step {state.step}/{plan.total_steps}; checkpoint saved in "
+                    f"{plan.run_dir}; run the same command again to continue")
+
+    def synchronise(self, losses: dict[str, Tensor], stop: bool) -> tuple[dict[str, float], bool]:
+        """The iteration's one host sync: losses averaged over ranks, and whether any rank was
+        asked to stop (all ranks must stop at the same step)."""
+        names = sorted(losses)
+        values = torch.stack([losses[name].float() for name in names]
+                             + [torch.tensor(float(stop), device=self.device)])
+        if self.dist.world > 1:
+            dist.all_reduce(values)
+            values[:-1] /= self.dist.world
+        host = values.tolist()
+        return dict(zip(names, host[:-1])), host[-1] > 0
+
+    def check_finite(self, losses: dict[str, float]) -> None:
+        bad = [name for name, value in losses.items() if not math.isfinite(value)]
+        if not bad:
+            return
+        step = self.state.step + 1
+        self.log.write({"event": "non-finite", "step": step, "losses": losses})
+        kept = (f"the last good checkpoint (step {self.last_saved}) is kept at {self.plan.checkpoint}"
+                if self.last_saved is not None else "no checkpoint had been written yet")
+        raise KpbenchError(f"non-finite loss ({', '.join(bad)}) at step {step}: training stopped; {kept}; "
+                           "try a lower learning rate, or --amp off")

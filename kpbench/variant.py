@@ -1,0 +1,152 @@
+"""Variants: a frozen spec that names a model's components and loss terms, and a registry.
+
+The training loop reads everything variant-specific from a :class:`VariantSpec`: which generator
+(Siamese sum or channel-concatenation encoder, with or without the mask decoder), which
+discriminator (none, image only, or conditioned on the patches), which fake images the
+discriminator sees (the paper's equation (4) or a subset), and which loss terms with which weights.
+Each variant lives in its own file under ``variants/`` and registers itself; an ablation is
+``dataclasses.replace(FULL, ...)`` so it reads as a diff against the full model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from kpbench.errors import KpbenchError
+
+EncoderFusion = Literal["sum", "concat"]
+DiscriminatorKind = Literal["none", "image", "conditional"]
+AppearanceMask = Literal["predicted", "true"]
+
+# The discriminator's fake images of equation (4); g = G_I(x), y = real, y' = another real image
+# (from outside the mini-batch), M = the true mask. The names are the keys of losses.FAKE_KINDS.
+EQUATION_4_FAKES: tuple[str, ...] = (
+    "generated",  # G_I(x)
+    "generated_in_mask",  # M * G_I(x) + (1 - M) * y
+    "generated_outside_mask",  # (1 - M) * G_I(x) + M * y
+    "other_in_mask",  # M * y' + (1 - M) * y
+    "other_outside_mask",  # (1 - M) * y' + M * y
+)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Components and objective of one model. Generator loss:
+
+        adversarial_weight * BCE(D(G_I(x)), real)
+        + lambda(epoch) * (spatial_weight * |G_M(x) - M|_1
+                           + appearance_weight * |G_I(x) * A - y * M|_1
+                           + reconstruction_weight * |G_I(x) - y|_1)
+
+    with A = G_M(x) (``appearance_mask="predicted"``) or M (``"true"``); L1 terms are summed per
+    sample and averaged over the batch. lambda decays geometrically per epoch from
+    ``lambda_start`` to ``lambda_end`` (0.64 -> 0.0064: the paper's 1e-2 -> 1e-4 for losses
+    summed over a batch of 64, expressed per sample so the balance does not depend on batch size).
+    Discriminator loss: BCE(D(y), real) + sum over ``fake_kinds`` of BCE(D(fake), fake).
+    """
+
+    name: str
+    description: str
+    encoder_fusion: EncoderFusion = "sum"
+    mask_decoder: bool = True
+    discriminator: DiscriminatorKind = "image"
+    fake_kinds: tuple[str, ...] = EQUATION_4_FAKES
+    spatial_weight: float = 1.0
+    appearance_weight: float = 1.0
+    appearance_mask: AppearanceMask = "predicted"
+    reconstruction_weight: float = 0.0
+    adversarial_weight: float = 1.0
+    lambda_start: float = 0.64
+    lambda_end: float = 0.0064
+    embed_dim: int = 128
+    z_dim: int = 128
+
+    def __post_init__(self) -> None:
+        # Inconsistent specs are programming errors in a variants/ file: fail at import time.
+        problems = []
+        if self.encoder_fusion not in ("sum", "concat"):
+            problems.append(f"encoder_fusion {self.encoder_fusion!r} is not 'sum' or 'concat'")
+        if self.discriminator not in ("none", "image", "conditional"):
+            problems.append(f"discriminator {self.discriminator!r} is not none, image or conditional")
+        unknown = set(self.fake_kinds) - set(EQUATION_4_FAKES)
+        if unknown:
+            problems.append(f"unknown fake kinds {sorted(unknown)}")
+        has_d = self.discriminator != "none"
+        if has_d != bool(self.fake_kinds) or has_d != (self.adversarial_weight > 0):
+            problems.append("a discriminator needs fake kinds and an adversarial weight, and vice versa")
+        if not self.mask_decoder and self.spatial_weight > 0:
+            problems.append("the spatial loss needs the mask decoder")
+        if not self.mask_decoder and self.appearance_weight > 0 and self.appearance_mask == "predicted":
+            problems.append("the appearance loss with the predicted mask needs the mask decoder")
+        if self.appearance_mask not in ("predicted", "true"):
+            problems.append(f"appearance_mask {self.appearance_mask!r} is not predicted or true")
+        if not 0 < self.lambda_end <= self.lambda_start:
+            problems.append("need 0 < lambda_end <= lambda_start")
+        if problems:
+            raise ValueError(f"variant {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def generator_terms(self) -> dict[str, float]:
+        """Active generator loss terms and their weights (lambda-scaled ones are the L1 terms)."""
+        weights = {
+            "adversarial": self.adversarial_weight,
+            "spatial": self.spatial_weight,
+            "appearance": self.appearance_weight,
+            "reconstruction": self.reconstruction_weight,
+        }
+        return {name: weight for name, weight in weights.items() if weight > 0}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: tuples become lists."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VariantSpec:
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+
+_REGISTRY: dict[str, VariantSpec] = {}
+
+
+def register_variant(spec: VariantSpec) -> VariantSpec:
+    """Add ``spec`` to the registry under ``spec.name`` and return it (use at module level)."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
+        raise ValueError(f"variant {spec.name!r} registered twice with different specs")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_builtin_variants() -> None:
+    # Imported lazily: the variants package imports this module to register itself.
+    importlib.import_module("variants")
+
+
+def list_variants() -> list[VariantSpec]:
+    """All registered variants, in registration order (full first)."""
+    _load_builtin_variants()
+    return list(_REGISTRY.values())
+
+
+def get_variant(name: str) -> VariantSpec:
+    _load_builtin_variants()
+    if name not in _REGISTRY:
+        raise KpbenchError(f"unknown variant {name!r}; known variants: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def spec_diff(spec: VariantSpec, base: VariantSpec) -> dict[str, tuple[Any, Any]]:
+    """Fields where ``spec`` differs from ``base``: ``{field: (base value, spec value)}``,
+    ignoring the name and description (``kpbench show VARIANT`` prints this against full)."""
+    diff = {}
+    for f in fields(VariantSpec):
+        if f.name in ("name", "description"):
+            continue
+        old, new = getattr(base, f.name), getattr(spec, f.name)
+        if old != new:
+            diff[f.name] = (old, new)
+    return diff
+

@@ -1,0 +1,406 @@
+"""Variants, losses and the training loop: objectives per DESIGN.md, overfitting, resume, stops, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import kpbench.train as train_module
+from kpbench import variant as variant_module
+from kpbench.errors import KpbenchError
+from kpbench.losses import generator_loss, lambda_at, make_fakes
+from kpbench.nets import GeneratorOutput, build_networks
+from kpbench.paths import WorkDir
+from kpbench.runs import load_run
+from kpbench.samples import DataSpec, make_sample_dataset
+from kpbench.train import CHECKPOINT_FILE, LOG_FILE, Batch, TrainConfig, Trainer, train
+from kpbench.variant import EQUATION_4_FAKES, get_variant, list_variants, spec_diff
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = DataSpec(source="builtin:64")  # 58 training images
+VARIANTS = ["full", "naive_gan", "nomask", "autoencoder", "cgan"]
+
+# What DESIGN.md prescribes for each variant.
+EXPECTED = {
+    "full": {"discriminator": "image", "fakes": set(EQUATION_4_FAKES), "mask": True,
+             "terms": {"adversarial", "spatial", "appearance"}},
+    "naive_gan": {"discriminator": "image", "fakes": {"generated"}, "mask": True,
+                  "terms": {"adversarial", "spatial", "appearance"}},
+    "nomask": {"discriminator": "image", "fakes": set(EQUATION_4_FAKES), "mask": False,
+               "terms": {"adversarial", "appearance"}},
+    "autoencoder": {"discriminator": "none", "fakes": set(), "mask": True,
+                    "terms": {"spatial", "appearance", "reconstruction"}},
+    "cgan": {"discriminator": "conditional", "fakes": {"generated"}, "mask": False,
+             "terms": {"adversarial", "reconstruction"}},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # The CI machine's 2 cores are shared: two OpenMP threads stall each other there.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def box_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("boxes")
+    make_sample_dataset(DATA, "train", 0, WorkDir.resolve(root))  # detects and caches the boxes once
+    return root / "cache"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, box_cache: Path) -> Path:
+    shutil.copytree(box_cache, tmp_path / "cache")
+    return tmp_path
+
+
+def make_config(workdir: Path, **changes: Any) -> TrainConfig:
+    base = TrainConfig(data=DATA, width=0.125, batch_size=4, steps=2, num_workers=0, progress=False,
+                       workdir=str(workdir), sample_every=1000, checkpoint_every=1000, log_every=1)
+    return replace(base, **changes)
+
+
+def fixed_batch(workdir: Path, n: int = 4) -> Batch:
+    dataset = make_sample_dataset(DATA, "train", 0, WorkDir.resolve(workdir))
+    items = [dataset[i] for i in range(n)]
+    patches, real, mask = (torch.stack([item[k] for item in items]) for k in ("patches", "image", "mask"))
+    generator = torch.Generator().manual_seed(0)
+    return Batch(patches, real, mask, torch.rand(n, 128, generator=generator) * 2 - 1, real.roll(1, 0))
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / LOG_FILE).read_text().splitlines()]
+
+
+def checkpoint(run_dir: Path) -> dict[str, Any]:
+    return torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)
+
+
+def assert_same(a: Any, b: Any, path: str = "") -> None:
+    """Bit-for-bit equality of nested checkpoint contents."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"differs at {path}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{k}]")
+    else:
+        assert a == b, f"differs at {path}: {a} != {b}"
+
+
+# --- variants ------------------------------------------------------------------------------------
+
+
+def test_registry_lists_variants_and_names_the_known_ones_on_error() -> None:
+    assert [spec.name for spec in list_variants()] == VARIANTS
+    with pytest.raises(KpbenchError, match="known variants: full, naive_gan, nomask, autoencoder, cgan"):
+        get_variant("no-such-variant")
+
+
+def test_ablations_read_as_diffs_against_full() -> None:
+    full = get_variant("full")
+    assert spec_diff(full, full) == {}
+    assert spec_diff(get_variant("naive_gan"), full) == {"fake_kinds": (EQUATION_4_FAKES, ("generated",))}
+    assert set(spec_diff(get_variant("nomask"), full)) == {
+        "mask_decoder", "spatial_weight", "appearance_mask"}
+    assert set(spec_diff(get_variant("autoencoder"), full)) == {
+        "discriminator", "fake_kinds", "adversarial_weight", "reconstruction_weight"}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_components_and_loss_terms_match_the_design(name: str, workdir: Path) -> None:
+    spec, expected = get_variant(name), EXPECTED[name]
+    assert spec.discriminator == expected["discriminator"]
+    assert set(spec.fake_kinds) == expected["fakes"]
+    assert set(spec.generator_terms) == expected["terms"]
+    torch.manual_seed(0)
+    nets = build_networks(spec, 64, 0.125, 3)
+    assert (nets.generator.mask_decoder is not None) == expected["mask"]
+    assert (nets.discriminator is None) == (expected["discriminator"] == "none")
+
+    # Run one iteration and watch what the networks see.
+    d_inputs: list[int] = []  # channels of every discriminator input
+    g_calls: list[int] = []
+    if nets.discriminator is not None:
+        nets.discriminator.body.register_forward_hook(lambda m, args, out: d_inputs.append(args[0].shape[1]))
+    nets.generator.register_forward_hook(lambda m, args, out: g_calls.append(1))
+    trainer = Trainer(spec, nets.generator, nets.discriminator, TrainConfig(width=0.125), torch.device("cpu"))
+    logged = trainer.iteration(fixed_batch(workdir), lam=0.64)
+
+    n_fakes = len(expected["fakes"])
+    d_keys = {k for k in logged if k.startswith("d/")}
+    expected_d_keys = {"d/real", "d/total"} | {f"d/{kind}" for kind in expected["fakes"]}
+    assert d_keys == (expected_d_keys if n_fakes else set())
+    assert {k for k in logged if k.startswith("g/")} == {"g/total"} | {f"g/{t}" for t in expected["terms"]}
+    # D step: real + one batch per fake kind; then one scoring of G_I(x) per G step.
+    assert len(d_inputs) == (1 + n_fakes + 2 if n_fakes else 0)
+    assert set(d_inputs) <= {3 + 9 if expected["discriminator"] == "conditional" else 3}
+    # Two G updates, two generator forwards: the D step's forward serves the first G update.
+    assert len(g_calls) == 2
+
+
+def test_discriminator_fakes_follow_equation_4() -> None:
+    g, y, y2 = torch.full((1, 3, 4, 4), 0.5), torch.full((1, 3, 4, 4), -0.5), torch.full((1, 3, 4, 4), 0.25)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1  # top half inside M
+    fakes = make_fakes(EQUATION_4_FAKES, g, y, mask, y2)
+    inside, outside = (slice(None), slice(None), slice(0, 2)), (slice(None), slice(None), slice(2, 4))
+    expect = {"generated": (g, g), "generated_in_mask": (g, y), "generated_outside_mask": (y, g),
+              "other_in_mask": (y2, y), "other_outside_mask": (y, y2)}
+    for kind, (want_in, want_out) in expect.items():
+        torch.testing.assert_close(fakes[kind][inside], want_in[inside])
+        torch.testing.assert_close(fakes[kind][outside], want_out[outside])
+
+
+def test_nomask_appearance_uses_the_true_mask() -> None:
+    image = torch.rand(2, 3, 8, 8) * 2 - 1
+    real = torch.rand(2, 3, 8, 8) * 2 - 1
+    mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    out = GeneratorOutput(image=image, mask=None, features=[])
+    _, terms = generator_loss(get_variant("nomask"), out, real, mask, lam=1.0, fake_logits=torch.zeros(2))
+    expected = ((image * mask - real * mask).abs().flatten(1).sum(1)).mean()
+    torch.testing.assert_close(terms["appearance"], expected)
+    assert "spatial" not in terms
+
+
+def test_lambda_decays_geometrically_per_epoch_then_holds() -> None:
+    values = [lambda_at(e, 0.64, 0.0064, 5) for e in range(7)]
+    assert values[0] == pytest.approx(0.64) and values[4] == pytest.approx(0.0064)
+    ratios = [b / a for a, b in zip(values[:4], values[1:5])]
+    assert ratios == pytest.approx([0.01 ** 0.25] * 4)
+    assert values[5] == values[6] == pytest.approx(0.0064)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_overfits_one_batch(name: str, workdir: Path) -> None:
+    spec = get_variant(name)
+    # The mask loss where there is one, else whole-image reconstruction, else appearance.
+    tracked = next(t for t in ("spatial", "reconstruction", "appearance") if t in spec.generator_terms)
+    torch.manual_seed(0)
+    nets = build_networks(spec, 64, 0.125, 3)
+    trainer = Trainer(spec, nets.generator, nets.discriminator, TrainConfig(width=0.125, lr=2e-3),
+                      torch.device("cpu"))
+    batch = fixed_batch(workdir)
+    history = [trainer.iteration(batch, lam=0.64)[f"g/{tracked}"].item() for _ in range(30)]
+    assert all(torch.isfinite(torch.tensor(history)))
+    assert history[-1] < 0.5 * history[0], f"{name}: {tracked} {history[0]:.0f} -> {history[-1]:.0f}"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_trains_and_loads_for_evaluation(name: str, workdir: Path) -> None:
+    run_dir = train(make_config(workdir, variant=name, steps=2, sample_every=2))
+    assert run_dir == workdir / "runs" / f"{name}-seed0"
+    assert json.loads((run_dir / "spec.json").read_text())["name"] == name
+    assert json.loads((run_dir / "config.json").read_text())["config"]["variant"] == name
+    log = read_log(run_dir)
+    assert [e["step"] for e in log if "losses" in e] == [1, 2] and log[-1]["event"] == "done"
+    assert {"data_s", "step_s", "images_per_s", "lambda"} <= set(log[1])
+    assert (run_dir / "samples" / "step-000002.png").stat().st_size > 0
+    assert checkpoint(run_dir)["step"] == 2
+
+    run = load_run(run_dir)
+    assert run.spec == get_variant(name) and run.config.width == 0.125 and run.step == 2
+    patches = torch.rand(2, 3, 3, 64, 64) * 2 - 1
+    image, mask = run.generate(patches)
+    assert image.shape == (2, 3, 64, 64)
+    assert (mask is not None) == EXPECTED[name]["mask"]
+    assert run.encode(patches).shape == (2, run.feature_dim)
+    assert run.supports_variable_n == (name != "cgan")
+    if run.supports_variable_n:
+        assert run.encode(patches[:, :1]).shape == (2, run.feature_dim)
+    else:
+        with pytest.raises(KpbenchError, match="exactly 3 patches"):
+            run.generate(patches[:, :2])
+    baseline = run.untrained(seed=0)
+    assert baseline.step == 0
+    assert not torch.allclose(baseline.encode(patches), run.encode(patches))
+
+
+def test_load_run_without_a_run_names_the_train_command(tmp_path: Path) -> None:
+    with pytest.raises(KpbenchError, match=r"kpbench train --variant nomask --seed 3"):
+        load_run(tmp_path / "runs" / "nomask-seed3")
+
+
+def test_other_real_comes_from_the_previous_batch(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def recording_make_fakes(kinds: Any, generated: Any, real: torch.Tensor, mask: Any,
+                             other_real: torch.Tensor) -> Any:
+        seen.append((real.clone(), other_real.clone()))
+        return make_fakes(kinds, generated, real, mask, other_real)
+
+    monkeypatch.setattr(train_module, "make_fakes", recording_make_fakes)
+    train(make_config(workdir, steps=3))
+    assert len(seen) == 3
+    for (previous, _), (real, other) in zip(seen, seen[1:]):
+        assert torch.equal(other, previous)
+        assert not any(torch.equal(o, r) for o in other for r in real)  # outside the mini-batch
+
+
+def test_resume_is_bit_exact(workdir: Path, tmp_path_factory: pytest.TempPathFactory,
+                             box_cache: Path) -> None:
+    # Batch 8: 7 steps per epoch, so 10 steps cross an epoch boundary and a lambda change.
+    base = make_config(workdir, batch_size=8, lambda_decay_epochs=3, checkpoint_every=3)
+    straight = train(replace(base, steps=10))
+
+    other = tmp_path_factory.mktemp("resumed")
+    shutil.copytree(box_cache, other / "cache")
+    first = train(replace(base, steps=5, workdir=str(other)))
+    assert checkpoint(first)["step"] == 5
+    resumed = train(replace(base, steps=10, workdir=str(other), num_workers=1))  # workers change nothing
+    assert_same(checkpoint(straight), checkpoint(resumed))
+    assert [e.get("event") for e in read_log(resumed) if "event" in e] == ["start", "done", "resume", "done"]
+
+
+def test_interrupted_run_saves_and_resumes(workdir: Path) -> None:
+    config = make_config(workdir, steps=100_000, checkpoint_every=100_000)
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config.to_dict()))
+    script = textwrap.dedent(f"""
+        import json, sys
+        from kpbench.train import TrainConfig, TrainingInterrupted, train
+        config = TrainConfig.from_dict(json.loads(open({str(config_path)!r}).read()))
+        try:
+            train(config)
+        except TrainingInterrupted as error:
+            print(error)
+            sys.exit(error.exit_code)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    log_path = workdir / "runs" / "full-seed0" / LOG_FILE
+    deadline = time.monotonic() + 120
+    def steps_logged() -> int:
+        return sum("losses" in line for line in log_path.read_text().splitlines()) if log_path.exists() else 0
+
+    while steps_logged() < 2:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted at step" in stdout
+
+    run_dir = log_path.parent
+    stopped_at = checkpoint(run_dir)["step"]
+    assert stopped_at >= 2
+    train(replace(config, steps=stopped_at + 2))
+    assert checkpoint(run_dir)["step"] == stopped_at + 2
+    log = read_log(run_dir)
+    assert [e["event"] for e in log if "event" in e] == ["start", "interrupted", "resume", "done"]
+    assert [e["step"] for e in log if "losses" in e] == list(range(1, stopped_at + 3))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(workdir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = train(make_config(workdir, steps=3, checkpoint_every=2))
+    saved = (run_dir / CHECKPOINT_FILE).read_bytes()
+
+    class Poisoned(torch.utils.data.Dataset):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+        def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+            item = dict(self.inner[index])
+            item["image"] = torch.full_like(item["image"], float("nan"))
+            return item
+
+    real_factory = train_module.make_sample_dataset
+    monkeypatch.setattr(train_module, "make_sample_dataset", lambda *a, **k: Poisoned(real_factory(*a, **k)))
+    with pytest.raises(KpbenchError, match=r"non-finite loss .* at step 4.*last good checkpoint \(step 3\)"):
+        train(make_config(workdir, steps=6))
+    assert (run_dir / CHECKPOINT_FILE).read_bytes() == saved
+    assert checkpoint(run_dir)["step"] == 3
+    assert read_log(run_dir)[-1]["event"] == "non-finite"
+
+
+def test_changed_settings_are_refused_unless_restart(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = train(make_config(workdir))
+    with pytest.raises(KpbenchError, match=r"width: 0\.125 -> 0\.25.*--restart"):
+        train(make_config(workdir, width=0.25))
+    with monkeypatch.context() as patch:
+        patch.setitem(variant_module._REGISTRY, "full", replace(get_variant("full"), lambda_end=0.01))
+        with pytest.raises(KpbenchError, match=r"spec\.lambda_end: 0\.0064 -> 0\.01"):
+            train(make_config(workdir))
+    # Length and execution settings may change: the run continues.
+    train(make_config(workdir, steps=3, num_workers=1, log_every=5))
+    assert checkpoint(run_dir)["step"] == 3
+    train(make_config(workdir, width=0.25, restart=True))
+    assert read_log(run_dir)[0]["event"] == "start" and len(read_log(run_dir)) == 4
+    assert json.loads((run_dir / "config.json").read_text())["config"]["width"] == 0.25
+
+
+def test_ddp_with_gloo_on_two_processes(workdir: Path) -> None:
+    config = make_config(workdir, batch_size=8, steps=2, device="cpu")
+    config_path, report = workdir / "config.json", workdir / "ranks.json"
+    config_path.write_text(json.dumps(config.to_dict()))
+    # Each rank reports a digest of its final weights, to check that the ranks stayed in sync.
+    script = workdir / "ddp_train.py"
+    script.write_text(textwrap.dedent(f"""
+        import json
+        import torch, torch.distributed as dist
+        import kpbench.train as T
+
+        original_run = T.TrainingSession.run
+
+        def run_and_report(self):
+            path = original_run(self)
+            modules = [self.trainer.raw_generator, self.trainer.discriminator]
+            weights = torch.cat([p.detach().flatten() for m in modules for p in m.parameters()])
+            gathered = [torch.empty_like(weights) for _ in range(dist.get_world_size())]
+            dist.all_gather(gathered, weights)
+            if dist.get_rank() == 0:
+                others = self.other_real
+                with open({str(report)!r}, "w") as handle:
+                    json.dump({{"max_diff": (gathered[0] - gathered[1]).abs().max().item(),
+                               "world": dist.get_world_size(), "per_rank_batch": others.shape[0]}}, handle)
+            return path
+
+        T.TrainingSession.run = run_and_report
+        T.train(T.TrainConfig.from_dict(json.load(open({str(config_path)!r}))))
+    """))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(script)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = json.loads(report.read_text())
+    assert ranks == {"max_diff": 0.0, "world": 2, "per_rank_batch": 4}
+    run_dir = workdir / "runs" / "full-seed0"
+    saved = checkpoint(run_dir)
+    assert saved["step"] == 2 and len(saved["ranks"]) == 2
+    # The two ranks saw different halves of each batch, and both RNG states were kept.
+    assert not torch.equal(saved["ranks"][0]["other_real"], saved["ranks"][1]["other_real"])
+    assert not torch.equal(saved["ranks"][0]["rng"]["z"], saved["ranks"][1]["rng"]["z"])
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
