@@ -108,8 +108,7 @@ def data_prepare(
     workdir: WorkdirOption = None,
 ) -> None:
     """Index SOURCE, split it, and detect key patches for every image (cached, resumable)."""
-    from kpbench.boxcache import summarize
-
+    from kpbench.boxcache import summarize_boxes
     from kpbench.data import describe
     from kpbench.samples import load_boxes, open_data
 
@@ -119,7 +118,8 @@ def data_prepare(
     manifest_path = dataset.write_manifest(work.cache / "manifests")
     console.print(f"dataset: {describe(dataset)}", highlight=False)
     table = load_boxes(dataset, spec, work, workers=workers, progress=True)
-    console.print(summarize(table), highlight=False)
+    for line in summarize_boxes(table).lines():
+        console.print(line, highlight=False)
     console.print(f"manifest: {manifest_path}", highlight=False)
 
 
@@ -141,7 +141,6 @@ def data_show(
 ) -> None:
     """Write a contact sheet of images with their key-patch boxes drawn and numbered."""
     from kpbench.boxcache import render_contact_sheet
-
     from kpbench.samples import load_boxes, open_data
 
     spec = _data_spec(source, size, preset, crop, patches, edge_model, split_seed)
@@ -150,6 +149,183 @@ def data_show(
     table = load_boxes(dataset, spec, work, progress=True)
     path = render_contact_sheet(dataset, table, out, count=count)
     console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("list")
+@user_errors
+def list_command() -> None:
+    """List the variants and the evaluation protocols."""
+    from rich.table import Table
+
+    from kpbench.protocol import list_protocols
+    from kpbench.variant import list_variants
+
+    variants = Table("variant", "description", title="variants (kpbench train --variant NAME)",
+                     title_justify="left")
+    for spec in list_variants():
+        variants.add_row(spec.name, spec.description)
+    protocols = Table("protocol", "description", title="protocols (kpbench eval --protocol NAME)",
+                      title_justify="left")
+    for protocol in list_protocols():
+        protocols.add_row(protocol.name, protocol.description)
+    console.print(variants)
+    console.print(protocols)
+
+
+@app.command("show")
+@user_errors
+def show_command(
+    variant: Annotated[str, typer.Argument(help="Variant name (see `kpbench list`).")],
+) -> None:
+    """Print a variant's resolved spec and how it differs from the full model."""
+    import json
+
+    from kpbench.variant import get_variant, spec_diff
+
+    spec = get_variant(variant)
+    console.print_json(json.dumps(spec.to_dict()))
+    differences = spec_diff(spec, get_variant("full"))
+    if not differences:
+        console.print(f"{spec.name}: the full model (no differences)", highlight=False)
+    for field_name, (full_value, value) in differences.items():
+        console.print(f"  {field_name}: {full_value!r} (full) -> {value!r}", highlight=False)
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    variant: Annotated[str, typer.Option("--variant", "-v", help="Variant to train (see `kpbench list`).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Folder of images, or 'builtin[:COUNT]'.")] = (
+        "builtin"
+    ),
+    seed: Annotated[int, typer.Option(help="Training seed (the run is runs/<variant>-seed<k>/).")] = 0,
+    steps: Annotated[int | None, typer.Option(min=1, help="Iterations (1 D + 2 G updates each); "
+                     "overrides --epochs.")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs, when --steps is not given.")] = 25,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 64,
+    width: Annotated[float, typer.Option(min=0.01, help="Channel multiplier (1 = the paper's size).")] = 1.0,
+    size: SizeOption = 64,
+    preset: PresetOption = "default",
+    crop: CropOption = None,
+    patches: PatchesOption = 3,
+    edge_model: EdgeModelOption = None,
+    split_seed: SplitSeedOption = 0,
+    patch_source: Annotated[str, typer.Option(help="Train on 'key' or 'random' patches.")] = "key",
+    amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: off, bf16 or fp16.")] = "off",
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 2,
+    sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every K steps.")] = 500,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Checkpoint every K steps.")] = 500,
+    restart: Annotated[bool, typer.Option(help="Discard an existing run of this variant and seed "
+                       "(needed when its settings changed).")] = False,
+    workdir: WorkdirOption = None,
+) -> None:
+    """Train one variant with one seed; run again to resume from the last checkpoint."""
+    from kpbench.train import TrainConfig, train
+    from kpbench.variant import get_variant
+
+    get_variant(variant)
+    spec = _data_spec(data, size, preset, crop, patches, edge_model, split_seed)
+    config = TrainConfig(
+        variant=variant, data=spec, seed=seed, width=width, batch_size=batch_size, epochs=epochs,
+        steps=steps, patch_source=patch_source, amp=amp, device=device, num_workers=workers,
+        sample_every=sample_every, checkpoint_every=checkpoint_every,
+        workdir=str(WorkDir.resolve(workdir).root), restart=restart,
+    )
+    run_dir = train(config)
+    console.print(f"run: {run_dir}", highlight=False)
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    protocol: Annotated[list[str], typer.Option("--protocol", "-p", help="Protocol name, or 'all'. "
+                        "Repeat for several; see `kpbench list`.")],
+    variant: Annotated[list[str] | None, typer.Option("--variant", "-v", help="Only these "
+                       "variants (repeatable; default: every trained run).")] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="Only these seeds (repeatable).")] = None,
+    max_samples: Annotated[int, typer.Option(min=1, help="Test images per condition.")] = 256,
+    sigmas: Annotated[str, typer.Option(help="Noise sigmas on the [-1, 1] scale, comma separated.")] = (
+        "0,0.05,0.1,0.2,0.4,0.8"
+    ),
+    fid_samples: Annotated[int, typer.Option(min=2, help="Generated images for FID/KID (capped by the "
+                           "test split).")] = 2048,
+    extractor: Annotated[str, typer.Option(help="FID/KID feature extractor: inception (standard), "
+                         "inception-fidhelper, random-conv (plumbing only).")] = "inception",
+    inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
+                                 "weights-inception-2015-12-05-6726825d.pth [env "
+                                 "KPBENCH_INCEPTION_WEIGHTS].")] = None,
+    classify_samples: Annotated[int, typer.Option(min=4, help="Images whose patches the "
+                                "classification protocol uses.")] = 2000,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds for classification.")] = 5,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    workdir: WorkdirOption = None,
+) -> None:
+    """Run evaluation protocols on trained runs; rows go to runs/<run>/results/<protocol>.csv."""
+    from kpbench.protocol import EvalOptions, evaluate
+
+    try:
+        sigma_values = tuple(float(value) for value in sigmas.split(",") if value.strip())
+    except ValueError:
+        raise KpbenchError(f"--sigmas must be comma-separated numbers, got {sigmas!r}") from None
+    options = EvalOptions(max_samples=max_samples, sigmas=sigma_values, fid_samples=fid_samples,
+                          extractor=extractor, inception_weights=inception_weights,
+                          classify_samples=classify_samples, folds=folds, device=device)
+    written = evaluate(WorkDir.resolve(workdir), protocol, variant, seed, options,
+                       on_progress=lambda text: console.print(f"eval {text}", highlight=False))
+    for run_dir, files in written.items():
+        console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}", highlight=False)
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    name: Annotated[str, typer.Option("--name", help="Report folder name under reports/.")] = "latest",
+    title: Annotated[str | None, typer.Option(help="Title shown at the top of the report.")] = None,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Leave out image grids (e.g. when "
+                         "they would show photos that must not be shared).")] = False,
+    workdir: WorkdirOption = None,
+) -> None:
+    """Turn every result row into reports/NAME/index.html, results.csv and results.md."""
+    from kpbench.protocol import list_protocols
+    from kpbench.report import build_report, print_summary
+
+    result = build_report(
+        WorkDir.resolve(workdir), name, title=title,
+        descriptions={protocol.name: protocol.description for protocol in list_protocols()},
+        include_images=not no_images,
+    )
+    print_summary(result.summary, console)
+    console.print(f"report: {result.html}", highlight=False)
+
+
+@app.command("demo")
+@user_errors
+def demo_command(
+    tiny: Annotated[bool, typer.Option("--tiny", help="A seconds-long run of every stage (for tests "
+                    "and smoke checks; numbers mean nothing).")] = False,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training iterations per variant.")] = None,
+    width: Annotated[float | None, typer.Option(min=0.01, help="Channel multiplier (1 = paper).")] = None,
+    size: Annotated[int | None, typer.Option("--size", "-s", help="Image side: 64, 128 or 256.")] = None,
+    images: Annotated[int | None, typer.Option(min=16, help="Built-in images to generate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Training batch size.")] = None,
+    extractor: Annotated[str | None, typer.Option(help="FID/KID extractor (default inception; "
+                         "without its weights the FID cells say how to get them).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the demo's runs, "
+                       "cache and report go [default: ./kpbench-demo].")] = None,
+) -> None:
+    """Prepare, train all five variants small, run every protocol and write the report."""
+    from kpbench.demo import TINY_PLAN, DemoPlan, default_demo_workdir, plan_with, run_demo
+    from kpbench.report import print_summary
+
+    plan = plan_with(TINY_PLAN if tiny else DemoPlan(), steps=steps, width=width, size=size,
+                     images=images, batch_size=batch_size, extractor=extractor, device=device)
+    work = WorkDir.resolve(workdir or default_demo_workdir())
+    result = run_demo(plan, work, say=lambda text: console.print(text, highlight=False),
+                      progress=not tiny)
+    print_summary(result.summary, console)
+    console.print(f"report: {result.html}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,246 @@
+"""Evaluation protocols: a tiny registry and the context every protocol runs in.
+
+A protocol is a named function ``run(context) -> list[ResultRow]`` living in its own file under
+``protocols/`` (``protocols/noise.py`` etc.), registered with :func:`register_protocol`.
+:func:`evaluate` loads each trained run, builds the context (test samples, options, device),
+runs the protocol and replaces ``<run>/results/<protocol>.csv`` with its rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from kpbench.errors import KpbenchError
+from kpbench.paths import WorkDir
+from kpbench.results import ResultRow, write_rows
+from kpbench.runs import TrainedRun
+from kpbench.runtime import derive_seed, pick_device
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Knobs shared by protocols; every row records the sample count it used."""
+
+    max_samples: int = 256  # test images per condition for the per-sample metrics
+    batch_size: int = 32
+    sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)  # noise std on [-1, 1] patches
+    max_patches: int = 5  # num_patches protocol: N = 1..max_patches
+    fid_samples: int = 2048  # generated images for FID/KID (capped by the test split size)
+    extractor: str = "inception"
+    inception_weights: Path | None = None
+    folds: int = 5
+    classify_samples: int = 2000
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str  # one paragraph, shown in reports
+    run: Callable[[EvalContext], list[ResultRow]]
+
+
+_REGISTRY: dict[str, Protocol] = {}
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    if protocol.name in _REGISTRY:
+        raise ValueError(f"protocol {protocol.name!r} registered twice")
+    _REGISTRY[protocol.name] = protocol
+    return protocol
+
+
+def _load_registry() -> dict[str, Protocol]:
+    importlib.import_module("protocols")  # its __init__ imports every protocol file
+    return _REGISTRY
+
+
+def list_protocols() -> list[Protocol]:
+    return list(_load_registry().values())
+
+
+def get_protocol(name: str) -> Protocol:
+    registry = _load_registry()
+    if name not in registry:
+        known = ", ".join([*registry, ALL])
+        raise KpbenchError(f"unknown protocol {name!r}; known protocols: {known}")
+    return registry[name]
+
+
+@dataclass
+class EvalContext:
+    """What a protocol sees: one trained run, its test samples, options and helpers."""
+
+    workdir: WorkDir
+    run_dir: Path
+    run: TrainedRun
+    options: EvalOptions
+    device: torch.device
+    variant: str = field(init=False)
+    seed: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.variant = self.run.spec.name
+        self.seed = int(self.run.config.seed)
+        self._samples_cache: dict[tuple, object] = {}
+
+    # --- data -------------------------------------------------------------------------
+    @property
+    def data_spec(self):  # kpbench.samples.DataSpec
+        return self.run.config.data
+
+    def samples(self, split: str = "test", patch_source: str = "key", n_patches: int | None = None):
+        """Deterministic (no flip) samples of ``split``; cached per argument set."""
+        from dataclasses import replace
+
+        from kpbench.samples import make_sample_dataset
+
+        key = (split, patch_source, n_patches)
+        if key not in self._samples_cache:
+            spec = self.data_spec
+            if n_patches is not None:
+                spec = replace(spec, n_patches=n_patches)
+            self._samples_cache[key] = make_sample_dataset(
+                spec, split, derive_seed(self.seed, "eval"), self.workdir,
+                patch_source=patch_source, flip=False,
+            )
+        return self._samples_cache[key]
+
+    def batches(self, samples, limit: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of at most ``limit`` (default ``options.max_samples``) samples, in order."""
+        limit = self.options.max_samples if limit is None else limit
+        subset = Subset(samples, range(min(limit, len(samples))))
+        loader = DataLoader(subset, batch_size=self.options.batch_size, shuffle=False, num_workers=0)
+        for batch in loader:
+            yield {key: value.to(self.device) for key, value in batch.items()}
+
+    def noise_generator(self, tag: str) -> torch.Generator:
+        """A seeded generator so that z and added noise repeat across re-runs."""
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(derive_seed(self.seed, "eval", tag) % 2**63)
+        return generator
+
+    def generate(self, patches: torch.Tensor, tag: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """patches (B, N, 3, S, S) -> image (B, 3, S, S), mask (B, 1, S, S) or None."""
+        return self.run.generate(patches, rng=self.noise_generator(tag))
+
+    @property
+    def predicts_mask(self) -> bool:
+        return self.run.spec.mask_decoder
+
+    @property
+    def reconstruction_metric_names(self) -> tuple[str, ...]:
+        """The names :func:`reconstruction_metrics` returns for this run (with a real image)."""
+        return (("mask_iou",) if self.predicts_mask else ()) + ("appearance_l1", "psnr", "ssim")
+
+    # --- rows -------------------------------------------------------------------------
+    def row(self, protocol: str, condition: str, metric: str, value: float, n: int,
+            extractor: str = "", note: str = "") -> ResultRow:
+        return ResultRow(self.variant, self.seed, protocol, condition, metric, float(value), int(n),
+                         extractor, note)
+
+
+def reconstruction_metrics(
+    generated: torch.Tensor,
+    real: torch.Tensor | None,
+    pred_mask: torch.Tensor | None,
+    true_mask: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Per-sample metrics used by every protocol: name -> (B,) values.
+
+    Mask IoU where the variant predicts a mask; appearance L1 inside the true mask and
+    PSNR/SSIM of the whole image where a real image exists.
+    """
+    from kpbench import metrics
+
+    values: dict[str, torch.Tensor] = {}
+    if pred_mask is not None:
+        values["mask_iou"] = metrics.mask_iou(pred_mask, true_mask)
+    if real is not None:
+        values["appearance_l1"] = metrics.appearance_l1(generated, real, true_mask)
+        values["psnr"] = metrics.psnr(generated, real)
+        values["ssim"] = metrics.ssim(generated, real)
+    return values
+
+
+class MetricAccumulator:
+    """Collects per-sample metric values per condition and turns them into mean rows."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def add(self, condition: str, values: dict[str, torch.Tensor]) -> None:
+        for metric, tensor in values.items():
+            self._values.setdefault((condition, metric), []).append(tensor.detach().cpu().numpy())
+
+    def rows(self, context: EvalContext, protocol: str) -> list[ResultRow]:
+        rows = []
+        for (condition, metric), chunks in self._values.items():
+            values = np.concatenate(chunks)
+            rows.append(context.row(protocol, condition, metric, float(np.mean(values)), len(values)))
+        return rows
+
+
+def find_runs(workdir: WorkDir, variants: list[str] | None, seeds: list[int] | None) -> list[Path]:
+    """Trained run folders under ``workdir/runs`` matching the filters (all when None)."""
+    from kpbench.variant import get_variant
+
+    for name in variants or []:
+        get_variant(name)  # unknown names fail here with the list of known variants
+    if not workdir.runs.is_dir():
+        raise KpbenchError(f"no runs under {workdir.runs}; train one with `kpbench train --variant full`")
+    chosen = []
+    for run_dir in sorted(path for path in workdir.runs.iterdir() if path.is_dir()):
+        variant, _, seed_text = run_dir.name.rpartition("-seed")
+        if not seed_text.isdigit():
+            continue
+        if variants and variant not in variants:
+            continue
+        if seeds and int(seed_text) not in seeds:
+            continue
+        chosen.append(run_dir)
+    if not chosen:
+        wanted = f" for variants {variants}" if variants else ""
+        wanted += f" seeds {seeds}" if seeds else ""
+        raise KpbenchError(
+            f"no trained runs{wanted} under {workdir.runs}; train with `kpbench train --variant NAME`"
+        )
+    return chosen
+
+
+def evaluate(
+    workdir: WorkDir,
+    protocol_names: list[str],
+    variants: list[str] | None = None,
+    seeds: list[int] | None = None,
+    options: EvalOptions | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[Path, list[Path]]:
+    """Run protocols on matching runs; returns run_dir -> written result files."""
+    from kpbench.runs import load_run
+
+    options = options or EvalOptions()
+    if ALL in protocol_names:
+        protocols = list_protocols()
+    else:
+        protocols = [get_protocol(name) for name in protocol_names]
+    device = pick_device(options.device)
+    written: dict[Path, list[Path]] = {}
+    for run_dir in find_runs(workdir, variants, seeds):
+        run = load_run(run_dir, device=device)
+        context = EvalContext(workdir, run_dir, run, options, device)
+        for protocol in protocols:
+            if on_progress:
+                on_progress(f"{run_dir.name}: {protocol.name}")
+            rows = protocol.run(context)
+            written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
+    return written

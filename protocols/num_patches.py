@@ -1,0 +1,52 @@
+"""``num_patches``: N = 1..5 key patches at test time.
+
+The part encoder sums features over patches, so a model trained with N = 3 accepts any N. Key
+boxes are taken in objectness order from a cache detected with the largest N. Variants that
+cannot take another N (``cgan`` concatenates patches on channels) report why instead of a value.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kpbench.protocol import (
+    EvalContext,
+    MetricAccumulator,
+    Protocol,
+    reconstruction_metrics,
+    register_protocol,
+)
+from kpbench.results import ResultRow
+
+NAME = "num_patches"
+
+
+def condition_name(count: int) -> str:
+    return f"N={count}"
+
+
+def run(context: EvalContext) -> list[ResultRow]:
+    accumulator = MetricAccumulator()
+    rows: list[ResultRow] = []
+    trained_n = context.data_spec.n_patches
+    for count in range(1, context.options.max_patches + 1):
+        if count != trained_n and not context.run.supports_variable_n:
+            for metric in context.reconstruction_metric_names:
+                rows.append(context.row(NAME, condition_name(count), metric, math.nan, 0,
+                                        note=f"{context.variant} takes exactly N={trained_n} patches"))
+            continue
+        samples = context.samples("test", n_patches=count)
+        for number, batch in enumerate(context.batches(samples)):
+            generated, mask = context.generate(batch["patches"], tag=f"{NAME}-{number}")
+            accumulator.add(condition_name(count),
+                            reconstruction_metrics(generated, batch["image"], mask, batch["mask"]))
+    return accumulator.rows(context, NAME) + rows
+
+
+PROTOCOL = register_protocol(Protocol(
+    name=NAME,
+    description="The number of key patches given at test time, N = 1..5, for a model trained "
+    "with a fixed N. The true mask is the union of the N boxes used, so mask IoU measures "
+    "whether every given part is placed.",
+    run=run,
+))
