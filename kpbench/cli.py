@@ -67,8 +67,9 @@ WorkdirOption = Annotated[
 ]
 SizeOption = Annotated[int, typer.Option("--size", "-s", help="Image side S in pixels: 64, 128 or 256.")]
 PresetOption = Annotated[
-    str, typer.Option("--preset", help="Crop preset: 'default' (short side, centre crop) or 'celeba' "
-                      "(centre 108 px of the aligned 178x218 images).")
+    str, typer.Option("--preset", help="Preset for crop and key-patch filters: 'default' (short side, "
+                      "centre crop), 'celeba' (centre 108 px of the aligned 178x218 images, boxes "
+                      "sized like the authors'), 'waterfall' (tall boxes allowed).")
 ]
 CropOption = Annotated[
     int | None, typer.Option("--crop", help="Centre crop side in source pixels before resizing "

@@ -53,22 +53,19 @@ class Preprocess:
     def apply(self, image: Image.Image) -> np.ndarray:
         """PIL RGB image -> uint8 (size, size, 3)."""
         width, height = image.size
-        if self.crop is not None:
-            side = min(self.crop, width, height)
-            left, top = (width - side) // 2, (height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
-        else:
-            side = min(width, height)
-            left, top = (width - side) // 2, (height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
+        side = min(width, height) if self.crop is None else min(self.crop, width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
         image = image.resize((self.size, self.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
         return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
 
-# Named preprocessing presets; a preset fixes the crop, the user still picks the size.
+# Named presets; a preset fixes the crop here and the key-patch filters in
+# ``kpbench.patches.PATCH_PRESETS`` (same names); the user still picks the size.
 PRESETS: dict[str, int | None] = {
     "default": None,  # resize short side, centre crop
     "celeba": 108,  # the paper's centre crop of the aligned 178 x 218 CelebA images
+    "waterfall": None,  # the paper's waterfall setting: tall boxes allowed
 }
 
 

@@ -8,17 +8,17 @@ repeat exactly on resume and in every worker process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import torch
-from kpbench.boxcache import BoxTable, prepare_boxes
-from kpbench.patches import PatchParams, boxes_to_mask, crop_patches, flip_boxes, random_boxes
 from torch.utils.data import Dataset
 
+from kpbench.boxcache import BoxTable, prepare_boxes
 from kpbench.data import ImageDataset, Split, make_preprocess, open_dataset
 from kpbench.errors import KpbenchError
+from kpbench.patches import PATCH_PRESETS, PatchParams, boxes_to_mask, crop_patches, flip_boxes, random_boxes
 from kpbench.paths import WorkDir
 from kpbench.runtime import derive_seed
 
@@ -136,7 +136,8 @@ def open_data(spec: DataSpec) -> ImageDataset:
 
 
 def patch_params(spec: DataSpec) -> PatchParams:
-    return PatchParams(n_patches=spec.n_patches, edge_model=spec.edge_model)
+    """The preset's key-patch filters with the spec's N and edge model."""
+    return replace(PATCH_PRESETS[spec.preset], n_patches=spec.n_patches, edge_model=spec.edge_model)
 
 
 def load_boxes(dataset: ImageDataset, spec: DataSpec, workdir: WorkDir,

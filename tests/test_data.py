@@ -145,3 +145,15 @@ def test_builtin_dataset_is_deterministic_structured_and_labelled() -> None:
     assert spread_across_images < image.mean(-1).std() * 1.5
     with pytest.raises(KpbenchError):
         open_dataset("builtin:abc")
+
+
+def test_preset_sets_crop_and_patch_filters() -> None:
+    from dataclasses import replace
+
+    from kpbench.patches import PATCH_PRESETS
+    from kpbench.samples import DataSpec, patch_params
+
+    params = patch_params(DataSpec(preset="celeba", n_patches=4))
+    assert params == replace(PATCH_PRESETS["celeba"], n_patches=4)
+    assert params.max_area < PATCH_PRESETS["default"].max_area
+    assert make_preprocess(64, preset="waterfall").crop is None
