@@ -29,8 +29,8 @@ class DemoPlan:
     images: int = 1200  # built-in images (90 % train, 10 % test)
     size: int = 64
     width: float = 0.125
-    batch_size: int = 32
-    steps: int = 250
+    batch_size: int = 16
+    steps: int = 600
     seeds: tuple[int, ...] = (0,)
     eval_samples: int = 120
     fid_samples: int = 120
