@@ -243,4 +243,55 @@ def evaluate(
                 on_progress(f"{run_dir.name}: {protocol.name}")
             rows = protocol.run(context)
             written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
+        write_provenance(context, [protocol.name for protocol in protocols])
     return written
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
+    """Record what the rows of ``context.run_dir`` came from in ``results/provenance.json``:
+    data (manifest hash, side, split sizes), training length, device, package versions and,
+    when FID ran, the feature extractor and its weights hash. Earlier entries are kept."""
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from kpbench.io import atomic_write_json
+
+    path = context.run_dir / "results" / PROVENANCE_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    dataset = context.samples("test").dataset  # already opened by the protocols
+    record["data"] = {
+        "source": context.data_spec.source,
+        "manifest_hash": dataset.manifest.hash,
+        "image_side": context.data_spec.size,
+        "preset": context.data_spec.preset,
+        "train_images": dataset.manifest.num_train,
+        "test_images": dataset.manifest.num_test,
+        "patches_per_image": context.data_spec.n_patches,
+    }
+    record["training"] = {"iterations": context.run.step, "width": context.run.config.width,
+                          "batch_size": context.run.config.batch_size, "seed": context.seed}
+    device = str(context.device)
+    if context.device.type == "cuda":
+        device += f" ({torch.cuda.get_device_name(context.device)})"
+    record["device"] = device
+    versions = {}
+    for package in ("torch", "torchvision", "torch-fidelity", "scikit-learn",
+                    "opencv-contrib-python-headless", "kpbench"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    record["versions"] = versions
+    if "fid" in protocol_names:
+        from kpbench import metrics
+
+        options = context.options
+        try:
+            loaded = metrics.load_extractor(options.extractor, options.inception_weights, context.device)
+            record["fid_extractor"] = {"name": options.extractor, "weights_sha256": loaded.weights_hash}
+        except metrics.ExtractorUnavailable:
+            record["fid_extractor"] = {"name": options.extractor, "weights_sha256": "unavailable"}
+    return atomic_write_json(path, record)

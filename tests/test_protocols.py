@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -69,8 +70,13 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     assert other_n["value"].isna().all() and other_n["note"].str.contains("exactly N=3").all()
     assert cgan[cgan.condition == "N=3"]["value"].notna().all()
     assert "mask_iou" not in set(cgan.metric)  # no mask decoder, no mask metric
-    # Image grids for the report.
+    # Image grids and provenance for the report.
     assert (workdir.run_dir("full", 0) / "results" / "patches" / "key.png").is_file()
+    provenance = json.loads((workdir.run_dir("full", 0) / "results" / "provenance.json").read_text())
+    assert provenance["data"]["manifest_hash"] and provenance["data"]["image_side"] == 64
+    assert provenance["fid_extractor"]["name"] == "random-conv"
+    assert len(provenance["fid_extractor"]["weights_sha256"]) == 64
+    assert provenance["device"] == "cpu" and provenance["training"]["iterations"] == 2
 
 
 def test_rerun_replaces_rows_and_is_deterministic(workdir: WorkDir) -> None:
