@@ -608,7 +608,7 @@ def _summary_section(context: _Context) -> str:
         return '<p class="muted">No headline metrics.</p>'
     notes = context.footnotes()
     columns, grid = _summary_grid(context.summary)
-    head = ["<th>variant</th>", '<th class="num">seeds</th>'] + [
+    head = ["<th>variant</th>", '<th class="num">seed ids</th>'] + [
         f'<th class="num" data-column="{esc(column.key)}">{esc(metric_heading(column.metric))}'
         + notes.ref_html(column.shared_notes)
         + "".join(f'<span class="ctx">{esc(line)}</span>' for line in column.context_lines)

@@ -280,10 +280,12 @@ class Trainer:
 
         self.opt_g = adam(raw_generator)
         self.opt_d = adam(discriminator) if discriminator is not None else None
-        # fp16 needs loss scaling; bf16 has float32's range and does not.
+        # fp16 needs loss scaling; bf16 has float32's range and does not. The L1 terms are
+        # per-sample pixel sums (~1e3), so start well below the default 2**16 scale, which would
+        # overflow and skip the first several updates.
         scaling = config.amp == "fp16"
-        self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaling)
-        self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaling)
+        self.scaler_g = torch.amp.GradScaler(device.type, init_scale=2.0**10, enabled=scaling)
+        self.scaler_d = torch.amp.GradScaler(device.type, init_scale=2.0**10, enabled=scaling)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
