@@ -15,5 +15,5 @@ for variant in full naive_gan nomask autoencoder cgan; do
   kpbench train --variant "$variant" "${common[@]}"
 done
 kpbench eval --protocol all --workdir "$work" --max-samples 300 --fid-samples 300 \
-  --extractor inception-fidhelper --classify-samples 6000
+  --extractor inception-fidhelper --classify-samples 3000 --folds 3
 kpbench report --name celeba-64 --no-images --title "kpbench on CelebA-6k, 64 px, CPU" --workdir "$work"
