@@ -115,10 +115,17 @@ class EvalContext:
             )
         return self._samples_cache[key]
 
-    def batches(self, samples, limit: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches of at most ``limit`` (default ``options.max_samples``) samples, in order."""
-        limit = self.options.max_samples if limit is None else limit
-        subset = Subset(samples, range(min(limit, len(samples))))
+    def batches(self, samples, limit: int | None = None,
+                spread: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of at most ``limit`` (default ``options.max_samples``) samples: the first ones,
+        or with ``spread`` a seeded random subset (in dataset order), so that a capped sample of
+        a dataset stored class by class still covers every class."""
+        limit = min(self.options.max_samples if limit is None else limit, len(samples))
+        positions = range(limit)
+        if spread and limit < len(samples):
+            rng = np.random.default_rng(derive_seed(self.seed, "subset"))
+            positions = np.sort(rng.choice(len(samples), size=limit, replace=False)).tolist()
+        subset = Subset(samples, positions)
         loader = DataLoader(subset, batch_size=self.options.batch_size, shuffle=False, num_workers=0)
         for batch in loader:
             yield {key: value.to(self.device) for key, value in batch.items()}

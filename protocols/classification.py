@@ -56,7 +56,7 @@ def run(context: EvalContext) -> list[ResultRow]:
     labels: list[np.ndarray] = []
     limit = context.options.classify_samples
     with torch.no_grad():
-        for batch in context.batches(samples, limit=limit):
+        for batch in context.batches(samples, limit=limit, spread=True):
             labels.append(batch["label"].cpu().numpy())
             for name, extract in extractors.items():
                 features[name].append(extract(batch["patches"]).float().cpu().numpy())
