@@ -214,7 +214,8 @@ def train_command(
     patch_source: Annotated[str, typer.Option(help="Train on 'key' or 'random' patches.")] = "key",
     amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: off, bf16 or fp16.")] = "off",
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 2,
+    workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes [default: 0 on "
+                       "the CPU, where they would take cores from training; 2 on CUDA].")] = None,
     sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every K steps.")] = 500,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Checkpoint every K steps.")] = 500,
     restart: Annotated[bool, typer.Option(help="Discard an existing run of this variant and seed "
@@ -222,11 +223,14 @@ def train_command(
     workdir: WorkdirOption = None,
 ) -> None:
     """Train one variant with one seed; run again to resume from the last checkpoint."""
+    from kpbench.runtime import pick_device
     from kpbench.train import TrainConfig, train
     from kpbench.variant import get_variant
 
     get_variant(variant)
     spec = _data_spec(data, size, preset, crop, patches, edge_model, split_seed)
+    if workers is None:
+        workers = 2 if pick_device(device).type == "cuda" else 0
     config = TrainConfig(
         variant=variant, data=spec, seed=seed, width=width, batch_size=batch_size, epochs=epochs,
         steps=steps, patch_source=patch_source, amp=amp, device=device, num_workers=workers,
