@@ -85,6 +85,9 @@ class EvalContext:
     run: TrainedRun
     options: EvalOptions
     device: torch.device
+    # Opened datasets by data spec (N aside), shared across runs: opening a folder indexes and
+    # checks every file, which should happen once per evaluation, not once per protocol.
+    datasets: dict = field(default_factory=dict)
     variant: str = field(init=False)
     seed: int = field(init=False)
 
@@ -102,16 +105,17 @@ class EvalContext:
         """Deterministic (no flip) samples of ``split``; cached per argument set."""
         from dataclasses import replace
 
-        from kpbench.samples import make_sample_dataset
+        from kpbench.samples import make_sample_dataset, open_data
 
         key = (split, patch_source, n_patches)
         if key not in self._samples_cache:
-            spec = self.data_spec
-            if n_patches is not None:
-                spec = replace(spec, n_patches=n_patches)
+            dataset_key = replace(self.data_spec, n_patches=0)
+            if dataset_key not in self.datasets:
+                self.datasets[dataset_key] = open_data(self.data_spec)
+            spec = self.data_spec if n_patches is None else replace(self.data_spec, n_patches=n_patches)
             self._samples_cache[key] = make_sample_dataset(
                 spec, split, derive_seed(self.seed, "eval"), self.workdir,
-                patch_source=patch_source, flip=False,
+                patch_source=patch_source, flip=False, dataset=self.datasets[dataset_key],
             )
         return self._samples_cache[key]
 
@@ -242,9 +246,10 @@ def evaluate(
         protocols = [get_protocol(name) for name in protocol_names]
     device = pick_device(options.device)
     written: dict[Path, list[Path]] = {}
+    datasets: dict = {}  # shared by every run's context
     for run_dir in find_runs(workdir, variants, seeds):
         run = load_run(run_dir, device=device)
-        context = EvalContext(workdir, run_dir, run, options, device)
+        context = EvalContext(workdir, run_dir, run, options, device, datasets)
         for protocol in protocols:
             if on_progress:
                 on_progress(f"{run_dir.name}: {protocol.name}")

@@ -103,3 +103,18 @@ def test_unknown_variant_and_missing_runs_are_clear_errors(workdir: WorkDir, tmp
         evaluate(workdir, ["noise"], variants=["nomask"], options=OPTIONS)
     with pytest.raises(KpbenchError, match="no runs under"):
         evaluate(WorkDir.resolve(tmp_path), ["noise"], options=OPTIONS)
+
+
+def test_dataset_is_opened_once_per_evaluation(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.samples
+
+    calls: list[DataSpec] = []
+    original = kpbench.samples.open_data
+
+    def counting_open_data(spec: DataSpec):
+        calls.append(spec)
+        return original(spec)
+
+    monkeypatch.setattr(kpbench.samples, "open_data", counting_open_data)
+    evaluate(workdir, ["patches", "num_patches"], options=OPTIONS)  # 2 runs, several N and sources
+    assert len(calls) == 1
