@@ -64,7 +64,7 @@ class Preprocess:
 # ``kpbench.patches.PATCH_PRESETS`` (same names); the user still picks the size.
 PRESETS: dict[str, int | None] = {
     "default": None,  # resize short side, centre crop
-    "celeba": 108,  # the paper's centre crop of the aligned 178 x 218 CelebA images
+    "celeba": 108,  # the paper's 108 x 108 CelebA crop, centred as in the authors' code
     "waterfall": None,  # the paper's waterfall setting: tall boxes allowed
 }
 

@@ -130,8 +130,9 @@ def lambda_at(epoch: int, start: float, end: float, decay_epochs: int) -> float:
     """lambda_1 = lambda_2 at ``epoch`` (0-based): geometric from ``start`` at epoch 0 to ``end``
     at epoch ``decay_epochs - 1``, then held at ``end``.
 
-    The paper decays 1e-2 -> 1e-4 with L1 terms summed over the whole batch (the authors' code);
-    with per-sample sums averaged over the batch that is 64x larger at batch 64: 0.64 -> 0.0064.
+    The paper decays 1e-2 -> 1e-4 per epoch; the authors' code applies that to L1 terms summed over
+    the whole batch (``L1Loss(size_average=False)``, ``np.logspace(-2, -4, epochs)``). With
+    per-sample sums averaged over the batch that is 64x larger at batch 64: 0.64 -> 0.0064.
     The spec's defaults use the latter and keep it at every batch size, so a small-batch CPU run
     balances L1 and adversarial terms as the paper's batch-64 run does.
     """

@@ -5,9 +5,10 @@ ties them together, the discriminator, and :func:`build_networks`, which turns a
 into modules. Shapes use B = batch, N = patches per image, S = image side (64, 128 or 256),
 L = number of stride-2 levels = log2(S) - 2 (4 at 64, 5 at 128, 6 at 256).
 
-Channel counts follow the paper (64, 128, 256, 512, capped at 512) times a width multiplier,
-so a CPU can train ``width=0.125`` and a GPU the paper's ``width=1``. The 128-d embedding and
-the 128-d noise z keep their size at every width: they are the model's interface, not capacity.
+Channel counts follow the authors' code (64, 128, 256, 512, capped at 512; the paper leaves layer
+details to its supplementary material) times a width multiplier, so a CPU can train
+``width=0.125`` and a GPU the authors' ``width=1``. The 128-d embedding and the 128-d noise z
+keep their size at every width: they are the model's interface, not capacity.
 
     patches (B,N,3,S,S) --Siamese encoder (shared weights)--> per-level features summed over N
         levels e_1 (C_1,S/2) ... e_L (C_L,4x4), embedding E (128,1,1)
@@ -20,6 +21,7 @@ the 128-d noise z keep their size at every width: they are the model's interface
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,8 +50,11 @@ def level_channels(size: int, width: float) -> list[int]:
     return [max(1, round(min(BASE_CHANNELS * 2**i, MAX_CHANNELS) * width)) for i in range(num_levels(size))]
 
 
-def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation (as the authors' code): conv weights N(0, 0.02), BN scale N(1, 0.02)."""
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN initialisation (Radford et al. 2016): conv weights N(0, 0.02), zero biases, BN scale
+    N(1, 0.02). The authors' public code defines this as ``weights_init`` but leaves its calls
+    commented out, so it is *not* what they trained with; kept selectable as ``init="dcgan"``.
+    Its measured effect on CelebA is in docs/results/celeba-64/."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -57,6 +62,39 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def pytorch_default_init(module: nn.Module) -> None:
+    """PyTorch's own initialisation, which every layer already has when it is built (Kaiming-uniform
+    with a=sqrt(5) for convolutions, BN scale 1 and shift 0): nothing to do. The authors' public
+    code also leaves initialisation to the framework, but the PyTorch it ran on (0.3/0.4) had
+    other defaults: BN scale U(0, 1), and transposed-conv bounds 1/sqrt(C_in k^2) where today's
+    use C_out k^2; plain convolutions match. So this is the authors' choice, not their exact
+    weights (docs/fidelity.md)."""
+
+
+def pytorch04_init(module: nn.Module) -> None:
+    """The defaults of PyTorch 0.3/0.4, which the authors' code ran on: every convolution, plain or
+    transposed, U(-b, b) with b = 1/sqrt(C_in k^2) for weights and biases; BN scale U(0, 1),
+    shift 0. The closest kpbench gets to the authors' starting weights."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        # Transposed weights are (C_in, C_out, k, k) and plain ones (C_out, C_in, k, k): take C_in
+        # from the module, not from the weight's layout.
+        bound = 1.0 / math.sqrt(module.in_channels * math.prod(module.kernel_size))
+        nn.init.uniform_(module.weight, -bound, bound)
+        if module.bias is not None:
+            nn.init.uniform_(module.bias, -bound, bound)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.uniform_(module.weight, 0.0, 1.0)
+        nn.init.zeros_(module.bias)
+
+
+# Weight initialisation schemes by name (``VariantSpec.init``); applied with ``module.apply``.
+INITIALISERS: dict[str, Callable[[nn.Module], None]] = {
+    "pytorch": pytorch_default_init,
+    "dcgan": dcgan_init,
+    "pytorch04": pytorch04_init,
+}
 
 
 def down(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
@@ -81,7 +119,9 @@ class ConvEncoder(nn.Module):
     """Stride-2 conv stack to 4x4, then a 4x4 valid conv; returns every level.
 
     (B, C_in, S, S) -> [e_1 (B, C_1, S/2, S/2), ..., e_L (B, C_L, 4, 4), head (B, out_dim, 1, 1)]
-    The first level has no BN (DCGAN practice); the head is linear (no BN, no activation).
+    The first level has no BN (DCGAN practice); the head is linear (no BN, no activation). The
+    authors' code puts a LeakyReLU(0.2) after the part encoder's head (the embedding E) and a
+    sigmoid after the discriminator's (here folded into BCE-with-logits).
     """
 
     def __init__(self, in_channels: int, size: int, width: float, out_dim: int) -> None:
@@ -158,8 +198,9 @@ class PatchGenerator(nn.Module):
     """Patches (B, N, 3, S, S) and noise z (B, z_dim) -> image, predicted mask, encoder features.
 
     ``fusion="sum"`` (the paper): one Siamese encoder runs on all B*N patches as a single batch
-    (so BatchNorm statistics do not depend on patch order either) and every level is summed over
-    the N patches: E = E_1 + ... + E_N, invariant to order and defined for any N.
+    (so BatchNorm statistics do not depend on patch order either; the authors' code runs it once
+    per patch slot, with per-slot statistics) and every level is summed over the N patches:
+    E = E_1 + ... + E_N, invariant to order and defined for any N.
     ``fusion="concat"`` (the pix2pix-style baseline): the N patches are stacked on channels,
     (B, 3N, S, S), into one encoder; this fixes N and the order matters.
 
@@ -192,7 +233,6 @@ class PatchGenerator(nn.Module):
             image_skips = self.mask_decoder.concat_channels
         self.image_decoder = UNetDecoder(embed_dim + z_dim, size, width, image_skips, 3, nn.Tanh())
         self.feature_dim = embed_dim + sum(self.encoder.channels)
-        self.apply(init_weights)
 
     @property
     def supports_variable_n(self) -> bool:
@@ -236,7 +276,6 @@ class Discriminator(nn.Module):
         super().__init__()
         self.conditional = conditional
         self.body = ConvEncoder(3 + (3 * n_patches if conditional else 0), size, width, 1)
-        self.apply(init_weights)
 
     def forward(self, image: Tensor, patches: Tensor) -> Tensor:
         x = torch.cat([image, patches.flatten(1, 2).to(image.dtype)], 1) if self.conditional else image
@@ -250,8 +289,8 @@ class Networks:
 
 
 def build_networks(spec: VariantSpec, size: int, width: float, n_patches: int) -> Networks:
-    """Freshly initialised modules for a variant (CPU, train mode); ``torch.manual_seed`` first
-    for reproducible weights."""
+    """Freshly initialised modules for a variant (CPU, train mode), initialised by ``spec.init``
+    (see INITIALISERS); ``torch.manual_seed`` first for reproducible weights."""
     generator = PatchGenerator(
         size,
         width,
@@ -264,4 +303,8 @@ def build_networks(spec: VariantSpec, size: int, width: float, n_patches: int) -
     discriminator = None
     if spec.discriminator != "none":
         discriminator = Discriminator(size, width, n_patches, conditional=spec.discriminator == "conditional")
+    initialise = INITIALISERS[spec.init]
+    generator.apply(initialise)
+    if discriminator is not None:
+        discriminator.apply(initialise)
     return Networks(generator, discriminator)

@@ -19,6 +19,12 @@ from kpbench.errors import KpbenchError
 EncoderFusion = Literal["sum", "concat"]
 DiscriminatorKind = Literal["none", "image", "conditional"]
 AppearanceMask = Literal["predicted", "true"]
+# Weight initialisation, by name (kpbench.nets.INITIALISERS): "pytorch" is today's PyTorch default
+# (the authors' code also used its framework's defaults, but those of PyTorch 0.3/0.4 differ for BN
+# and transposed convs: see docs/fidelity.md; "pytorch04" reproduces them); "dcgan" is N(0, 0.02),
+# defined in the authors' code but never called.
+Initialisation = Literal["pytorch", "dcgan", "pytorch04"]
+INITIALISATIONS: tuple[str, ...] = ("pytorch", "dcgan", "pytorch04")
 
 # The discriminator's fake images of equation (4); g = G_I(x), y = real, y' = another real image
 # (from outside the mini-batch), M = the true mask. The names are the keys of losses.FAKE_KINDS.
@@ -62,6 +68,7 @@ class VariantSpec:
     lambda_end: float = 0.0064
     embed_dim: int = 128
     z_dim: int = 128
+    init: Initialisation = "pytorch"
 
     def __post_init__(self) -> None:
         # Inconsistent specs are programming errors in a variants/ file: fail at import time.
@@ -82,6 +89,8 @@ class VariantSpec:
             problems.append("the appearance loss with the predicted mask needs the mask decoder")
         if self.appearance_mask not in ("predicted", "true"):
             problems.append(f"appearance_mask {self.appearance_mask!r} is not predicted or true")
+        if self.init not in INITIALISATIONS:
+            problems.append(f"init {self.init!r} is not one of {', '.join(INITIALISATIONS)}")
         if not 0 < self.lambda_end <= self.lambda_start:
             problems.append("need 0 < lambda_end <= lambda_start")
         if problems:
@@ -106,6 +115,8 @@ class VariantSpec:
     def from_dict(cls, data: dict[str, Any]) -> VariantSpec:
         known = {f.name for f in fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        # spec.json files written before ``init`` existed came from N(0, 0.02)-initialised nets.
+        values.setdefault("init", "dcgan")
         return cls(**values)
 
 
