@@ -212,12 +212,23 @@ def train_command(
     edge_model: EdgeModelOption = None,
     split_seed: SplitSeedOption = 0,
     patch_source: Annotated[str, typer.Option(help="Train on 'key' or 'random' patches.")] = "key",
+    lambda_decay_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs over which lambda decays "
+                                   "0.64 -> 0.0064 (the paper: its 25 training epochs) [default: the "
+                                   "run's length]. A short run that stands for the first part of the "
+                                   "paper's schedule sets 25.")] = None,
+    init: Annotated[str | None, typer.Option(help="Weight initialisation: 'pytorch' (today's PyTorch "
+                    "defaults; the authors' code left initialisation to the framework), 'pytorch04' "
+                    "(PyTorch 0.3/0.4's defaults, which their code ran on) or 'dcgan' (N(0, 0.02)) "
+                    "[default: the variant's].")] = None,
     amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: off, bf16 or fp16.")] = "off",
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes [default: 0 on "
                        "the CPU, where they would take cores from training; 2 on CUDA].")] = None,
     sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every K steps.")] = 500,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Checkpoint every K steps.")] = 500,
+    diagnostics_every: Annotated[int | None, typer.Option(min=1, help="Held-out mask IoU, coverage "
+                                 "and L1 against the empty and prior masks every K steps "
+                                 "[default: 4 times per epoch].")] = None,
     restart: Annotated[bool, typer.Option(help="Discard an existing run of this variant and seed "
                        "(needed when its settings changed).")] = False,
     workdir: WorkdirOption = None,
@@ -233,8 +244,9 @@ def train_command(
         workers = 2 if pick_device(device).type == "cuda" else 0
     config = TrainConfig(
         variant=variant, data=spec, seed=seed, width=width, batch_size=batch_size, epochs=epochs,
-        steps=steps, patch_source=patch_source, amp=amp, device=device, num_workers=workers,
-        sample_every=sample_every, checkpoint_every=checkpoint_every,
+        steps=steps, patch_source=patch_source, init=init, lambda_decay_epochs=lambda_decay_epochs,
+        amp=amp, device=device, num_workers=workers,
+        sample_every=sample_every, checkpoint_every=checkpoint_every, diagnostics_every=diagnostics_every,
         workdir=str(WorkDir.resolve(workdir).root), restart=restart,
     )
     run_dir = train(config)
@@ -260,8 +272,11 @@ def eval_command(
     inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
                                  "weights-inception-2015-12-05-6726825d.pth [env "
                                  "KPBENCH_INCEPTION_WEIGHTS].")] = None,
-    classify_samples: Annotated[int, typer.Option(min=4, help="Images whose patches the "
-                                "classification protocol uses.")] = 2000,
+    classify_samples: Annotated[int, typer.Option(min=4, help="Images the classification "
+                                "protocol uses at most (balanced over its classes).")] = 2000,
+    min_per_class: Annotated[int, typer.Option(min=2, help="Classification uses only classes "
+                             "(identities) with at least this many images, the same number from "
+                             "each; lower it for datasets with few images per class.")] = 5,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds for classification.")] = 5,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workdir: WorkdirOption = None,
@@ -275,7 +290,8 @@ def eval_command(
         raise KpbenchError(f"--sigmas must be comma-separated numbers, got {sigmas!r}") from None
     options = EvalOptions(max_samples=max_samples, sigmas=sigma_values, fid_samples=fid_samples,
                           extractor=extractor, inception_weights=inception_weights,
-                          classify_samples=classify_samples, folds=folds, device=device)
+                          classify_samples=classify_samples, min_per_class=min_per_class, folds=folds,
+                          device=device)
     written = evaluate(WorkDir.resolve(workdir), protocol, variant, seed, options,
                        on_progress=lambda text: console.print(f"eval {text}", highlight=False))
     for run_dir, files in written.items():

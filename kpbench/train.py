@@ -11,7 +11,8 @@ Run directory::
                            every RNG state of every rank; written atomically, loaded weights-only
 
 One iteration is the paper's schedule on one batch: ``d_steps`` discriminator updates, then
-``g_steps`` generator updates (1 and 2), with one z for all of them. It avoids redundant work:
+``g_steps`` generator updates (1 and 2), with one z for all of them. (The authors' code instead
+updates D on every batch and G on every second one; docs/fidelity.md.) It avoids redundant work:
 the generator forward of the discriminator step is kept with its graph and serves the first
 generator update unchanged (the generator's weights have not moved in between); the
 discriminator's fakes are blends of the detached output, so the D step never touches the
@@ -35,6 +36,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -47,14 +49,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from kpbench.lock import RunLock
 from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
 from kpbench.nets import Discriminator, PatchGenerator, build_networks
 from kpbench.paths import WorkDir
 from kpbench.runtime import derive_seed, pick_device, seed_everything
 from kpbench.samples import PATCH_SOURCES, DataSpec, PatchSampleDataset, make_sample_dataset
-from kpbench.variant import VariantSpec, get_variant
+from kpbench.variant import INITIALISATIONS, VariantSpec, get_variant
 
 AmpMode = Literal["off", "bf16", "fp16"]
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
@@ -71,7 +75,7 @@ SAMPLE_ROWS = 8
 # change them and still continue the same run. Everything else must match the stored config.
 OPERATIONAL_FIELDS = frozenset(
     {"epochs", "steps", "amp", "device", "num_workers", "sample_every", "checkpoint_every",
-     "log_every", "workdir", "restart", "progress"}
+     "log_every", "diagnostics_every", "workdir", "restart", "progress"}
 )
 
 
@@ -95,6 +99,7 @@ class TrainConfig:
     # Epochs over which lambda decays; None = the run's length when it is first started.
     lambda_decay_epochs: int | None = None
     patch_source: str = "key"  # key | random
+    init: str | None = None  # weight initialisation; None = the variant's (kpbench.nets.INITIALISERS)
     flip: bool = True
     amp: AmpMode = "off"
     device: str | None = None  # None / "auto": CUDA when present
@@ -102,6 +107,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 10
+    diagnostics_every: int | None = None  # None: four times per epoch (kpbench.diagnostics)
     workdir: Path | str | None = None  # None: KPBENCH_WORKDIR or the current directory
     restart: bool = False  # discard an existing run of this variant and seed
     progress: bool = True
@@ -118,8 +124,12 @@ class TrainConfig:
              f"unknown patch source {self.patch_source!r}; use key or random"),
             (min(self.sample_every, self.checkpoint_every, self.log_every) >= 1,
              "sample_every, checkpoint_every and log_every must be at least 1"),
+            (self.diagnostics_every is None or self.diagnostics_every >= 1,
+             "diagnostics_every must be at least 1"),
             (self.lambda_decay_epochs is None or self.lambda_decay_epochs >= 1,
              "lambda_decay_epochs must be at least 1"),
+            (self.init is None or self.init in INITIALISATIONS,
+             f"unknown initialisation {self.init!r}; use {', '.join(INITIALISATIONS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -322,7 +332,7 @@ class Trainer:
         fakes = make_fakes(self.spec.fake_kinds, generated, batch.real, batch.mask, batch.other_real)
         for _ in range(self.d_steps):
             # One forward per kind, as separate batches: BatchNorm statistics never mix real and
-            # fake images (the authors' code does the same).
+            # fake images (the authors' code does the same, models/model.py backward_D).
             with self.autocast():
                 real_logits = self.discriminator(batch.real, batch.patches)
                 fake_logits = {kind: self.discriminator(fake, batch.patches) for kind, fake in fakes.items()}
@@ -512,6 +522,18 @@ class LogWindow:
         }
 
 
+def _diagnostic_batch(config: TrainConfig, spec: VariantSpec,
+                      dataset: PatchSampleDataset) -> DiagnosticBatch | None:
+    """The fixed held-out batch of the diagnostics: the first test images, with patches of the
+    run's own source; None when the data has no test split."""
+    if len(dataset.dataset.split_indices("test")) == 0:
+        return None
+    test = make_sample_dataset(config.data, "test", config.seed, WorkDir.resolve(config.workdir),
+                               patch_source=config.patch_source, flip=False,  # type: ignore[arg-type]
+                               dataset=dataset.dataset)
+    return DiagnosticBatch.from_samples(test, dataset, config.seed, spec.z_dim)
+
+
 def _sample_inputs(dataset: PatchSampleDataset, seed: int, z_dim: int) -> dict[str, Tensor]:
     """The fixed inputs of every sample grid: the first training samples (epoch 0) and a fixed z."""
     dataset.set_epoch(0)
@@ -577,9 +599,13 @@ def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any]:
     return progress, progress.add_task("train", total=total, completed=done, status="")
 
 
-def _status(losses: dict[str, float], images: int, seconds: float) -> str:
+def _status(losses: dict[str, float], images: int, seconds: float,
+            diagnostics: dict[str, float] | None = None) -> str:
     shown = ("d/total", "g/total", "g/adversarial", "g/spatial", "g/appearance", "g/reconstruction")
     text = " ".join(f"{name}={losses[name]:.3g}" for name in shown if name in losses)
+    if diagnostics and "mask_iou" in diagnostics:
+        text += (f" | held-out IoU {diagnostics['mask_iou']:.2f} (prior {diagnostics['prior_mask_iou']:.2f})"
+                 f" cover {diagnostics['mask_coverage']:.2f}")
     return f"{text} {images / max(seconds, 1e-9):.1f} img/s"
 
 
@@ -591,6 +617,12 @@ def _barrier(dist_info: Dist) -> None:
 # --- the loop ------------------------------------------------------------------------------------
 
 
+def resolve_spec(config: TrainConfig) -> VariantSpec:
+    """The variant's spec with the config's overrides (``init``); saved as the run's spec.json."""
+    spec = get_variant(config.variant)
+    return replace(spec, init=config.init) if config.init is not None else spec
+
+
 def train(config: TrainConfig) -> Path:
     """Train ``config.variant`` and return its run directory; continues an existing run.
 
@@ -599,7 +631,7 @@ def train(config: TrainConfig) -> Path:
     (exit code 130) after saving a checkpoint on Ctrl-C / SIGTERM. Under torchrun every process
     calls it; the main rank writes the files.
     """
-    spec = get_variant(config.variant)
+    spec = resolve_spec(config)
     device = pick_device(config.device)
     dist_info, created_group = init_distributed(device.type)
     try:
@@ -622,8 +654,12 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     dataset = make_sample_dataset(config.data, "train", config.seed, WorkDir.resolve(config.workdir),
                                   patch_source=config.patch_source, flip=config.flip)  # type: ignore[arg-type]
-    plan = plan_run(config, spec, dataset, dist_info)
-    return TrainingSession(plan, spec, dataset, device, dist_info).run()
+    run_dir = WorkDir.resolve(config.workdir).run_dir(spec.name, config.seed)
+    # One trainer per run: the main rank holds the run's lock (kpbench.lock) from before it reads
+    # or deletes anything in the run until the last checkpoint is written.
+    with RunLock(run_dir, "train") if dist_info.main else contextlib.nullcontext():
+        plan = plan_run(config, spec, dataset, dist_info)
+        return TrainingSession(plan, spec, dataset, device, dist_info).run()
 
 
 class TrainingSession:
@@ -656,6 +692,11 @@ class TrainingSession:
         self.log = RunLog(plan.run_dir / LOG_FILE, dist_info.main)
         self.last_saved: int | None = None
         self.sample_inputs = _sample_inputs(dataset, config.seed, spec.z_dim) if dist_info.main else {}
+        self.diagnostics = _diagnostic_batch(config, spec, dataset) if dist_info.main else None
+        self.diagnostics_every = config.diagnostics_every or max(1, plan.steps_per_epoch // 4)
+        # Collapse = IoU below the prior's for two epochs, not counting the first (warm-up).
+        self.collapse_watch = CollapseWatch(patience_steps=2 * plan.steps_per_epoch)
+        self.last_diagnostics: dict[str, float] = {}
 
     def lam(self, epoch: int) -> float:
         assert self.config.lambda_decay_epochs is not None
@@ -747,7 +788,8 @@ class TrainingSession:
                 real = real.contiguous(memory_format=torch.channels_last)
             fetched = time.perf_counter()
             z = (torch.rand(real.shape[0], spec.z_dim, generator=self.z_generator) * 2 - 1).to(self.device)
-            # y' of equation (4): the previous batch's real images. The run's very first batch has
+            # y' of equation (4): the previous batch's real images (the authors' code draws y' at
+            # random from the training images outside the batch). The run's very first batch has
             # no previous one and pairs each image with its neighbour in the batch instead.
             other = self.other_real if self.other_real is not None else real.roll(1, 0)
             lam = self.lam(state.epoch)
@@ -767,17 +809,36 @@ class TrainingSession:
             if state.step % config.log_every == 0 or done or stop_now:
                 self.log.write(window.entry(state, config.batch_size))
                 window = LogWindow()
+            if state.step % self.diagnostics_every == 0 or done:
+                self.run_diagnostics()
             if self.dist.main and (state.step % config.sample_every == 0 or done or stop_now):
                 write_sample_grid(plan.run_dir / SAMPLES_DIR / f"step-{state.step:06d}.png", self.generator,
                                   self.sample_inputs, self.device)
             if state.step % config.checkpoint_every == 0 or done or stop_now:
                 self.save_checkpoint()
-            show(_status(losses, config.batch_size, finished - started))
+            show(_status(losses, config.batch_size, finished - started, self.last_diagnostics))
             if stop_now:
                 self.log.write({"event": "interrupted", "step": state.step})
                 raise TrainingInterrupted(
                     f"training interrupted at step {state.step}/{plan.total_steps}; checkpoint saved in "
                     f"{plan.run_dir}; run the same command again to continue")
+
+    def run_diagnostics(self) -> None:
+        """Diagnostics on the fixed held-out batch -> log.jsonl (``event: diagnostics``), the
+        status line, and a one-time warning when the masks collapse."""
+        if self.diagnostics is None:
+            return
+        values = measure(self.generator, self.diagnostics, self.device,
+                         true_appearance_mask=self.spec.appearance_mask == "true")
+        step = self.state.step
+        self.log.write({"event": "diagnostics", "step": step, "epoch": self.state.epoch,
+                        "samples": len(self.diagnostics.z), "diagnostics": values})
+        self.last_diagnostics = values
+        if step > self.plan.steps_per_epoch:  # the first epoch is warm-up
+            message = self.collapse_watch.update(step, values)
+            if message:
+                self.log.write({"event": "mask-collapse-warning", "step": step, "message": message})
+                warnings.warn(f"{self.plan.run_dir.name}: {message}", stacklevel=1)
 
     def synchronise(self, losses: dict[str, Tensor], stop: bool) -> tuple[dict[str, float], bool]:
         """The iteration's one host sync: losses averaged over ranks, and whether any rank was

@@ -272,7 +272,8 @@ def test_resume_is_bit_exact(workdir: Path, tmp_path_factory: pytest.TempPathFac
     assert checkpoint(first)["step"] == 5
     resumed = train(replace(base, steps=10, workdir=str(other), num_workers=1))  # workers change nothing
     assert_same(checkpoint(straight), checkpoint(resumed))
-    assert [e.get("event") for e in read_log(resumed) if "event" in e] == ["start", "done", "resume", "done"]
+    lifecycle = [e["event"] for e in read_log(resumed) if e.get("event") not in (None, "diagnostics")]
+    assert lifecycle == ["start", "done", "resume", "done"]
 
 
 def test_interrupted_run_saves_and_resumes(workdir: Path) -> None:
@@ -312,7 +313,8 @@ def test_interrupted_run_saves_and_resumes(workdir: Path) -> None:
     train(replace(config, steps=stopped_at + 2))
     assert checkpoint(run_dir)["step"] == stopped_at + 2
     log = read_log(run_dir)
-    assert [e["event"] for e in log if "event" in e] == ["start", "interrupted", "resume", "done"]
+    lifecycle = [e["event"] for e in log if e.get("event") not in (None, "diagnostics")]
+    assert lifecycle == ["start", "interrupted", "resume", "done"]
     assert [e["step"] for e in log if "losses" in e] == list(range(1, stopped_at + 3))
 
 
@@ -357,7 +359,8 @@ def test_changed_settings_are_refused_unless_restart(workdir: Path, monkeypatch:
     train(make_config(workdir, steps=3, num_workers=1, log_every=5))
     assert checkpoint(run_dir)["step"] == 3
     train(make_config(workdir, width=0.25, restart=True))
-    assert read_log(run_dir)[0]["event"] == "start" and len(read_log(run_dir)) == 4
+    assert read_log(run_dir)[0]["event"] == "start"
+    assert len([e for e in read_log(run_dir) if e.get("event") != "diagnostics"]) == 4
     assert json.loads((run_dir / "config.json").read_text())["config"]["width"] == 0.25
 
 
@@ -404,3 +407,106 @@ def test_ddp_with_gloo_on_two_processes(workdir: Path) -> None:
     assert not torch.equal(saved["ranks"][0]["other_real"], saved["ranks"][1]["other_real"])
     assert not torch.equal(saved["ranks"][0]["rng"]["z"], saved["ranks"][1]["rng"]["z"])
     assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
+
+
+# --- initialisation and diagnostics ----------------------------------------------------------
+
+
+def test_default_initialisation_is_pytorchs_and_dcgan_is_selectable(workdir: Path) -> None:
+    from torch import nn
+
+    spec = get_variant("full")
+    assert spec.init == "pytorch"
+    torch.manual_seed(0)
+    default = build_networks(spec, 64, 0.125, 3).generator
+    torch.manual_seed(0)
+    plain = nn.Conv2d(3, 8, 5, 2, 2, bias=False)  # same seed, same first layer shape as PyTorch builds it
+    assert torch.equal(default.encoder.levels[0][0].weight, plain.weight)
+    torch.manual_seed(0)
+    dcgan = build_networks(replace(spec, init="dcgan"), 64, 0.125, 3).generator
+    conv_std = dcgan.encoder.levels[0][0].weight.std().item()
+    assert 0.015 < conv_std < 0.025  # N(0, 0.02)
+    assert default.encoder.levels[0][0].weight.std().item() > 0.04  # kaiming-uniform of 75 inputs: ~0.067
+    # A run records the initialisation it used; --init selects the other one and is part of its identity.
+    run_dir = train(make_config(workdir, steps=1, init="dcgan"))
+    assert json.loads((run_dir / "spec.json").read_text())["init"] == "dcgan"
+    with pytest.raises(KpbenchError, match=r"init: 'dcgan' -> 'pytorch'"):
+        train(make_config(workdir, steps=2))
+    assert load_run(run_dir).spec.init == "dcgan"
+    with pytest.raises(KpbenchError, match="unknown initialisation"):
+        make_config(workdir, init="xavier")
+
+
+def test_pytorch04_initialisation_has_that_versions_bounds() -> None:
+    from torch import nn
+
+    torch.manual_seed(0)
+    generator = build_networks(replace(get_variant("full"), init="pytorch04"), 64, 0.25, 3).generator
+    transposed = next(m for m in generator.modules() if isinstance(m, nn.ConvTranspose2d))
+    bound = 1 / (transposed.in_channels * 16) ** 0.5  # the 4x4 stem: 1/sqrt(C_in k^2)
+    largest = transposed.weight.abs().max().item()
+    assert 0.9 * bound < largest <= bound
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    scales = torch.cat([m.weight.detach() for m in norms])
+    assert scales.min() >= 0 and scales.max() <= 1 and 0.4 < scales.mean() < 0.6  # U(0, 1)
+
+
+def test_specs_written_before_init_existed_read_as_dcgan() -> None:
+    from kpbench.variant import VariantSpec
+
+    old = get_variant("full").to_dict()
+    del old["init"]
+    assert VariantSpec.from_dict(old).init == "dcgan"
+
+
+def test_diagnostics_are_logged_at_the_set_interval(workdir: Path) -> None:
+    run_dir = train(make_config(workdir, steps=6, diagnostics_every=2))
+    entries = [e for e in read_log(run_dir) if e.get("event") == "diagnostics"]
+    assert [e["step"] for e in entries] == [2, 4, 6]
+    values = entries[-1]["diagnostics"]
+    assert {"mask_iou", "prior_mask_iou", "mask_coverage", "true_coverage", "spatial_l1",
+            "spatial_l1_empty", "spatial_l1_prior", "appearance_l1"} <= set(values)
+    assert 0 <= values["mask_iou"] <= 1 and 0 <= values["mask_coverage"] <= 1
+    # The empty mask's spatial L1 is the true mask's area: coverage x S^2.
+    assert values["spatial_l1_empty"] == pytest.approx(values["true_coverage"] * 64 * 64, rel=1e-5)
+    # Default: four times per epoch (58 images / batch 4 = 14 steps per epoch -> every 3 steps).
+    other = train(make_config(workdir, seed=1, steps=6))
+    assert [e["step"] for e in read_log(other) if e.get("event") == "diagnostics"] == [3, 6]
+
+
+def test_collapse_watch_warns_once_after_a_sustained_stretch() -> None:
+    from kpbench.diagnostics import CollapseWatch
+
+    watch = CollapseWatch(patience_steps=30, min_checks=3)
+    low = {"mask_iou": 0.01, "prior_mask_iou": 0.4, "mask_coverage": 0.0, "true_coverage": 0.3}
+    high = low | {"mask_iou": 0.5}
+    assert watch.update(10, low) is None and watch.update(20, high) is None  # recovered: counter resets
+    assert [watch.update(step, low) for step in (30, 40, 50)] == [None, None, None]  # stretch 20 < 30
+    message = watch.update(60, low)
+    assert message and "below the prior mask's from step 30 to 60" in message
+    assert watch.update(70, low) is None  # once
+
+
+def test_a_second_trainer_of_a_locked_run_refuses_and_a_stale_lock_is_taken_over(workdir: Path) -> None:
+    from kpbench.lock import RunLock, RunLocked, lock_path
+
+    run_dir = WorkDir.resolve(workdir).run_dir("full", 0)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from kpbench.lock import RunLock
+        with RunLock(__import__("pathlib").Path({str(run_dir)!r}), "train"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=rf"run full-seed0 is in use by train process {holder.pid} on "):
+            train(make_config(workdir, steps=1))
+        assert not run_dir.exists()  # the refused trainer touched nothing
+    finally:
+        holder.kill()  # killed, not released: the kernel frees the lock, the holder text stays
+        holder.wait()
+    assert str(holder.pid) in lock_path(run_dir).read_text()
+    assert train(make_config(workdir, steps=1)) == run_dir  # a stale lock is taken over
+    with RunLock(run_dir, "eval"):  # and released after training
+        pass

@@ -1,0 +1,153 @@
+"""Training diagnostics on a fixed held-out batch, and the baselines they are read against.
+
+Every ``diagnostics_every`` steps the trainer runs the generator (eval mode, fixed z) on the
+first test images and logs, per sample and averaged:
+
+    mask_iou            IoU of the thresholded predicted mask with the true mask
+    prior_mask_iou      IoU of the *prior mask* (mean training mask >= 0.5) with the true mask
+    mask_coverage       fraction of pixels the predicted mask covers (>= 0.5); true_coverage alike
+    spatial_l1          |G_M(x) - M|_1 summed per sample, as the spatial loss
+    spatial_l1_empty    the same for an all-zero mask (= the true mask's area)
+    spatial_l1_prior    the same for the prior mask
+    appearance_l1       |G_I(x) * A - y * M|_1 summed per sample, as the appearance loss
+
+A mask decoder that has learned nothing beats neither the empty nor the prior mask; one whose
+IoU stays below the prior's for a sustained stretch has collapsed (:class:`CollapseWatch`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kpbench.runtime import derive_seed
+
+DIAGNOSTIC_SAMPLES = 64  # held-out images in the fixed diagnostic batch
+MASK_THRESHOLD = 0.5
+
+
+def prior_mask(boxes: np.ndarray, size: int) -> Tensor:
+    """The mask a model that ignores its input would best predict pixel by pixel: the mean of the
+    true masks of ``boxes`` (M, N, 4) thresholded at 0.5 -> (1, size, size) in {0, 1}."""
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(len(boxes), -1, 4)
+    coords = np.arange(size)
+    inside_x = (coords[None, None, :] >= boxes[..., 0:1]) & (coords[None, None, :] < boxes[..., 2:3])
+    inside_y = (coords[None, None, :] >= boxes[..., 1:2]) & (coords[None, None, :] < boxes[..., 3:4])
+    # (M, N, S, 1) & (M, N, 1, S) -> union over N -> (M, S, S); mean over M
+    union = (inside_y[..., :, None] & inside_x[..., None, :]).any(axis=1)
+    mean = union.mean(axis=0)
+    return torch.from_numpy((mean >= MASK_THRESHOLD).astype(np.float32))[None]
+
+
+def dataset_prior_mask(samples) -> Tensor:  # samples: kpbench.samples.PatchSampleDataset
+    """Prior mask of a split's key boxes (no image is decoded: the boxes come from the cache)."""
+    boxes = samples.boxes.boxes[samples.indices][:, : samples.n_patches]
+    return prior_mask(boxes, samples.size)
+
+
+def iou(pred: Tensor, true: Tensor) -> Tensor:
+    """Per-sample IoU of binary-thresholded masks (B, 1, S, S) -> (B,); 1 when both are empty."""
+    p, t = pred >= MASK_THRESHOLD, true >= MASK_THRESHOLD
+    inter = (p & t).flatten(1).sum(1).float()
+    union = (p | t).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def l1_sum(a: Tensor, b: Tensor) -> Tensor:
+    """(B, ...) -> (B,) sums of |a - b|."""
+    return (a.float() - b.float()).abs().flatten(1).sum(1)
+
+
+@dataclass
+class DiagnosticBatch:
+    """The fixed inputs: patches (B, N, 3, S, S), image, true mask, z (B, z_dim), prior (1, S, S)."""
+
+    patches: Tensor
+    image: Tensor
+    mask: Tensor
+    z: Tensor
+    prior: Tensor
+
+    @classmethod
+    def from_samples(cls, test_samples, train_samples, seed: int, z_dim: int,
+                     count: int = DIAGNOSTIC_SAMPLES) -> DiagnosticBatch:
+        items = [test_samples[i] for i in range(min(count, len(test_samples)))]
+        z = torch.rand(len(items), z_dim, generator=torch.Generator().manual_seed(
+            derive_seed(seed, "diagnostics-z"))) * 2 - 1
+        return cls(
+            patches=torch.stack([item["patches"] for item in items]),
+            image=torch.stack([item["image"] for item in items]),
+            mask=torch.stack([item["mask"] for item in items]),
+            z=z,
+            prior=dataset_prior_mask(train_samples),
+        )
+
+
+@torch.no_grad()
+def measure(generator: torch.nn.Module, batch: DiagnosticBatch, device: torch.device,
+            true_appearance_mask: bool = False) -> dict[str, float]:
+    """The diagnostics of ``generator`` on ``batch`` (eval mode; the mode is restored)."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        out = generator(batch.patches.to(device), batch.z.to(device))
+    finally:
+        generator.train(was_training)
+    image = out.image.float().cpu()
+    mask = batch.mask
+    prior = batch.prior.expand_as(mask)
+    values: dict[str, float] = {
+        "prior_mask_iou": iou(prior, mask).mean().item(),
+        "true_coverage": (mask >= MASK_THRESHOLD).float().mean().item(),
+        "spatial_l1_empty": l1_sum(torch.zeros_like(mask), mask).mean().item(),
+        "spatial_l1_prior": l1_sum(prior, mask).mean().item(),
+    }
+    weight = mask
+    if out.mask is not None:
+        predicted = out.mask.float().cpu()
+        values |= {
+            "mask_iou": iou(predicted, mask).mean().item(),
+            "mask_coverage": (predicted >= MASK_THRESHOLD).float().mean().item(),
+            "spatial_l1": l1_sum(predicted, mask).mean().item(),
+        }
+        if not true_appearance_mask:
+            weight = predicted
+    values["appearance_l1"] = l1_sum(image * weight, batch.image * mask).mean().item()
+    return values
+
+
+@dataclass
+class CollapseWatch:
+    """Warns once when the predicted masks' IoU has stayed below the prior mask's for at least
+    ``patience_steps`` steps and ``min_checks`` consecutive diagnostics."""
+
+    patience_steps: int
+    min_checks: int = 4
+    below_since: int | None = None
+    checks_below: int = 0
+    warned: bool = False
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def update(self, step: int, values: dict[str, float]) -> str | None:
+        """Feed one diagnostics entry; returns a warning message the first time collapse is seen."""
+        if "mask_iou" not in values:
+            return None
+        below = values["mask_iou"] < values["prior_mask_iou"]
+        if not below:
+            self.below_since, self.checks_below = None, 0
+            return None
+        if self.below_since is None:
+            self.below_since = step
+        self.checks_below += 1
+        stretch = step - self.below_since
+        if (not self.warned and self.checks_below >= self.min_checks
+                and stretch >= self.patience_steps):
+            self.warned = True
+            return (f"mask IoU on the held-out batch has stayed below the prior mask's from step "
+                    f"{self.below_since} to {step} ({values['mask_iou']:.3f} vs "
+                    f"{values['prior_mask_iou']:.3f}, predicted coverage {values['mask_coverage']:.3f} vs "
+                    f"true {values['true_coverage']:.3f}): the masks may have collapsed")
+        return None
