@@ -59,6 +59,7 @@ from torch_fidelity.metric_fid import (
     fid_statistics_to_metric,
 )
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
@@ -627,12 +628,17 @@ class FidKidResult(TypedDict):
     fid: float
     kid: float
     kid_std: float
+    precision: float  # share of generated images inside the real images' k-NN balls (fidelity)
+    recall: float  # share of real images inside the generated images' k-NN balls (coverage)
     n: int  # generated images
     n_reference: int
     kid_subset_size: int
     extractor: str
     note: str  # e.g. "N<2048: FID biased"
     reference_cached: bool
+
+
+PRC_NEIGHBOURHOOD = 3  # torch-fidelity's default k for precision/recall
 
 
 def compute_fid_kid(
@@ -665,6 +671,13 @@ def compute_fid_kid(
     kid = kid_features_to_metric(features, ref.features, kid_subsets=kid_subsets,
                                  kid_subset_size=subset, rng_seed=seed, verbose=False)
 
+    # Precision/recall (Kynkaanniemi et al. 2019), torch-fidelity's implementation, k = 3, on the
+    # same features. It needs more than k samples on each side.
+    prc = {KEY_METRIC_PRECISION: float("nan"), KEY_METRIC_RECALL: float("nan")}
+    if min(n, n_ref) > PRC_NEIGHBOURHOOD:
+        prc = prc_features_to_metric(features.float(), ref.features.float(),
+                                     prc_neighborhood=PRC_NEIGHBOURHOOD,
+                                     prc_batch_size=10000, save_cpu_ram=True, verbose=False)
     notes = []
     if min(n, n_ref) < FID_UNBIASED_MIN_N:
         notes.append(f"N<{FID_UNBIASED_MIN_N}: FID biased")
@@ -674,6 +687,8 @@ def compute_fid_kid(
         fid=float(fid),
         kid=float(kid[KEY_METRIC_KID_MEAN]),
         kid_std=float(kid[KEY_METRIC_KID_STD]),
+        precision=float(prc[KEY_METRIC_PRECISION]),
+        recall=float(prc[KEY_METRIC_RECALL]),
         n=n,
         n_reference=n_ref,
         kid_subset_size=subset,

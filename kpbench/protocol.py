@@ -9,6 +9,7 @@ runs the protocol and replaces ``<run>/results/<protocol>.csv`` with its rows.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from kpbench.errors import KpbenchError
+from kpbench.lock import RunLock
 from kpbench.paths import WorkDir
 from kpbench.results import ResultRow, write_rows
 from kpbench.runs import TrainedRun
@@ -39,6 +41,7 @@ class EvalOptions:
     inception_weights: Path | None = None
     folds: int = 5
     classify_samples: int = 2000
+    min_per_class: int = 5  # classification: classes with fewer samples are left out
     device: str | None = None
 
 
@@ -119,6 +122,27 @@ class EvalContext:
             )
         return self._samples_cache[key]
 
+    def _shared(self, name: str, build: Callable[[], object]) -> object:
+        """A per-dataset object built once per evaluation and shared by every run's context."""
+        from dataclasses import replace
+
+        key = (replace(self.data_spec, n_patches=0), name, self.data_spec.n_patches)
+        if key not in self.datasets:
+            self.datasets[key] = build()
+        return self.datasets[key]
+
+    def prior_mask(self) -> torch.Tensor:
+        """The prior mask (1, S, S): mean training mask of the key boxes, thresholded at 0.5."""
+        from kpbench.diagnostics import dataset_prior_mask
+
+        return self._shared("prior_mask", lambda: dataset_prior_mask(self.samples("train")))
+
+    def nearest_neighbour(self):  # kpbench.baselines.NearestNeighbour
+        """The nearest-neighbour baseline over the training split (built once per dataset)."""
+        from kpbench.baselines import NearestNeighbour
+
+        return self._shared("nearest_neighbour", lambda: NearestNeighbour.fit(self.samples("train")))
+
     def batches(self, samples, limit: int | None = None,
                 spread: bool = False) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of at most ``limit`` (default ``options.max_samples``) samples: the first ones,
@@ -155,9 +179,23 @@ class EvalContext:
 
     # --- rows -------------------------------------------------------------------------
     def row(self, protocol: str, condition: str, metric: str, value: float, n: int,
-            extractor: str = "", note: str = "") -> ResultRow:
-        return ResultRow(self.variant, self.seed, protocol, condition, metric, float(value), int(n),
-                         extractor, note)
+            extractor: str = "", note: str = "", ci: tuple[float, float] = (math.nan, math.nan),
+            variant: str | None = None) -> ResultRow:
+        """A row of this run (or of a baseline, ``variant="baseline:<name>"``)."""
+        return ResultRow(variant or self.variant, self.seed, protocol, condition, metric, float(value),
+                         int(n), extractor, note, float(ci[0]), float(ci[1]))
+
+    def sample_row(self, protocol: str, condition: str, metric: str, values: np.ndarray,
+                   extractor: str = "", note: str = "", variant: str | None = None) -> ResultRow:
+        """The mean of per-sample ``values`` with its seeded 95 % bootstrap interval."""
+        from kpbench.stats import bootstrap_ci
+
+        values = np.asarray(values, dtype=np.float64)
+        seed = derive_seed(self.seed, "bootstrap", protocol, condition, metric, variant or self.variant)
+        finite = values[np.isfinite(values)]
+        mean = float(finite.mean()) if len(finite) else math.nan
+        return self.row(protocol, condition, metric, mean, len(finite), extractor, note,
+                        bootstrap_ci(finite, seed), variant)
 
 
 def reconstruction_metrics(
@@ -184,21 +222,23 @@ def reconstruction_metrics(
 
 
 class MetricAccumulator:
-    """Collects per-sample metric values per condition and turns them into mean rows."""
+    """Collects per-sample metric values per (variant or baseline, condition) and turns them into
+    mean rows with bootstrap intervals."""
 
     def __init__(self) -> None:
-        self._values: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._values: dict[tuple[str | None, str, str], list[np.ndarray]] = {}
 
-    def add(self, condition: str, values: dict[str, torch.Tensor]) -> None:
+    def add(self, condition: str, values: dict[str, torch.Tensor], variant: str | None = None) -> None:
+        """``variant``: None for the run itself, ``baseline:<name>`` for a baseline's values."""
         for metric, tensor in values.items():
-            self._values.setdefault((condition, metric), []).append(tensor.detach().cpu().numpy())
+            self._values.setdefault((variant, condition, metric), []).append(tensor.detach().cpu().numpy())
+
+    def per_sample(self, condition: str, metric: str, variant: str | None = None) -> np.ndarray:
+        return np.concatenate(self._values[(variant, condition, metric)])
 
     def rows(self, context: EvalContext, protocol: str) -> list[ResultRow]:
-        rows = []
-        for (condition, metric), chunks in self._values.items():
-            values = np.concatenate(chunks)
-            rows.append(context.row(protocol, condition, metric, float(np.mean(values)), len(values)))
-        return rows
+        return [context.sample_row(protocol, condition, metric, np.concatenate(chunks), variant=variant)
+                for (variant, condition, metric), chunks in self._values.items()]
 
 
 def find_runs(workdir: WorkDir, variants: list[str] | None, seeds: list[int] | None) -> list[Path]:
@@ -248,14 +288,15 @@ def evaluate(
     written: dict[Path, list[Path]] = {}
     datasets: dict = {}  # shared by every run's context
     for run_dir in find_runs(workdir, variants, seeds):
-        run = load_run(run_dir, device=device)
-        context = EvalContext(workdir, run_dir, run, options, device, datasets)
-        for protocol in protocols:
-            if on_progress:
-                on_progress(f"{run_dir.name}: {protocol.name}")
-            rows = protocol.run(context)
-            written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
-        write_provenance(context, [protocol.name for protocol in protocols])
+        with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
+            run = load_run(run_dir, device=device)
+            context = EvalContext(workdir, run_dir, run, options, device, datasets)
+            for protocol in protocols:
+                if on_progress:
+                    on_progress(f"{run_dir.name}: {protocol.name}")
+                rows = protocol.run(context)
+                written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
+            write_provenance(context, [protocol.name for protocol in protocols])
     return written
 
 

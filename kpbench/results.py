@@ -1,6 +1,9 @@
 """Tidy result rows: the one format every protocol writes and every report reads.
 
-A row is ``(variant, seed, protocol, condition, metric, value, n, extractor)``. Rows of one
+A row is ``(variant, seed, protocol, condition, metric, value, n, extractor, note, ci_low,
+ci_high)``; the last two are the 95 % bootstrap interval of a per-sample metric's mean (NaN for
+metrics without per-sample values, such as FID). Baselines that need no learning (the prior
+mask, the nearest training image) are rows too, with ``variant`` = ``baseline:<name>``. Rows of one
 protocol for one run live in ``<run>/results/<protocol>.csv``; re-running the protocol replaces
 that file, so results are never duplicated. Comparison across runs happens only in reports.
 """
@@ -20,7 +23,9 @@ from kpbench.io import atomic_write_text
 RESULTS_DIRNAME = "results"
 COLUMNS: tuple[str, ...] = (
     "variant", "seed", "protocol", "condition", "metric", "value", "n", "extractor", "note",
+    "ci_low", "ci_high",
 )
+BASELINE_PREFIX = "baseline:"  # variant names of rows that come from a baseline, not a trained run
 
 Direction = Literal["higher", "lower"]
 
@@ -28,15 +33,18 @@ Direction = Literal["higher", "lower"]
 METRIC_DIRECTION: dict[str, Direction] = {
     "fid": "lower",
     "kid": "lower",
-    "kid_std": "lower",
     "mask_iou": "higher",
     "appearance_l1": "lower",
     "psnr": "higher",
     "ssim": "higher",
     "l1": "lower",
     "accuracy": "higher",
-    "accuracy_std": "lower",
+    "precision": "higher",
+    "recall": "higher",
+    "image_dependence": "higher",
+    "mask_dependence": "higher",
 }
+# Spreads (kid_std, accuracy_std) have no direction: a smaller spread is not a better model.
 
 
 def metric_direction(metric: str) -> Direction | None:
@@ -54,6 +62,12 @@ class ResultRow:
     n: int  # number of samples behind the value
     extractor: str = ""  # feature extractor for FID/KID/classification, "" when none
     note: str = ""  # e.g. "N<2048: FID biased", or why the value is missing
+    ci_low: float = math.nan  # 95 % bootstrap interval of the mean over the n samples
+    ci_high: float = math.nan
+
+
+def is_baseline(variant: str) -> bool:
+    return variant.startswith(BASELINE_PREFIX)
 
 
 def write_rows(run_dir: Path, protocol: str, rows: Iterable[ResultRow]) -> Path:
@@ -73,7 +87,8 @@ def read_rows(runs_root: Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))
     frame = pd.concat(frames, ignore_index=True)
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    for column in ("value", "ci_low", "ci_high"):  # files written before intervals existed lack them
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else math.nan
     for column in ("extractor", "note", "condition"):
         frame[column] = frame[column].fillna("").astype(str)
     return frame[list(COLUMNS)]

@@ -1,10 +1,13 @@
 """``classification``: the part encoder as a feature extractor from patches alone.
 
-Features of every sample's key patches from (a) the trained encoder, (b) a randomly
+Features of every selected sample's key patches from (a) the trained encoder, (b) a randomly
 initialised encoder of the same architecture, (c) raw patch pixels (each patch downsampled to
-8 x 8, concatenated). A scikit-learn linear classifier (standardise + logistic regression) is
-scored by stratified k-fold cross-validation on the dataset's labels; rows give the mean
-accuracy over folds and its standard deviation, so the gain from training is visible.
+8 x 8, concatenated). Only classes with at least ``min_per_class`` images take part, each with the
+same number of images (so face datasets with thousands of mostly single-photo identities still
+give a balanced task). A scikit-learn linear classifier (standardise + logistic regression) is
+scored by stratified k-fold cross-validation; rows give the accuracy over all held-out
+predictions with a bootstrap interval, and the standard deviation of per-fold accuracy, so the
+gain from training is visible.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from torch.utils.data import DataLoader, Subset
 
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import ResultRow
+from kpbench.runtime import derive_seed
 
 NAME = "classification"
 RAW_SIDE = 8
@@ -33,54 +38,116 @@ def raw_pixels(patches: torch.Tensor) -> torch.Tensor:
     return small.reshape(batch, count * 3 * RAW_SIDE * RAW_SIDE)
 
 
-def cross_validated_accuracy(features: np.ndarray, labels: np.ndarray, folds: int,
-                             seed: int) -> tuple[float, float, int]:
-    """Mean and std of accuracy over stratified folds, and the number of folds used."""
-    counts = np.bincount(labels)
-    folds = int(min(folds, counts[counts > 0].min()))
+def shortfall(labels: np.ndarray, min_per_class: int, max_total: int) -> str | None:
+    """Why ``labels`` (L,) cannot give 2 classes of ``min_per_class`` samples within
+    ``max_total`` samples, or None when they can."""
+    if min_per_class < 2:
+        return f"--min-per-class {min_per_class}: cross-validation needs >= 2 samples per class"
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        return f"dataset has no labels: all {len(labels):,} images share one label"
+    eligible = int((counts >= min_per_class).sum())
+    if eligible < 2:
+        return (f"only {eligible} of {len(classes):,} classes {'has' if eligible == 1 else 'have'} "
+                f">= {min_per_class} samples; lower --min-per-class")
+    if max_total < 2 * min_per_class:
+        return (f"--classify-samples {max_total} cannot hold 2 classes x {min_per_class} samples; "
+                "raise it or lower --min-per-class")
+    return None
+
+
+def select_balanced(labels: np.ndarray, min_per_class: int, max_total: int, seed: int,
+                    keys: np.ndarray | None = None) -> np.ndarray:
+    """Sorted positions into ``labels`` (L,): the same number of samples from every class with at
+    least ``min_per_class`` samples, at most ``max_total`` in all; empty when :func:`shortfall`
+    gives a reason.
+
+    Each class gives its smallest eligible count of samples; when that exceeds ``max_total``,
+    fewer per class (not below ``min_per_class``) and then a seeded random subset of the classes.
+    ``keys`` (L,) are distinct sortable sample ids (e.g. file names; default the positions): the
+    draws run over classes and keys in sorted order, so the chosen samples depend only on
+    (key, label) pairs and ``seed``, not on the order the samples are stored in.
+    """
+    labels = np.asarray(labels)
+    if shortfall(labels, min_per_class, max_total) is not None:
+        return np.empty(0, dtype=np.int64)
+    keys = np.arange(len(labels)) if keys is None else np.asarray(keys)
+    classes, counts = np.unique(labels, return_counts=True)
+    eligible = classes[counts >= min_per_class]  # sorted
+    per_class = int(min(counts[counts >= min_per_class].min(),
+                        max(min_per_class, max_total // len(eligible))))
+    rng = np.random.default_rng(seed)
+    chosen = eligible
+    if len(eligible) * per_class > max_total:
+        chosen = np.sort(rng.choice(eligible, size=max_total // per_class, replace=False))
+    # Positions grouped by class, by key within a class: [starts[c], ends[c]) is class c's block.
+    order = np.lexsort((keys, labels))
+    starts = np.searchsorted(labels[order], chosen, side="left")
+    ends = np.searchsorted(labels[order], chosen, side="right")
+    picks = [order[start + rng.choice(end - start, size=per_class, replace=False)]
+             for start, end in zip(starts, ends)]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
+def cross_validated_correct(features: np.ndarray, labels: np.ndarray, folds: int,
+                            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample correctness (L,) of held-out predictions and per-fold accuracy (folds,)."""
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_score(classifier, features, labels, cv=splitter)
-    return float(scores.mean()), float(scores.std()), folds
+    correct = cross_val_predict(classifier, features, labels, cv=splitter) == labels
+    # The seeded splitter repeats the folds cross_val_predict used.
+    per_fold = np.array([correct[test].mean() for _, test in splitter.split(features, labels)])
+    return correct.astype(np.float64), per_fold
 
 
 def run(context: EvalContext) -> list[ResultRow]:
     samples = context.samples("all")
+    options = context.options
+    extractor_names = ("encoder:trained", "encoder:random_init", "raw_pixels")
+    labels = samples.dataset.labels[samples.indices]  # (L,) without decoding any image
+    reason = shortfall(labels, options.min_per_class, options.classify_samples)
+    if reason is not None:
+        return [context.row(NAME, name, "accuracy", math.nan, 0, name, reason)
+                for name in extractor_names]
+
+    file_names = np.array([samples.dataset.records[index].file for index in samples.indices])
+    positions = select_balanced(labels, options.min_per_class, options.classify_samples,
+                                derive_seed(context.seed, NAME, "select"), keys=file_names)
+    selected = labels[positions]
+    classes = np.unique(selected)
+    per_class = len(positions) // len(classes)
+    folds = min(options.folds, per_class)
+    eligible = int((np.bincount(labels) >= options.min_per_class).sum())
+    used = f"{len(classes):,}" if len(classes) == eligible else f"{len(classes):,} of {eligible:,}"
+    note = (f"{used} classes x {per_class} samples (min {options.min_per_class} per class), "
+            f"{folds}-fold stratified CV, chance {1 / len(classes):.3g}")
+
     random_encoder = context.run.untrained(seed=context.seed)
-    extractors = {
-        "encoder:trained": context.run.encode,
-        "encoder:random_init": random_encoder.encode,
-        "raw_pixels": raw_pixels,
-    }
+    extractors = dict(zip(extractor_names, (context.run.encode, random_encoder.encode, raw_pixels)))
     features: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
-    labels: list[np.ndarray] = []
-    limit = context.options.classify_samples
+    loader = DataLoader(Subset(samples, positions.tolist()), batch_size=options.batch_size,
+                        shuffle=False, num_workers=0)
     with torch.no_grad():
-        for batch in context.batches(samples, limit=limit, spread=True):
-            labels.append(batch["label"].cpu().numpy())
+        for batch in loader:
+            patches = batch["patches"].to(context.device)  # (B, N, 3, S, S)
             for name, extract in extractors.items():
-                features[name].append(extract(batch["patches"]).float().cpu().numpy())
-    label_array = np.concatenate(labels)
-    present = np.unique(label_array)
+                features[name].append(extract(patches).float().cpu().numpy())
+    _, dense_labels = np.unique(selected, return_inverse=True)  # (M,) class ids 0..C-1
     rows = []
     for name, chunks in features.items():
-        if len(present) < 2 or np.bincount(label_array)[present].min() < 2:
-            note = "needs at least 2 classes with 2 samples each"
-            rows.append(context.row(NAME, name, "accuracy", math.nan, len(label_array), name, note))
-            continue
-        _, labels_dense = np.unique(label_array, return_inverse=True)
-        mean, spread, folds = cross_validated_accuracy(np.concatenate(chunks), labels_dense,
-                                                       context.options.folds, context.seed)
-        note = f"{folds}-fold stratified CV, {len(present)} classes, chance {1 / len(present):.3f}"
-        rows.append(context.row(NAME, name, "accuracy", mean, len(label_array), name, note))
-        rows.append(context.row(NAME, name, "accuracy_std", spread, len(label_array), name, note))
+        correct, per_fold = cross_validated_correct(np.concatenate(chunks), dense_labels, folds,
+                                                    context.seed)
+        rows.append(context.sample_row(NAME, name, "accuracy", correct, extractor=name, note=note))
+        rows.append(context.row(NAME, name, "accuracy_std", float(per_fold.std()), len(correct),
+                                name, note))
     return rows
 
 
 PROTOCOL = register_protocol(Protocol(
     name=NAME,
     description="Linear classification (standardise + logistic regression, stratified k-fold) "
-    "of the dataset's labels from patch features alone: the trained part encoder vs a randomly "
-    "initialised one of the same architecture vs raw patch pixels.",
+    "of the dataset's labels from patch features alone, on classes with at least "
+    "--min-per-class images, balanced to the same number of images each: the trained part "
+    "encoder vs a randomly initialised one of the same architecture vs raw patch pixels.",
     run=run,
 ))

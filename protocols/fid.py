@@ -27,7 +27,7 @@ def run(context: EvalContext) -> list[ResultRow]:
         metrics.load_extractor(options.extractor, options.inception_weights, context.device)
     except metrics.ExtractorUnavailable as error:
         return [context.row(NAME, CONDITION, metric, math.nan, count, options.extractor, str(error))
-                for metric in ("fid", "kid")]
+                for metric in ("fid", "kid", "precision", "recall")]
     generated = [context.generate(batch["patches"], tag=f"{NAME}-{number}")[0].cpu()
                  for number, batch in enumerate(context.batches(samples, limit=count))]
     reference = metrics.ReferenceSet.from_dataset(samples.dataset, samples.indices[:count],
@@ -41,13 +41,18 @@ def run(context: EvalContext) -> list[ResultRow]:
         context.row(NAME, CONDITION, "kid", result["kid"], result["n"], result["extractor"], result["note"]),
         context.row(NAME, CONDITION, "kid_std", result["kid_std"], result["n"], result["extractor"],
                     result["note"]),
+        context.row(NAME, CONDITION, "precision", result["precision"], result["n"], result["extractor"],
+                    result["note"]),
+        context.row(NAME, CONDITION, "recall", result["recall"], result["n"], result["extractor"],
+                    result["note"]),
     ]
 
 
 PROTOCOL = register_protocol(Protocol(
     name=NAME,
     description="FID and KID (torch-fidelity) of images generated from the test images' key "
-    "patches against those held-out real images. FID is biased below 2048 samples and only "
-    "comparable at equal N and extractor; KID is unbiased.",
+    "patches against those held-out real images, with precision (fidelity) and recall "
+    "(coverage) of the generated features (torch-fidelity, k = 3). FID is biased below 2048 "
+    "samples and only comparable at equal N and extractor; KID is unbiased.",
     run=run,
 ))

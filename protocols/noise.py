@@ -1,14 +1,17 @@
 """``noise``: Gaussian noise of increasing sigma added to the input patches.
 
-Two settings, as in the paper's robustness figure: noise on all N patches, and on one patch only
-(the first). Patches live in [-1, 1]; noisy patches are clipped back to that range. The noise is
-seeded, so a re-run gives the same rows.
+Two settings: noise on all N patches, and on one patch only (the first). A ``swapped`` condition
+gives each image another image's patches: the level a metric falls to when the input carries no
+information about the image, against which robustness is read (a model whose output ignores its
+input looks perfectly "robust"). Patches live in [-1, 1]; noisy patches are clipped back to
+that range. The noise is seeded, so a re-run gives the same rows.
 """
 
 from __future__ import annotations
 
 import torch
 
+from kpbench.baselines import swap
 from kpbench.protocol import (
     EvalContext,
     MetricAccumulator,
@@ -20,6 +23,7 @@ from kpbench.results import ResultRow
 
 NAME = "noise"
 TARGETS = ("all", "one")
+SWAPPED = "swapped"
 
 
 def add_noise(patches: torch.Tensor, sigma: float, target: str, generator: torch.Generator) -> torch.Tensor:
@@ -37,6 +41,11 @@ def condition_name(target: str, sigma: float) -> str:
 def run(context: EvalContext) -> list[ResultRow]:
     accumulator = MetricAccumulator()
     samples = context.samples("test")
+    # The floor of the curves: each image given the next image's patches (no noise). Noise that
+    # brings a metric down to this level has destroyed all the information the input carried.
+    for number, batch in enumerate(context.batches(samples)):
+        generated, mask = context.generate(swap(batch["patches"]), tag=f"{NAME}-{number}")
+        accumulator.add(SWAPPED, reconstruction_metrics(generated, batch["image"], mask, batch["mask"]))
     for target in TARGETS:
         for sigma in context.options.sigmas:
             condition = condition_name(target, sigma)
@@ -53,6 +62,8 @@ def run(context: EvalContext) -> list[ResultRow]:
 PROTOCOL = register_protocol(Protocol(
     name=NAME,
     description="Gaussian noise of increasing sigma (on the [-1, 1] pixel scale) added to all "
-    "input patches, or to one patch only. A robust model degrades gracefully as sigma grows.",
+    "input patches, or to one patch only. 'swapped' gives each image another image's patches: "
+    "the floor where the input says nothing about the image. A robust model degrades gradually "
+    "from sigma 0 towards that floor; one that sits at the floor at sigma 0 ignores its input.",
     run=run,
 ))

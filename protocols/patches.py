@@ -1,12 +1,25 @@
-"""``patches``: the same trained model fed key patches vs random patches.
+"""``patches``: the same trained model fed key patches vs random patches, with its floors.
 
 Random patches have the same count and the same size distribution as the key patches (their
 widths and heights are drawn from the dataset's key boxes) but uniform positions, so the
-comparison isolates *where* the patches come from.
+comparison isolates *where* the patches come from. This is a test-time swap: a distribution
+shift for a model trained on key patches.
+
+Next to the run, the same rows for two baselines that need no learning (kpbench.baselines):
+``baseline:prior_mask`` (mask IoU of the mean training mask) and ``baseline:nearest_neighbour``
+(the training image whose patches are closest, with its own mask). Under key patches the run's
+``image_dependence`` and ``mask_dependence`` say how much its output changes when each image's
+patches are swapped for another image's (~0: the output ignores the input). A grid puts
+generated images next to their nearest training images (a memorisation check; not in the paper's
+main text).
 """
 
 from __future__ import annotations
 
+import torch
+
+from kpbench import metrics
+from kpbench.baselines import NEAREST_NEIGHBOUR, PRIOR_MASK, input_dependence, prior_mask_batch, swap
 from kpbench.grids import draw_boxes, save_grid
 from kpbench.protocol import (
     EvalContext,
@@ -18,27 +31,59 @@ from kpbench.protocol import (
 from kpbench.results import ResultRow
 
 NAME = "patches"
+GRID_ROWS = 8
 
 
 def run(context: EvalContext) -> list[ResultRow]:
     accumulator = MetricAccumulator()
+    prior = context.prior_mask()
+    neighbour = context.nearest_neighbour()
     for source in ("key", "random"):
         for number, batch in enumerate(context.batches(context.samples("test", patch_source=source))):
-            generated, mask = context.generate(batch["patches"], tag=f"{NAME}-{source}-{number}")
-            accumulator.add(source, reconstruction_metrics(generated, batch["image"], mask, batch["mask"]))
+            tag = f"{NAME}-{source}-{number}"
+            patches, real, true_mask = batch["patches"], batch["image"], batch["mask"]
+            generated, mask = context.generate(patches, tag=tag)
+            accumulator.add(source, reconstruction_metrics(generated, real, mask, true_mask))
+            prior_iou = metrics.mask_iou(prior_mask_batch(prior, true_mask), true_mask)
+            accumulator.add(source, {"mask_iou": prior_iou}, variant=PRIOR_MASK)
+            nn_image, nn_mask = neighbour.by_patches(patches)
+            accumulator.add(source, reconstruction_metrics(nn_image, real, nn_mask, true_mask),
+                            variant=NEAREST_NEIGHBOUR)
+            if source == "key" and len(patches) >= 2:
+                # Same z (same tag): only the patches change.
+                swapped_image, swapped_mask = context.generate(swap(patches), tag=tag)
+                dependence = {"image_dependence": input_dependence(generated, swapped_image, real)}
+                if mask is not None and swapped_mask is not None:
+                    dependence["mask_dependence"] = input_dependence(mask, swapped_mask, true_mask)
+                accumulator.add(source, dependence)
             if number == 0:
-                columns = [draw_boxes(batch["image"][:8], batch["boxes"][:8]), batch["patches"][:8],
-                           generated[:8]]
-                if mask is not None:
-                    columns.append(mask[:8])
-                save_grid(context.run_dir / "results" / NAME / f"{source}.png", columns)
+                _save_grids(context, source, batch, generated, mask, nn_image, neighbour)
     return accumulator.rows(context, NAME)
+
+
+def _save_grids(context: EvalContext, source: str, batch: dict[str, torch.Tensor], generated: torch.Tensor,
+                mask: torch.Tensor | None, nn_image: torch.Tensor, neighbour) -> None:
+    rows = slice(0, GRID_ROWS)
+    folder = context.run_dir / "results" / NAME
+    columns = [draw_boxes(batch["image"][rows], batch["boxes"][rows]), batch["patches"][rows],
+               generated[rows]]
+    if mask is not None:
+        columns.append(mask[rows])
+    columns.append(nn_image[rows])  # the nearest-neighbour baseline's answer
+    save_grid(folder / f"{source}.png", columns)
+    if source == "key":
+        save_grid(folder / "memorisation.png", [generated[rows], neighbour.by_image(generated[rows])])
 
 
 PROTOCOL = register_protocol(Protocol(
     name=NAME,
     description="Key patches (EdgeBoxes) vs random patches of the same count and size "
-    "distribution, fed to the same trained model. Mask IoU against the mask of the patches "
-    "actually used; appearance L1 inside that mask; PSNR/SSIM against the real image.",
+    "distribution, fed to the same trained model (a test-time swap). Mask IoU against the mask "
+    "of the patches actually used; appearance L1 inside that mask; PSNR/SSIM against the real "
+    "image. Floors: the prior mask (mean training mask) and the nearest training image by patch "
+    "pixels. Input dependence: the output's change when patches are swapped between images, "
+    "relative to the real images' (0 = ignores its input). Grids: real with boxes, patches, "
+    "generated, mask, nearest-neighbour answer; memorisation: generated next to the closest "
+    "training image.",
     run=run,
 ))

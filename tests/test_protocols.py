@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,6 +16,7 @@ from kpbench.protocol import EvalOptions, evaluate, get_protocol, list_protocols
 from kpbench.results import COLUMNS, read_rows
 from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, train
+from protocols.classification import select_balanced, shortfall
 
 DATA = DataSpec(source="builtin:48", size=64)
 OPTIONS = EvalOptions(max_samples=8, batch_size=4, sigmas=(0.0, 0.5), max_patches=4,
@@ -45,7 +47,7 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     rows = read_rows(workdir.runs)
     assert list(rows.columns) == list(COLUMNS)
     assert set(rows["protocol"]) == EXPECTED_PROTOCOLS
-    assert set(rows["variant"]) == {"full", "cgan"}
+    assert set(rows["variant"]) == {"full", "cgan", "baseline:prior_mask", "baseline:nearest_neighbour"}
     # Every value is a finite number with its sample count, or NaN explained by a note.
     for row in rows.itertuples():
         if math.isnan(row.value):
@@ -54,16 +56,39 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
             assert math.isfinite(row.value) and row.n > 0, row
     full = rows[rows.variant == "full"]
     noise = full[(full.protocol == "noise") & (full.metric == "mask_iou")]
-    assert set(noise.condition) == {"all sigma=0", "all sigma=0.5", "one sigma=0", "one sigma=0.5"}
+    assert set(noise.condition) == {"swapped", "all sigma=0", "all sigma=0.5", "one sigma=0", "one sigma=0.5"}
+    # Per-sample metrics carry a bootstrap interval around their mean.
+    per_sample = full[full.protocol.isin(["patches", "noise"])]
+    assert (per_sample.ci_low <= per_sample.value + 1e-12).all()
+    assert (per_sample.ci_high >= per_sample.value - 1e-12).all()
+    # Floors next to the runs: the prior mask (mask IoU only), the nearest neighbour (every metric).
+    patches = rows[rows.protocol == "patches"]
+    prior = patches[patches.variant == "baseline:prior_mask"]
+    assert set(prior.metric) == {"mask_iou"} and set(prior.condition) == {"key", "random"}
+    neighbour = patches[patches.variant == "baseline:nearest_neighbour"]
+    assert set(neighbour.metric) == {"mask_iou", "appearance_l1", "psnr", "ssim"}
+    dependence = full[(full.protocol == "patches") & (full.condition == "key")].set_index("metric")
+    assert dependence.loc["image_dependence", "value"] >= 0
+    assert dependence.loc["mask_dependence", "value"] >= 0
+    cgan_metrics = set(rows[(rows.variant == "cgan") & (rows.protocol == "patches")].metric)
+    assert "image_dependence" in cgan_metrics and "mask_dependence" not in cgan_metrics
     assert noise["n"].eq(5).all()  # the whole test split (5 of 48), under max_samples
     iou = full[full.metric == "mask_iou"]["value"]
     assert iou.between(0, 1).all()
     fid = full[full.protocol == "fid"].set_index("metric")
     assert fid.loc["fid", "extractor"] == "random-conv" and fid.loc["fid", "value"] >= 0
     assert "FID biased" in fid.loc["fid", "note"]
+    assert fid.loc["precision", "value"] >= 0 and fid.loc["recall", "value"] <= 1
     accuracy = full[(full.protocol == "classification") & (full.metric == "accuracy")]
     assert set(accuracy.condition) == {"encoder:trained", "encoder:random_init", "raw_pixels"}
     assert accuracy["value"].between(0, 1).all()
+    assert accuracy["ci_low"].le(accuracy["value"]).all() and accuracy["ci_high"].ge(accuracy["value"]).all()
+    # builtin:48 has 4 classes of 9 to 14 images: all kept, 9 each (the smallest class).
+    assert accuracy["n"].eq(36).all()
+    assert accuracy["note"].eq("4 classes x 9 samples (min 5 per class), 3-fold stratified CV, "
+                               "chance 0.25").all()
+    spread = full[(full.protocol == "classification") & (full.metric == "accuracy_std")]
+    assert set(spread.condition) == set(accuracy.condition) and spread["value"].ge(0).all()
     # The cGAN concatenates exactly N = 3 patches: other N are explained, not computed.
     cgan = rows[(rows.variant == "cgan") & (rows.protocol == "num_patches")]
     other_n = cgan[cgan.condition != "N=3"]
@@ -72,6 +97,7 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     assert "mask_iou" not in set(cgan.metric)  # no mask decoder, no mask metric
     # Image grids and provenance for the report.
     assert (workdir.run_dir("full", 0) / "results" / "patches" / "key.png").is_file()
+    assert (workdir.run_dir("full", 0) / "results" / "patches" / "memorisation.png").is_file()
     provenance = json.loads((workdir.run_dir("full", 0) / "results" / "provenance.json").read_text())
     assert provenance["data"]["manifest_hash"] and provenance["data"]["image_side"] == 64
     assert provenance["fid_extractor"]["name"] == "random-conv"
@@ -118,3 +144,67 @@ def test_dataset_is_opened_once_per_evaluation(workdir: WorkDir, monkeypatch: py
     monkeypatch.setattr(kpbench.samples, "open_data", counting_open_data)
     evaluate(workdir, ["patches", "num_patches"], options=OPTIONS)  # 2 runs, several N and sources
     assert len(calls) == 1
+
+
+def test_unlabelled_dataset_gives_an_explained_gap(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.samples
+
+    original = kpbench.samples.open_data
+
+    def unlabelled_open_data(spec: DataSpec):
+        dataset = original(spec)
+        dataset.labels = np.zeros_like(dataset.labels)
+        return dataset
+
+    monkeypatch.setattr(kpbench.samples, "open_data", unlabelled_open_data)
+    evaluate(workdir, ["classification"], variants=["full"], options=OPTIONS)
+    rows = read_rows(workdir.runs).query("variant == 'full' and protocol == 'classification'")
+    assert set(rows.condition) == {"encoder:trained", "encoder:random_init", "raw_pixels"}
+    assert rows["value"].isna().all()
+    assert rows["note"].eq("dataset has no labels: all 48 images share one label").all()
+
+
+# Class sizes of a face-like dataset: 200 single-photo identities and a few with several photos.
+SIZES = {**{label: 1 for label in range(200)}, 1000: 7, 1001: 5, 1002: 12, 1003: 4, 1004: 6}
+
+
+def stored_labels(seed: int) -> np.ndarray:
+    """(L,) labels of SIZES in a seeded storage order."""
+    labels = np.concatenate([np.full(size, label) for label, size in SIZES.items()])
+    return np.random.default_rng(seed).permutation(labels)
+
+
+def test_select_balanced_keeps_classes_with_enough_samples_and_balances_them() -> None:
+    labels = stored_labels(0)
+    positions = select_balanced(labels, min_per_class=5, max_total=1000, seed=3)
+    kept, counts = np.unique(labels[positions], return_counts=True)
+    assert kept.tolist() == [1000, 1001, 1002, 1004] and counts.tolist() == [5, 5, 5, 5]
+    assert len(np.unique(positions)) == len(positions) and np.all(np.diff(positions) > 0)
+    # A cap gives fewer samples per class (down to the minimum), then fewer classes.
+    capped = select_balanced(labels, min_per_class=2, max_total=15, seed=3)
+    kept, counts = np.unique(labels[capped], return_counts=True)
+    assert kept.tolist() == [1000, 1001, 1002, 1003, 1004] and counts.tolist() == [3] * 5
+    fewer = select_balanced(labels, min_per_class=5, max_total=12, seed=3)
+    kept, counts = np.unique(labels[fewer], return_counts=True)
+    assert len(kept) == 2 and set(kept) <= {1000, 1001, 1002, 1004} and counts.tolist() == [5, 5]
+
+
+def test_select_balanced_is_deterministic_and_independent_of_storage_order() -> None:
+    labels = stored_labels(0)
+    files = np.array([f"img{position:05d}.jpg" for position in range(len(labels))])
+    first = select_balanced(labels, 5, 12, seed=3, keys=files)
+    np.testing.assert_array_equal(first, select_balanced(labels, 5, 12, seed=3, keys=files))
+    # The same photos stored in another order: the same photos are chosen.
+    order = np.random.default_rng(1).permutation(len(labels))
+    again = select_balanced(labels[order], 5, 12, seed=3, keys=files[order])
+    assert set(files[order][again]) == set(files[first])
+
+
+def test_shortfall_explains_unusable_labels() -> None:
+    assert shortfall(np.zeros(50, dtype=np.int64), 5, 2000) == (
+        "dataset has no labels: all 50 images share one label")
+    one_class = np.array([0] * 6 + [1] * 4 + [2, 3])
+    assert shortfall(one_class, 5, 2000) == "only 1 of 4 classes has >= 5 samples; lower --min-per-class"
+    assert len(select_balanced(one_class, 5, 2000, seed=0)) == 0
+    assert shortfall(one_class, 4, 2000) is None
+    assert "--classify-samples 6 cannot hold 2 classes x 4" in shortfall(one_class, 4, 6)
