@@ -4,16 +4,30 @@
 
     index.html   one self-contained page (inline CSS and SVG, images as data URIs, no scripts)
     results.csv  every tidy row, as read
-    results.md   the summary and one table per protocol, in Markdown
+    results.md   the paper's claims, the summary and one table per protocol, in Markdown
 
-Numbers are aggregated over seeds: a run's rows are first averaged per seed (a protocol writes
-one row per cell, so this only matters for duplicates), then each cell shows the mean and the
-sample standard deviation (ddof=1) over the seeds that have a value. The best variant per
-column is marked according to :data:`kpbench.results.METRIC_DIRECTION`. A NaN value is shown
-as "n/a" with its row's note (why it is missing and how to fix it) as a footnote.
+Numbers are aggregated over seeds: a run's rows are first averaged per seed (value, ci_low and
+ci_high; a protocol writes one row per cell, so this only matters for duplicates), then each
+cell shows the mean, the sample standard deviation (ddof=1, "±") over the seeds that have a
+value, and a 95 % interval from :func:`kpbench.stats.cell_interval`: the rows' bootstrap
+intervals over test images, widened to the t-interval of the seed means when there are several
+seeds. A NaN value is shown as "n/a" with its row's note (why it is missing and how to fix it)
+as a footnote.
 
-Everything that comes from data (variant names, conditions, notes, file names, JSON values) is
-HTML-escaped where it enters the page, and Markdown-escaped where it enters ``results.md``.
+A variant is marked *best* in a column only when the metric has a direction
+(:data:`kpbench.results.METRIC_DIRECTION`; spreads such as ``kid_std`` are never ranked), it
+has the best mean among the trained variants, and its interval is separated
+(:func:`kpbench.stats.separated`) from every other trained variant's interval in that column.
+Baselines (variants ``baseline:<name>``) are floors: listed after the trained variants, never
+best and never competitors for it.
+
+The page also shows the paper's claims as judged by :func:`kpbench.claims.check_claims`, and
+training curves from each run's ``log.jsonl`` diagnostics (held-out mask IoU and spatial L1
+against the prior and empty masks), with any mask-collapse warnings.
+
+Everything that comes from data (variant names, conditions, notes, file names, JSON values, log
+messages) is HTML-escaped where it enters the page, and Markdown-escaped where it enters
+``results.md``.
 """
 
 from __future__ import annotations
@@ -39,17 +53,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kpbench.claims import ClaimResult, check_claims
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write_text
 from kpbench.paths import WorkDir
-from kpbench.results import RESULTS_DIRNAME, metric_direction, read_rows
+from kpbench.results import BASELINE_PREFIX, RESULTS_DIRNAME, is_baseline, metric_direction, read_rows
+from kpbench.stats import cell_interval, separated
 
 DEFAULT_DESCRIPTIONS: dict[str, str] = {
     "patches": "The same trained model fed its key patches (EdgeBoxes) versus random patches of "
     "the same count and size distribution. A model that relies on meaningful parts loses "
     "quality with random ones.",
     "noise": "Gaussian noise of increasing sigma added to the input patches (all of them, or "
-    "one only as in the paper's figure). Flat curves mean a robust generator.",
+    "one only). Read them against the swapped-input floor: a curve that starts at the floor "
+    "belongs to a model that ignores its input, not to a robust one.",
     "classification": "The part encoder as a feature extractor from patches alone: a linear "
     "classifier under stratified k-fold cross-validation, compared with a randomly initialised "
     "encoder of the same architecture and with raw patch pixels.",
@@ -61,14 +78,15 @@ DEFAULT_DESCRIPTIONS: dict[str, str] = {
     "input: can the model compose parts it never saw together?",
 }
 
-# Display order; names not listed follow alphabetically.
+# Display order; names not listed follow alphabetically, baselines (``baseline:*``) always last.
 VARIANT_ORDER: tuple[str, ...] = ("full", "naive_gan", "nomask", "autoencoder", "cgan")
+BASELINE_ORDER: tuple[str, ...] = ("baseline:prior_mask", "baseline:nearest_neighbour")
 PROTOCOL_ORDER: tuple[str, ...] = (
     "patches", "fid", "classification", "noise", "num_patches", "combination",
 )
 METRIC_ORDER: tuple[str, ...] = (
-    "mask_iou", "appearance_l1", "psnr", "ssim", "l1", "fid", "kid", "kid_std",
-    "accuracy", "accuracy_std",
+    "mask_iou", "appearance_l1", "psnr", "ssim", "l1", "image_dependence", "mask_dependence",
+    "fid", "kid", "kid_std", "precision", "recall", "accuracy", "accuracy_std",
 )
 # Protocols whose headline numbers form the summary (all protocols when none of these has rows).
 SUMMARY_PROTOCOLS: tuple[str, ...] = ("patches", "fid", "classification")
@@ -78,7 +96,8 @@ HEADLINE_CONDITIONS: dict[str, str] = {"patches": "key", "num_patches": "N=3"}
 METRIC_LABELS: dict[str, str] = {
     "fid": "FID", "kid": "KID", "kid_std": "KID std", "mask_iou": "mask IoU",
     "appearance_l1": "appearance L1", "psnr": "PSNR", "ssim": "SSIM", "l1": "L1",
-    "accuracy": "accuracy", "accuracy_std": "accuracy std",
+    "accuracy": "accuracy", "accuracy_std": "accuracy std", "precision": "precision",
+    "recall": "recall", "image_dependence": "image dependence", "mask_dependence": "mask dependence",
 }
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓"}
 
@@ -87,11 +106,23 @@ PALETTE: tuple[str, ...] = (
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C6D31",
 )
 DASHES: tuple[str, ...] = ("", "6 3", "2 3", "8 3 2 3")
+REFERENCE_COLOR = "#6b7580"  # baselines and reference lines in plots
 
 IMAGE_TYPES: dict[str, str] = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
 }
 MAX_IMAGES_PER_GROUP = 6
+# Captions of known protocol grids, by (protocol folder, file stem).
+IMAGE_CAPTIONS: dict[tuple[str, str], str] = {
+    ("patches", "key"): "Columns: real image with its key boxes, the input patches, the generated "
+    "image, the predicted mask (when the model has one), the nearest-neighbour baseline's answer.",
+    ("patches", "random"): "As above, with random patches of the same count and size distribution.",
+    ("patches", "memorisation"): "Memorisation check: left column the generated image, right column "
+    "the nearest training image in 16x16 pixels. Near-copies would mean the model memorised "
+    "training images.",
+}
+# Images shown first within a protocol's folder (the rest follow in natural order).
+IMAGE_ORDER: tuple[str, ...] = ("key", "random", "memorisation")
 MAX_IMAGE_BYTES = 4 << 20
 REPORT_PACKAGES: tuple[str, ...] = (
     "kpbench", "torch", "torchvision", "torch-fidelity", "numpy", "pandas", "scikit-learn",
@@ -99,7 +130,9 @@ REPORT_PACKAGES: tuple[str, ...] = (
 )
 
 CELL_KEYS: list[str] = ["protocol", "condition", "extractor", "metric", "variant"]
-STAT_COLUMNS: tuple[str, ...] = ("mean", "std", "seeds", "valued", "n_min", "n_max", "notes")
+STAT_COLUMNS: tuple[str, ...] = (
+    "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max", "notes",
+)
 COLUMN_KEYS: list[str] = ["protocol", "condition", "extractor", "metric"]
 
 
@@ -156,6 +189,7 @@ def build_report(
         raise KpbenchError(f"no result rows under {workdir.runs}: run `kpbench eval` first")
     stats = aggregate(rows)
     summary = summary_table(rows, headlines, stats=stats)
+    claims, claims_error = _judge_claims(rows)
     context = _Context(
         workdir=workdir,
         name=name,
@@ -164,8 +198,10 @@ def build_report(
         stats=stats,
         summary=summary,
         descriptions={**DEFAULT_DESCRIPTIONS, **(descriptions or {})},
-        variants=ordered(rows["variant"], VARIANT_ORDER),
+        variants=variant_order(rows["variant"]),
         protocols=ordered(rows["protocol"], PROTOCOL_ORDER),
+        claims=claims,
+        claims_error=claims_error,
     )
     directory = workdir.report_dir(name)
     html_path = atomic_write_text(directory / "index.html", _render_html(context, include_images))
@@ -184,25 +220,37 @@ def _check_report_name(name: str) -> None:
 
 def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (protocol, condition, extractor, metric, variant) with ``mean``, ``std``
-    (sample std over seeds, NaN for one seed), ``seeds`` (seeds with a row), ``valued`` (seeds
-    with a value, behind ``mean``), ``n_min``, ``n_max`` (samples per seed), ``notes``
-    (distinct notes, newline-joined) and ``best``."""
+    (sample std over seeds, NaN for one seed), ``low``/``high`` (the 95 % interval of
+    :func:`kpbench.stats.cell_interval`, NaN when none can be formed), ``seeds`` (seeds with a
+    row), ``valued`` (seeds with a value, behind ``mean``), ``n_min``, ``n_max`` (samples per
+    seed), ``notes`` (distinct notes, newline-joined) and ``best``."""
+    rows = rows.copy()
+    for column in ("ci_low", "ci_high"):  # hand-built frames may lack the interval columns
+        rows[column] = pd.to_numeric(rows[column], errors="coerce") if column in rows else math.nan
+    # Duplicates of one seed are averaged first (value and bounds alike).
     per_seed = (
         rows.groupby([*CELL_KEYS, "seed"], sort=False)
-        .agg(value=("value", "mean"), n=("n", "max"))
+        .agg(value=("value", "mean"), ci_low=("ci_low", "mean"), ci_high=("ci_high", "mean"),
+             n=("n", "max"))
         .reset_index()
     )
-    stats = (
-        per_seed.groupby(CELL_KEYS, sort=False)
-        .agg(
-            mean=("value", "mean"),
-            std=("value", "std"),
-            seeds=("value", "size"),
-            valued=("value", "count"),
-            n_min=("n", "min"),
-            n_max=("n", "max"),
-        )
-        .reset_index()
+    records = []
+    for key, group in per_seed.groupby(CELL_KEYS, sort=False):
+        cell = cell_interval(group["value"].to_numpy(), group["ci_low"].to_numpy(),
+                             group["ci_high"].to_numpy())
+        records.append({
+            **dict(zip(CELL_KEYS, key)),
+            "mean": group["value"].mean(),
+            "std": group["value"].std(),
+            "low": cell.low,
+            "high": cell.high,
+            "seeds": len(group),
+            "valued": int(group["value"].count()),
+            "n_min": group["n"].min(),
+            "n_max": group["n"].max(),
+        })
+    stats = pd.DataFrame.from_records(
+        records, columns=[*CELL_KEYS, "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max"]
     )
     notes = rows.groupby(CELL_KEYS, sort=False)["note"].agg(_join_notes).rename("notes")
     stats = stats.join(notes, on=CELL_KEYS)
@@ -215,17 +263,39 @@ def _join_notes(notes: pd.Series) -> str:
 
 
 def _best_flags(stats: pd.DataFrame) -> pd.Series:
-    """True where a variant has the best mean of its column (ties all marked); no mark where
-    the metric has no direction or fewer than two variants have a value."""
+    """True where a trained variant has the best mean of its column and an interval separated
+    (:func:`kpbench.stats.separated`) from every other trained variant's with a value there. No
+    mark where the metric has no direction, fewer than two trained variants have a value, or
+    the leader's interval overlaps (or a rival has no interval). Baselines take no part."""
     best = pd.Series(False, index=stats.index)
     for (_, _, _, metric), group in stats.groupby(COLUMN_KEYS, sort=False):
         direction = metric_direction(metric)
-        means = group["mean"].dropna()
-        if direction is None or len(means) < 2:
+        trained = group[~group["variant"].map(is_baseline) & group["mean"].notna()]
+        if direction is None or len(trained) < 2:
             continue
-        target = means.max() if direction == "higher" else means.min()
-        best.loc[means.index[means == target]] = True
+        leader = trained["mean"].idxmax() if direction == "higher" else trained["mean"].idxmin()
+        low, high = trained.at[leader, "low"], trained.at[leader, "high"]
+        rivals = trained.drop(index=leader)
+        distinct = (rivals["mean"] != trained.at[leader, "mean"]).all()
+        apart = all(separated(low, high, lo, hi) for lo, hi in zip(rivals["low"], rivals["high"]))
+        best.loc[leader] = bool(distinct and apart)
     return best
+
+
+def variant_order(variants: Iterable[str]) -> list[str]:
+    """Distinct variants in display order: trained ones (:data:`VARIANT_ORDER`, then the rest
+    alphabetically), then baselines (:data:`BASELINE_ORDER`, then the rest)."""
+    names = list(dict.fromkeys(variants))
+    trained = ordered((v for v in names if not is_baseline(v)), VARIANT_ORDER)
+    return trained + ordered((v for v in names if is_baseline(v)), BASELINE_ORDER)
+
+
+def variant_label(variant: str) -> str:
+    """A variant as shown: trained variants as named, ``baseline:prior_mask`` as
+    ``prior mask (floor)``."""
+    if is_baseline(variant):
+        return variant[len(BASELINE_PREFIX):].replace("_", " ") + " (floor)"
+    return variant
 
 
 def default_headlines(rows: pd.DataFrame) -> list[Headline]:
@@ -257,12 +327,13 @@ def summary_table(
 ) -> pd.DataFrame:
     """Variants x headline metrics, long form: one row per (column, variant) in display order,
     with ``column`` (:attr:`Headline.key`), ``label``, ``context``, ``direction``, the
-    :func:`aggregate` statistics and ``text`` (mean ± std as shown in the report)."""
+    :func:`aggregate` statistics, ``text`` (mean ± std as shown in the report) and
+    ``interval`` (``"[low, high]"``, "" when there is none). Baselines come last."""
     stats = aggregate(rows) if stats is None else stats
     indexed = stats.set_index(CELL_KEYS).sort_index()
     records = []
     for headline in default_headlines(rows) if headlines is None else headlines:
-        for variant in ordered(rows["variant"], VARIANT_ORDER):
+        for variant in variant_order(rows["variant"]):
             key = (headline.protocol, headline.condition, headline.extractor, headline.metric, variant)
             if key not in indexed.index:
                 continue
@@ -286,15 +357,22 @@ def summary_table(
             format_mean_std(mean, std, decimals[column])
             for column, mean, std in zip(summary["column"], summary["mean"], summary["std"])
         ]
+        summary["interval"] = [
+            format_interval(low, high, decimals[column])
+            for column, low, high in zip(summary["column"], summary["low"], summary["high"])
+        ]
     return summary
 
 
 def print_summary(summary: pd.DataFrame, console: Console) -> None:
-    """The summary as a rich table (best per column in bold green), notes numbered below."""
+    """The summary as a rich table (best per column in bold green, baselines in dim italics,
+    each value's 95 % interval below it), notes numbered below."""
     if summary.empty:
         console.print("no headline metrics to summarise")
         return
-    table = Table(title="kpbench summary: mean ± std over seeds", title_justify="left")
+    table = Table(
+        title="kpbench summary: mean ± std over seeds, [95 % interval] below", title_justify="left"
+    )
     table.add_column("variant", style="bold")
     columns, grid = _summary_grid(summary)
     footnotes = _Footnotes()
@@ -302,13 +380,17 @@ def print_summary(summary: pd.DataFrame, console: Console) -> None:
         heading = metric_heading(column.metric) + _text_refs(column.shared_notes, footnotes)
         table.add_column(Text("\n".join([heading, *column.context_lines])), justify="right")
     for variant, cells in grid:
-        row: list[Text] = [Text(variant)]
+        floor = is_baseline(variant)
+        row: list[Text] = [Text(variant_label(variant), style="italic dim" if floor else "")]
         for column, cell in zip(columns, cells):
             if cell is None:
                 row.append(Text("–"))
                 continue
             text = cell["text"] + _text_refs(own_notes(cell, column.shared_notes), footnotes)
-            row.append(Text(text, style="bold green" if cell["best"] else ""))
+            value = Text(text, style="bold green" if cell["best"] else "italic" if floor else "")
+            if cell["interval"]:  # on its own line, without the space, to keep columns narrow
+                value.append("\n" + cell["interval"].replace(", ", ","), style="dim")
+            row.append(value)
         table.add_row(*row)
     console.print(table)
     for number, note in footnotes.numbered():
@@ -360,6 +442,15 @@ def format_mean_std(mean: float, std: float, decimals: int | None = None) -> str
     when there is no spread (one seed)."""
     mean_text, std_text = _split_mean_std(mean, std, decimals)
     return f"{mean_text} ± {std_text}" if std_text else mean_text
+
+
+def format_interval(low: float, high: float, decimals: int | None = None) -> str:
+    """``"[0.580, 0.610]"`` with ``decimals`` (else :func:`format_number`); "" without one."""
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    if decimals is None:
+        return f"[{format_number(low)}, {format_number(high)}]"
+    return f"[{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
 def _split_mean_std(mean: float, std: float, decimals: int | None = None) -> tuple[str, str]:
@@ -435,6 +526,8 @@ class _Context:
     descriptions: dict[str, str]
     variants: list[str]
     protocols: list[str]
+    claims: list[ClaimResult] = field(default_factory=list)
+    claims_error: str = ""  # why the claims could not be checked
     problems: list[str] = field(default_factory=list)
     _footnote_tables: int = 0
 
@@ -446,8 +539,14 @@ class _Context:
     def seeds(self, variant: str) -> list[int]:
         return sorted({int(seed) for seed in self.rows.loc[self.rows["variant"] == variant, "seed"]})
 
+    @property
+    def trained(self) -> list[str]:
+        """The variants that are trained runs (no baselines), in display order."""
+        return [variant for variant in self.variants if not is_baseline(variant)]
+
     def runs(self) -> list[tuple[str, int]]:
-        return [(variant, seed) for variant in self.variants for seed in self.seeds(variant)]
+        """(variant, seed) of every trained run with rows (baselines have no run of their own)."""
+        return [(variant, seed) for variant in self.trained for seed in self.seeds(variant)]
 
     def read_json(self, path: Path) -> Any:
         """Parsed JSON, or None when the file is absent; unreadable files are recorded."""
@@ -498,6 +597,22 @@ table.data .ctx { display: block; font-weight: 400; color: var(--muted); font-si
 table.data thead .ctx { white-space: normal; min-width: 7em; }
 .spread { color: var(--muted); font-weight: 400; }
 td.best .spread { color: #3c5a44; }
+.ci { display: block; color: var(--muted); font-weight: 400; font-size: 11.5px; line-height: 1.25; }
+td.best .ci { color: #3c5a44; }
+tr.baseline td, tr.baseline th { font-style: italic; color: #4a545e; background: #f7f8fa; }
+.nowrap { white-space: nowrap; }
+tr.baseline .floor { font-style: normal; font-size: 11.5px; color: var(--muted); }
+tr.first-floor td, tr.first-floor th { border-top: 1px dashed #aab3bc; }
+.verdict { font-weight: 650; white-space: nowrap; padding: 1px 8px; border-radius: 10px;
+  border: 1px solid currentColor; font-size: 12.5px; }
+.verdict.holds { color: #1d6b35; background: #e8f3ea; }
+.verdict.fails { color: #a3271b; background: #fbeae8; }
+.verdict.inconclusive { color: #7a5a00; background: #fff7e0; }
+table.claims { width: 100%; }
+table.claims td.claim { width: 17em; }
+table.claims details > summary { font-size: 12px; margin: 3px 0 0; }
+table.claims table.data { margin-top: 4px; font-size: 12px; }
+table.evidence th, table.evidence td { white-space: nowrap; padding: 2px 7px; }
 .muted { color: var(--muted); }
 sup.ref { font-size: 10px; margin-left: 2px; }
 ol.notes { font-size: 12.5px; color: var(--muted); margin: 6px 0 14px; padding-left: 26px;
@@ -525,9 +640,15 @@ footer { margin-top: 48px; font-size: 12px; color: var(--muted); }
 
 
 def _render_html(context: _Context, include_images: bool = True) -> str:
-    sections: list[tuple[str, str, str]] = [("summary", "Summary", _summary_section(context))]
+    sections: list[tuple[str, str, str]] = [
+        ("summary", "Summary", _summary_section(context)),
+        ("claims", "Paper's claims", _claims_section(context)),
+    ]
     for index, protocol in enumerate(context.protocols):
         sections.append((_anchor(index, protocol), protocol, _protocol_section(context, protocol)))
+    curves = _training_curves_section(context)
+    if curves:
+        sections.append(("training-curves", "Training curves", curves))
     if include_images:
         sections.append(("images", "Images", _images_section(context)))
     sections.append(("variants", "Variants", _variants_section(context)))
@@ -540,9 +661,11 @@ def _render_html(context: _Context, include_images: bool = True) -> str:
         for anchor, heading, content in sections
     )
     seeds = sorted({int(seed) for seed in context.rows["seed"]})
+    floors = len(context.variants) - len(context.trained)
+    baselines = f" · {floors} baselines" if floors else ""
     meta = (
         f"Report <code>{esc(context.name)}</code> · generated {esc(_now())} · "
-        f"{len(context.variants)} variants · seeds {esc(', '.join(map(str, seeds)))} · "
+        f"{len(context.trained)} variants{baselines} · seeds {esc(', '.join(map(str, seeds)))} · "
         f"{len(context.protocols)} protocols · {len(context.rows)} result rows"
     )
     return (
@@ -598,7 +721,7 @@ def _summary_grid(summary: pd.DataFrame) -> tuple[list[_SummaryColumn], list[tup
     cells_by_key = {(row["column"], row["variant"]): row for _, row in summary.iterrows()}
     rows = [
         (variant, [cells_by_key.get((column.key, variant)) for column in columns])
-        for variant in dict.fromkeys(summary["variant"])
+        for variant in variant_order(summary["variant"])  # baselines last, whichever columns they have
     ]
     return columns, rows
 
@@ -616,9 +739,10 @@ def _summary_section(context: _Context) -> str:
         for column in columns
     ]
     body = []
+    previous = None
     for variant, cells in grid:
         seeds = ", ".join(map(str, context.seeds(variant)))
-        row = [f"<th>{esc(variant)}</th>", f'<td class="num">{esc(seeds)}</td>']
+        row = [f"<th>{_variant_html(variant)}</th>", f'<td class="num">{esc(seeds)}</td>']
         for column, cell in zip(columns, cells):
             if cell is None:
                 row.append('<td class="num muted">–</td>')
@@ -626,14 +750,43 @@ def _summary_section(context: _Context) -> str:
                 row.append(_value_cell(
                     cell, notes, column.key, column.decimals, column.shared_notes, not column.n_uniform
                 ))
-        body.append(f'<tr data-variant="{esc(variant)}">{"".join(row)}</tr>')
+        body.append(f"<tr{_row_attributes(variant, previous)}>{''.join(row)}</tr>")
+        previous = variant
     return (
-        '<p class="explain">Mean ± sample standard deviation over seeds; n is the number of '
-        "evaluated samples per seed. <b>Bold</b>: best per column, where ↑ means higher is "
-        "better and ↓ lower is better. Each protocol's section below has every condition.</p>"
+        f'<p class="explain">{UNCERTAINTY_EXPLAINED} Each protocol\'s section below has every '
+        "condition.</p>"
         f'<div class="table-wrap"><table class="data" id="summary-table"><thead><tr>{"".join(head)}'
         f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>{notes.html()}'
     )
+
+
+UNCERTAINTY_EXPLAINED = (
+    "Each cell: the mean over seeds, “±” the sample standard deviation over seeds (spread "
+    "between training runs; absent for one seed), and below it in brackets the 95 % interval: "
+    "the bootstrap interval over test images, widened to the t-interval over seeds when there "
+    "are several (none for FID/KID from one seed). n is the number of evaluated samples per "
+    "seed. ↑: higher is better, ↓: lower is better. <b>Bold</b>: best trained variant of a "
+    "column, marked only where its interval is separated from every other trained variant's; "
+    "spreads (e.g. KID std) are never ranked. <i>Italic</i> rows are baselines that need no "
+    "learning: floors to read the variants against, never ranked."
+)
+
+
+def _variant_html(variant: str) -> str:
+    """A variant's name for a table cell; a baseline as ``prior mask`` with a ``(floor)`` tag."""
+    if not is_baseline(variant):
+        return esc(variant)
+    name = variant_label(variant).removesuffix(" (floor)")
+    return f'<span class="nowrap">{esc(name)} <span class="floor">(floor)</span></span>'
+
+
+def _row_attributes(variant: str, previous: str | None) -> str:
+    """``data-variant`` and, for a baseline, its classes (the first after a trained variant is
+    set off by a rule)."""
+    if not is_baseline(variant):
+        return f' data-variant="{esc(variant)}"'
+    first = previous is not None and not is_baseline(previous)
+    return f' data-variant="{esc(variant)}" class="baseline{" first-floor" if first else ""}"'
 
 
 def shared_notes(cells: pd.DataFrame) -> str:
@@ -655,9 +808,11 @@ def own_notes(cell: Any, shared: str) -> str:
 def _value_cell(
     cell: Any, notes: _Footnotes, column: str, decimals: int | None, shared: str, show_n: bool = False
 ) -> str:
-    """A ``<td>`` with the formatted value, the exact numbers as data attributes (``data-seeds``:
-    how many seeds the mean is over), note refs, and n or a partial seed count when needed."""
+    """A ``<td>`` with the formatted value and its interval, the exact numbers as data attributes
+    (``data-seeds``: how many seeds the mean is over), note refs, and n or a partial seed count
+    when needed."""
     mean, std = float(cell["mean"]), float(cell["std"])
+    low, high = float(cell["low"]), float(cell["high"])
     classes = ["num"]
     if cell["best"]:
         classes.append("best")
@@ -668,13 +823,16 @@ def _value_cell(
     if std_text:
         content += f'<span class="spread"> ± {esc(std_text)}</span>'
     content += notes.ref_html(own_notes(cell, shared), missing=math.isnan(mean))
+    interval = "" if math.isnan(mean) else format_interval(low, high, decimals)
+    if interval:
+        content += f'<span class="ci" title="95 % interval">{esc(interval)}</span>'
     if 0 < cell["valued"] < cell["seeds"]:
         content += f'<span class="ctx">{int(cell["valued"])} of {int(cell["seeds"])} seeds</span>'
     if show_n:
         content += f'<span class="ctx">n={esc(format_n(cell["n_min"], cell["n_max"]))}</span>'
     attributes = (
         f'data-column="{esc(column)}" data-mean="{mean!r}" data-std="{std!r}" '
-        f'data-seeds="{int(cell["valued"])}"'
+        f'data-low="{low!r}" data-high="{high!r}" data-seeds="{int(cell["valued"])}"'
     )
     return f'<td class="{" ".join(classes)}" {attributes}>{content}</td>'
 
@@ -684,6 +842,10 @@ def _protocol_section(context: _Context, protocol: str) -> str:
     description = context.descriptions.get(protocol)
     if description:
         parts.append(f"<p>{esc(description)}</p>")
+    parts.append(
+        '<p class="explain">Mean ± std over seeds, the 95 % interval below it (see the summary); '
+        "<i>italic</i> rows are baselines (floors).</p>"
+    )
     for extractor, of_extractor in extractor_tables(context.stats[context.stats["protocol"] == protocol]):
         if extractor:
             parts.append(f"<h3>Features: {esc(extractor)}</h3>")
@@ -761,7 +923,7 @@ def _protocol_table(context: _Context, stats: pd.DataFrame, axis: Axis | None) -
             n_text = format_n(cells["n_min"].min(), cells["n_max"].max())
             row = [
                 first,
-                f"<td>{esc(variant)}</td>",
+                f"<td>{_variant_html(variant)}</td>",
                 f'<td class="num">{int(cells["seeds"].max())}</td>',
                 f'<td class="num">{esc(n_text)}</td>',
             ]
@@ -771,12 +933,277 @@ def _protocol_table(context: _Context, stats: pd.DataFrame, axis: Axis | None) -
                     row.append(_value_cell(cells.loc[metric], notes, metric, decimals, shared))
                 else:
                     row.append('<td class="num muted">–</td>')
-            rows.append(f'<tr data-variant="{esc(variant)}">{"".join(row)}</tr>')
+            previous = variants[number - 1][0] if number else None
+            rows.append(f"<tr{_row_attributes(variant, previous)}>{''.join(row)}</tr>")
         bodies.append(f'<tbody data-condition="{esc(condition)}">{"".join(rows)}</tbody>')
     return (
         f'<div class="table-wrap"><table class="data protocol"><thead><tr>{head}</tr></thead>'
         f'{"".join(bodies)}</table></div>{notes.html()}'
     )
+
+
+# --------------------------------------------------------------------------- claims
+
+VERDICT_MARKS: dict[str, str] = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
+
+
+def _judge_claims(rows: pd.DataFrame) -> tuple[list[ClaimResult], str]:
+    """:func:`kpbench.claims.check_claims` of ``rows``, or ([], why) when the rows cannot be
+    judged (e.g. one cell measured under several extractors)."""
+    try:
+        return check_claims(rows), ""
+    except ValueError as error:
+        return [], str(error)
+
+
+def _verdict_html(verdict: str) -> str:
+    kind = verdict if verdict in VERDICT_MARKS else "inconclusive"
+    return f'<span class="verdict {kind}">{VERDICT_MARKS[kind]} {esc(verdict)}</span>'
+
+
+def _number3(value: float) -> str:
+    """Three significant digits (as the claims' reasons print them); "n/a" for NaN."""
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return "n/a"
+    text = f"{value:#.3g}"
+    return text[:-1] if text.endswith(".") else text
+
+
+def _evidence_numbers(item: Mapping[str, Any]) -> tuple[str, str]:
+    """(mean, interval) of one evidence cell as text."""
+    low, high = item.get("low", math.nan), item.get("high", math.nan)
+    interval = (
+        "none" if not all(isinstance(b, (int, float)) and not math.isnan(b) for b in (low, high))
+        else f"[{_number3(low)}, {_number3(high)}]"
+    )
+    return _number3(item.get("mean", math.nan)), interval
+
+
+def _evidence_table(evidence: Sequence[Mapping[str, Any]]) -> str:
+    head = (
+        "<th>variant</th><th>protocol</th><th>condition</th><th>features</th><th>metric</th>"
+        '<th class="num">mean</th><th class="num">95 % interval</th><th class="num">seeds</th>'
+    )
+    rows = []
+    for item in evidence:
+        mean, interval = _evidence_numbers(item)
+        rows.append(
+            f"<tr><td>{_variant_html(str(item.get('variant', '')))}</td>"
+            f"<td>{esc(item.get('protocol', ''))}</td><td>{esc(item.get('condition', ''))}</td>"
+            f"<td>{esc(item.get('extractor', '') or '—')}</td>"
+            f"<td>{esc(metric_heading(str(item.get('metric', ''))))}</td>"
+            f'<td class="num">{esc(mean)}</td><td class="num">{esc(interval)}</td>'
+            f'<td class="num">{esc(item.get("seeds", ""))}</td></tr>'
+        )
+    return (
+        f'<div class="table-wrap"><table class="data evidence"><thead><tr>{head}</tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table></div>'
+    )
+
+
+def _claims_section(context: _Context) -> str:
+    explain = (
+        '<p class="explain">Each verdict is computed from the result rows by '
+        "<code>kpbench.claims</code>, never written by hand. Two numbers differ only when their "
+        "95 % intervals are separated; <em>inconclusive</em> means they overlap, the evidence "
+        "is mixed or data is missing, and the reason says which.</p>"
+    )
+    if context.claims_error:
+        why = esc(context.claims_error)
+        return explain + f'<p class="callout">The claims could not be checked: {why}</p>'
+    if not context.claims:
+        return explain + '<p class="muted">No claims to check.</p>'
+    rows = []
+    for number, result in enumerate(context.claims, 1):
+        details = (
+            f"<details><summary>Evidence ({len(result.evidence)} cells)</summary>"
+            f"{_evidence_table(result.evidence)}</details>"
+            if result.evidence else ""
+        )
+        rows.append(
+            f'<tr data-verdict="{esc(result.verdict)}"><td class="num">{number}</td>'
+            f'<td class="claim">{esc(result.claim)}</td><td>{_verdict_html(result.verdict)}</td>'
+            f'<td class="reason">{esc(result.reason)}{details}</td></tr>'
+        )
+    return (
+        f'{explain}<div class="table-wrap"><table class="data claims" id="claims-table"><thead><tr>'
+        '<th class="num">#</th><th>claim</th><th>verdict</th><th>reason</th></tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table></div>'
+    )
+
+
+# --------------------------------------------------------------------------- training curves
+
+_RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
+DIAGNOSTIC_KEYS: tuple[str, ...] = (
+    "mask_iou", "prior_mask_iou", "spatial_l1", "spatial_l1_empty", "spatial_l1_prior", "appearance_l1",
+)
+PRIOR_DASH, EMPTY_DASH = "6 3", "2 3"
+
+
+@dataclass
+class _RunLog:
+    """What a run's ``log.jsonl`` says about training: diagnostics by step and collapse warnings."""
+
+    name: str  # the run folder, e.g. full-seed0
+    variant: str
+    seed: int | None
+    diagnostics: dict[int, dict[str, float]] = field(default_factory=dict)
+    warnings: list[tuple[int | None, str]] = field(default_factory=list)
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def read_run_log(path: Path, problems: list[str] | None = None) -> _RunLog:
+    """Parse one run's ``log.jsonl`` (lines that are not JSON objects are skipped and counted in
+    ``problems``); a later entry for the same step replaces an earlier one."""
+    name = path.parent.name
+    match = _RUN_NAME.match(name)
+    log = _RunLog(name, match["variant"] if match else name, int(match["seed"]) if match else None)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        if problems is not None:
+            problems.append(f"{path}: {error}")
+        return log
+    bad = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if not isinstance(entry, dict):
+            bad += 1
+            continue
+        step, logged = _finite(entry.get("step")), entry.get("diagnostics")
+        if entry.get("event") == "diagnostics" and step is not None and isinstance(logged, dict):
+            values = {key: v for key in DIAGNOSTIC_KEYS if (v := _finite(logged.get(key))) is not None}
+            log.diagnostics[int(step)] = values
+        elif entry.get("event") == "mask-collapse-warning":
+            log.warnings.append((None if step is None else int(step), str(entry.get("message", ""))))
+    if bad and problems is not None:
+        problems.append(f"{path}: {bad} lines that are not JSON objects skipped")
+    return log
+
+
+def _run_logs(context: _Context) -> list[_RunLog]:
+    """Every ``runs/*/log.jsonl``, by variant (display order) and seed."""
+    if not context.workdir.runs.is_dir():
+        return []
+    logs = [
+        read_run_log(path, context.problems)
+        for path in sorted(context.workdir.runs.glob("*/log.jsonl"))
+        if path.is_file()
+    ]
+    rank = {variant: index for index, variant in enumerate(variant_order(log.variant for log in logs))}
+    return sorted(logs, key=lambda log: (rank[log.variant], -1 if log.seed is None else log.seed, log.name))
+
+
+def _series(log: _RunLog, key: str) -> list[tuple[float, float, float]]:
+    entries = sorted(log.diagnostics.items())
+    return [(float(step), values[key], math.nan) for step, values in entries if key in values]
+
+
+def _reference(logs: Sequence[_RunLog], key: str, x_range: tuple[float, float], dash: str,
+               label: str) -> _Line | None:
+    """A flat line at the mean of ``key`` over every diagnostics entry of ``logs`` (the prior and
+    empty masks do not change during training, so the mean is their one value)."""
+    values = [values[key] for log in logs for values in log.diagnostics.values() if key in values]
+    if not values:
+        return None
+    level = statistics.fmean(values)
+    return _Line(REFERENCE_COLOR, dash, label, [(x_range[0], level, math.nan), (x_range[1], level, math.nan)])
+
+
+def _curve_figure(logs: Sequence[_RunLog], colors: Sequence[str], key: str, title: str,
+                  references: Sequence[tuple[str, str, str]]) -> str:
+    """One plot of ``key`` against step, a line per run, with flat reference lines (key, dash,
+    label); "" when no run logged ``key``."""
+    lines = [
+        _Line(color, "", log.name, points)
+        for log, color in zip(logs, colors)
+        if (points := _series(log, key))
+    ]
+    if not lines:
+        return ""
+    steps = [x for line in lines for x, _, _ in line.points]
+    x_range = (min(0.0, *steps), max(steps))  # training starts at step 0
+    for ref_key, dash, label in references:
+        reference = _reference(logs, ref_key, x_range, dash, label)
+        if reference is not None:
+            lines.append(reference)
+    svg = _svg_plot(lines, "step", title, markers=False, x_min=x_range[0])
+    return f"<figure><figcaption>{esc(title)}</figcaption>{svg}</figure>"
+
+
+def _training_curves_section(context: _Context) -> str:
+    """Held-out diagnostics against step for each variant (one line per seed); "" when no run
+    has a ``log.jsonl``."""
+    logs = _run_logs(context)
+    if not logs:
+        return ""
+    parts = [
+        '<p class="explain">From each run\'s <code>log.jsonl</code>: diagnostics on a fixed batch '
+        "of held-out test images, logged during training. One solid line per seed (runs are not "
+        "averaged: their steps need not coincide). Grey reference lines: the prior mask (mean "
+        "training mask, dashed) and the empty mask (dotted), which need no learning. A mask "
+        "decoder that stays at or below the prior mask has learned nothing about the input.</p>"
+    ]
+    if not any(log.diagnostics for log in logs):
+        parts.append(
+            '<p class="muted">No run logged diagnostics (these runs predate them): retrain to see '
+            "training curves.</p>"
+        )
+    for variant in dict.fromkeys(log.variant for log in logs):
+        of_variant = [log for log in logs if log.variant == variant]
+        parts.append(f"<h3>{esc(variant)}</h3>")
+        with_diagnostics = [log for log in of_variant if log.diagnostics]
+        if with_diagnostics:
+            colors = [PALETTE[i % len(PALETTE)] for i in range(len(with_diagnostics))]
+            figures = [
+                _curve_figure(with_diagnostics, colors, "mask_iou", "held-out mask IoU ↑",
+                              [("prior_mask_iou", PRIOR_DASH, "prior mask")]),
+                _curve_figure(with_diagnostics, colors, "spatial_l1", "spatial L1 ↓",
+                              [("spatial_l1_prior", PRIOR_DASH, "prior mask"),
+                               ("spatial_l1_empty", EMPTY_DASH, "empty mask")]),
+                _curve_figure(with_diagnostics, colors, "appearance_l1", "appearance L1 ↓", []),
+            ]
+            if not any(figures[:2]):
+                parts.append('<p class="muted explain">No predicted-mask diagnostics (no mask decoder).</p>')
+            legend = [
+                f'<span class="item">{_legend_swatch(color, "")}{esc(log.name)}</span>'
+                for log, color in zip(with_diagnostics, colors)
+            ]
+            if any(figures[:2]):
+                legend.append(f'<span class="item">{_legend_swatch(REFERENCE_COLOR, PRIOR_DASH)}'
+                              "prior mask</span>")
+            if figures[1]:
+                legend.append(f'<span class="item">{_legend_swatch(REFERENCE_COLOR, EMPTY_DASH)}'
+                              "empty mask</span>")
+            parts.append(
+                f'<div class="plots">{"".join(figures)}</div><div class="legend">{"".join(legend)}</div>'
+            )
+        without = [log.name for log in of_variant if not log.diagnostics]
+        if without and with_diagnostics:
+            parts.append(f'<p class="muted explain">No diagnostics logged by: {esc(", ".join(without))}.</p>')
+        elif without:
+            parts.append('<p class="muted explain">No diagnostics in its log (a run from before they '
+                         "were logged).</p>")
+        warnings = [(log.name, step, message) for log in of_variant for step, message in log.warnings]
+        if warnings:
+            items = "".join(
+                f"<li><b>{esc(name)}</b>{'' if step is None else f' · step {step}'}: {esc(message)}</li>"
+                for name, step, message in warnings
+            )
+            parts.append(f'<div class="callout">Mask-collapse warnings:<ul>{items}</ul></div>')
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- plots
@@ -829,7 +1256,8 @@ def _plots(context: _Context, stats: pd.DataFrame, axis: Axis) -> str:
     on_axis = stats[stats["condition"].isin(axis.x.keys())]
     metrics = ordered(on_axis["metric"], METRIC_ORDER)
     metrics = [m for m in metrics if not m.endswith("_std")] or metrics
-    colors = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(context.variants)}
+    colors = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(context.trained)}
+    colors |= {v: REFERENCE_COLOR for v in context.variants if is_baseline(v)}
     series_names = list(dict.fromkeys(axis.series[c] for c in on_axis["condition"]))
     dashes = {s: DASHES[i % len(DASHES)] for i, s in enumerate(series_names)}
     figures = []
@@ -844,14 +1272,14 @@ def _plots(context: _Context, stats: pd.DataFrame, axis: Axis) -> str:
                     if row.variant == variant and axis.series[row.condition] == series
                 )
                 if points:
-                    label = f"{variant} {series}".strip()
+                    label = f"{variant_label(variant)} {series}".strip()
                     lines.append(_Line(colors[variant], dashes[series], label, points))
         if lines:
             svg = _svg_plot(lines, axis.key, metric_heading(metric))
             figures.append(f"<figure><figcaption>{esc(metric_heading(metric))}</figcaption>{svg}</figure>")
     plotted = set(on_axis.loc[on_axis["mean"].notna(), "variant"])
     legend = [
-        f'<span class="item">{_legend_swatch(colors[v], "")}{esc(v)}</span>'
+        f'<span class="item">{_legend_swatch(colors[v], "")}{esc(variant_label(v))}</span>'
         for v in context.variants if v in plotted
     ]
     if len(series_names) > 1:
@@ -873,10 +1301,13 @@ def _legend_swatch(color: str, dash: str) -> str:
     )
 
 
-def _svg_plot(lines: list[_Line], x_label: str, y_label: str) -> str:
+def _svg_plot(lines: list[_Line], x_label: str, y_label: str, markers: bool = True,
+              x_min: float | None = None) -> str:
+    """A line plot; ``markers=False`` draws bare lines (long series), each with a hover title;
+    ``x_min`` extends the x axis down to it."""
     width, height = 330, 220
     left, right, top, bottom = 52, 12, 10, 38
-    xs = [x for line in lines for x, _, _ in line.points]
+    xs = [x for line in lines for x, _, _ in line.points] + ([] if x_min is None else [x_min])
     ys = [
         value
         for line in lines
@@ -927,13 +1358,15 @@ def _svg_plot(lines: list[_Line], x_label: str, y_label: str) -> str:
         f'font-size="11.5">{esc(x_label)}</text>'
     )
     for line in lines:
-        parts.append(_svg_line(line, px, py))
+        parts.append(_svg_line(line, px, py, markers))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _svg_line(line: _Line, px: Callable[[float], float], py: Callable[[float], float]) -> str:
-    """Polyline segments between finite points, error bars, and markers with hover titles."""
+def _svg_line(line: _Line, px: Callable[[float], float], py: Callable[[float], float],
+              markers: bool = True) -> str:
+    """Polyline segments between finite points, error bars, and markers with hover titles (or,
+    without markers, a title on each segment)."""
     parts = []
     segment: list[str] = []
     segments = []
@@ -945,12 +1378,18 @@ def _svg_line(line: _Line, px: Callable[[float], float], py: Callable[[float], f
             segment.append(f"{px(x):.1f},{py(mean):.1f}")
     segments.append(segment)
     dash = f' stroke-dasharray="{line.dash}"' if line.dash else ""
+    title = f"<title>{esc(line.label)}</title>"
     for points in segments:
         if len(points) > 1:
             parts.append(
                 f'<polyline points="{" ".join(points)}" fill="none" stroke="{line.color}" '
-                f'stroke-width="1.8"{dash}/>'
+                f'stroke-width="1.8"{dash}>{"" if markers else title}</polyline>'
             )
+        elif points and not markers:  # a lone point would not show as a line
+            x, y = points[0].split(",")
+            parts.append(f'<circle cx="{x}" cy="{y}" r="2.6" fill="{line.color}">{title}</circle>')
+    if not markers:
+        return "".join(parts)
     for x, mean, std in line.points:
         if math.isnan(mean):
             continue
@@ -1006,8 +1445,9 @@ def _images_section(context: _Context) -> str:
     """Image grids side by side across variants (each variant's first seed): the latest training
     samples, then each grid the protocols wrote under ``results/<protocol>/``."""
     panels: dict[str, list[tuple[str, Path, Path]]] = {}  # heading -> [(variant, image, run dir)]
+    captions: dict[str, str] = {}  # heading -> what the grid shows
     omitted = []
-    for variant in context.variants:
+    for variant in context.trained:
         run_dir = context.workdir.run_dir(variant, context.seeds(variant)[0])
         samples = _image_files(run_dir / "samples")
         if samples:
@@ -1016,8 +1456,13 @@ def _images_section(context: _Context) -> str:
         folders = {p.name: p for p in results.iterdir() if p.is_dir()} if results.is_dir() else {}
         for name in ordered(folders, PROTOCOL_ORDER):
             images = _image_files(folders[name])
+            rank = {stem: index for index, stem in enumerate(IMAGE_ORDER)}
+            images.sort(key=lambda path: rank.get(path.stem, len(rank)))  # stable: natural order kept
             for path in images[:MAX_IMAGES_PER_GROUP]:
-                panels.setdefault(f"{name} · {path.stem}", []).append((variant, path, run_dir))
+                heading = f"{name} · {path.stem}"
+                panels.setdefault(heading, []).append((variant, path, run_dir))
+                if (name, path.stem) in IMAGE_CAPTIONS:
+                    captions[heading] = IMAGE_CAPTIONS[name, path.stem]
             if len(images) > MAX_IMAGES_PER_GROUP:
                 omitted.append(f"{variant}: {len(images) - MAX_IMAGES_PER_GROUP} more in results/{name}/")
     if not panels:
@@ -1028,7 +1473,8 @@ def _images_section(context: _Context) -> str:
     ]
     for heading, images in panels.items():
         figures = "".join(_image_figure(context, variant, path, run_dir) for variant, path, run_dir in images)
-        parts.append(f'<h4>{esc(heading)}</h4><div class="images">{figures}</div>')
+        caption = f'<p class="explain">{esc(captions[heading])}</p>' if heading in captions else ""
+        parts.append(f'<h4>{esc(heading)}</h4>{caption}<div class="images">{figures}</div>')
     if omitted:
         parts.append(f'<p class="muted explain">Not shown: {esc("; ".join(omitted))}.</p>')
     return "".join(parts)
@@ -1085,7 +1531,7 @@ def _variants_section(context: _Context) -> str:
     full_seed, full_spec = reference
     full_flat = flatten(full_spec)
     groups = []
-    for variant in context.variants:
+    for variant in context.trained:
         if variant == "full":
             continue
         found = _first_run_json(context, variant, "spec.json")
@@ -1291,16 +1737,58 @@ def _text_refs(cell_notes: str, notes: _Footnotes) -> str:
     return " [" + ",".join(map(str, refs)) + "]" if refs else ""
 
 
-def _md_value(text: str, best: bool, cell_notes: str, notes: _Footnotes) -> str:
+def _md_value(text: str, best: bool, cell_notes: str, notes: _Footnotes, interval: str = "") -> str:
+    """``**0.720 ± 0.028** [1] [0.680, 0.760]``: value (bold when best), note refs, interval."""
+    text = f"**{text}**" if best else text
     text += _text_refs(cell_notes, notes)
-    return f"**{text}**" if best else text
+    return f"{text} {interval}" if interval else text
+
+
+def _md_variant(variant: str) -> str:
+    """A variant for a Markdown cell; baselines in italics with their ``(floor)`` tag."""
+    return f"*{md_escape(variant_label(variant))}*" if is_baseline(variant) else md_escape(variant)
+
+
+def _md_claims(context: _Context) -> str:
+    lines = [
+        "## Paper's claims\n",
+        "Verdicts computed from the rows by `kpbench.claims`: two numbers differ only when their 95 % "
+        "intervals are separated.\n",
+    ]
+    if context.claims_error:
+        return "\n".join([*lines, f"The claims could not be checked: {md_escape(context.claims_error)}\n"])
+    rows = [
+        [str(number), md_escape(result.claim),
+         f"{VERDICT_MARKS.get(result.verdict, '?')} {md_escape(result.verdict)}", md_escape(result.reason)]
+        for number, result in enumerate(context.claims, 1)
+    ]
+    lines.append(_md_table(["#", "claim", "verdict", "reason"], rows, [True, False, False, False]))
+    evidence = []
+    for number, result in enumerate(context.claims, 1):
+        for item in result.evidence:
+            mean, interval = _evidence_numbers(item)
+            cell = " · ".join(
+                md_escape(part) for part in (
+                    variant_label(str(item.get("variant", ""))), item.get("protocol", ""),
+                    item.get("condition", ""), item.get("extractor", ""), item.get("metric", ""),
+                ) if part
+            )
+            evidence.append(f"- {number}: {cell}: {mean} {interval} "  # numbers: nothing to escape
+                            f"({md_escape(item.get('seeds', ''))} seeds)")
+    if evidence:
+        lines.append("Evidence (95 % intervals):\n\n" + "\n".join(evidence) + "\n")
+    return "\n".join(lines)
 
 
 def _render_markdown(context: _Context) -> str:
     lines = [
         f"# {md_escape(context.title)}\n",
-        f"Generated {_now()}. Mean ± sample standard deviation over seeds; n = evaluated samples "
-        "per seed; **bold** = best per column (↑ higher is better, ↓ lower is better).\n",
+        f"Generated {_now()}. Mean ± sample standard deviation over seeds, then in brackets the 95 % "
+        "interval (bootstrap over test images, widened to the t-interval over seeds when there are "
+        "several); n = evaluated samples per seed; **bold** = best trained variant of a column, only "
+        "where its interval is separated from every other trained variant's (↑ higher is better, "
+        "↓ lower is better; spreads such as KID std are never ranked); *italic* rows are baselines "
+        "(floors), never ranked.\n",
         "## Summary\n",
     ]
     if not context.summary.empty:
@@ -1312,15 +1800,17 @@ def _render_markdown(context: _Context) -> str:
             for column in columns
         ]
         rows = [
-            [md_escape(variant), ", ".join(map(str, context.seeds(variant)))]
+            [_md_variant(variant), ", ".join(map(str, context.seeds(variant)))]
             + [
                 "–" if cell is None
-                else _md_value(cell["text"], cell["best"], own_notes(cell, column.shared_notes), notes)
+                else _md_value(cell["text"], cell["best"], own_notes(cell, column.shared_notes), notes,
+                               cell["interval"])
                 for column, cell in zip(columns, cells)
             ]
             for variant, cells in grid
         ]
         lines.append(_md_table(header, rows, [False, False] + [True] * len(columns)) + _md_notes(notes))
+    lines.append(_md_claims(context))
     for protocol in context.protocols:
         lines.append(f"## {md_escape(protocol)}\n")
         if context.descriptions.get(protocol):
@@ -1343,7 +1833,7 @@ def _md_protocol_table(context: _Context, stats: pd.DataFrame) -> str:
         for variant, cells in variants:
             row = [
                 md_escape(condition or "—"),
-                md_escape(variant),
+                _md_variant(variant),
                 str(int(cells["seeds"].max())),
                 format_n(cells["n_min"].min(), cells["n_max"].max()),
             ]
@@ -1353,6 +1843,14 @@ def _md_protocol_table(context: _Context, stats: pd.DataFrame) -> str:
                     continue
                 cell = cells.loc[metric]
                 text = format_mean_std(cell["mean"], cell["std"], grid.decimals[metric])
-                row.append(_md_value(text, cell["best"], own_notes(cell, grid.shared_notes[metric]), notes))
+                interval = "" if math.isnan(cell["mean"]) else format_interval(
+                    cell["low"], cell["high"], grid.decimals[metric])
+                row.append(_md_value(text, cell["best"], own_notes(cell, grid.shared_notes[metric]), notes,
+                                     interval))
             rows.append(row)
     return _md_table(header, rows, [False, False, True, True] + [True] * len(grid.metrics)) + _md_notes(notes)
+
+
+# Public names for scripts that draw kpbench's plots outside a report (docs/results/*).
+PlotLine = _Line
+svg_line_plot = _svg_plot

@@ -1,4 +1,5 @@
-"""The comparison report, built from hand-written rows: tables, best marks, aggregates, escaping."""
+"""The comparison report, built from hand-written rows: tables, best marks, intervals, baselines,
+claims, training curves, aggregates, escaping."""
 
 from __future__ import annotations
 
@@ -15,10 +16,20 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from kpbench.claims import KEY_VS_RANDOM_CLAIM
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
-from kpbench.report import ReportResult, build_report, format_mean_std, numeric_axis, print_summary
-from kpbench.results import ResultRow, write_rows
+from kpbench.report import (
+    ReportResult,
+    aggregate,
+    build_report,
+    format_mean_std,
+    numeric_axis,
+    print_summary,
+    variant_order,
+)
+from kpbench.results import ResultRow, read_rows, write_rows
+from kpbench.stats import cell_interval
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_CONDITION = f"{HOSTILE} & friends"
@@ -68,8 +79,8 @@ def report(workdir: WorkDir) -> ReportResult:
 
 
 class Page(HTMLParser):
-    """Tables (rows of cells with attributes and text) and every start tag, checking that
-    non-void elements close in order."""
+    """Tables (rows of cells with attributes and text; nested tables are tables of their own) and
+    every start tag, checking that non-void elements close in order."""
 
     VOID = {"meta", "br", "img", "hr", "link", "input", "wbr", "col", "source"}
 
@@ -78,7 +89,8 @@ class Page(HTMLParser):
         self.tables: list[dict[str, Any]] = []
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self._open: list[str] = []
-        self._cell: dict[str, Any] | None = None
+        self._tables: list[dict[str, Any]] = []  # open tables, innermost last
+        self._cells: list[dict[str, Any]] = []  # open cells, innermost last
         self.feed(text)
         self.close()
         assert self._open == [], f"unclosed elements: {self._open}"
@@ -95,21 +107,24 @@ class Page(HTMLParser):
         self.tags.append((tag, attrs))
         if tag == "table":
             self.tables.append({"attrs": attrs, "rows": []})
+            self._tables.append(self.tables[-1])
         elif tag == "tr":
-            self.tables[-1]["rows"].append({"attrs": attrs, "cells": []})
+            self._tables[-1]["rows"].append({"attrs": attrs, "cells": []})
         elif tag in ("td", "th"):
-            self._cell = {"tag": tag, "attrs": attrs, "text": ""}
-            self.tables[-1]["rows"][-1]["cells"].append(self._cell)
+            self._cells.append({"tag": tag, "attrs": attrs, "text": ""})
+            self._tables[-1]["rows"][-1]["cells"].append(self._cells[-1])
 
     def handle_endtag(self, tag: str) -> None:
         assert self._open and self._open[-1] == tag, f"</{tag}> closes {self._open[-1:]}"
         self._open.pop()
         if tag in ("td", "th"):
-            self._cell = None
+            self._cells.pop()
+        elif tag == "table":
+            self._tables.pop()
 
     def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell["text"] += data
+        if self._cells:
+            self._cells[-1]["text"] += data
 
     def table(self, table_id: str) -> dict[str, Any]:
         return next(t for t in self.tables if t["attrs"].get("id") == table_id)
@@ -140,15 +155,59 @@ def test_writes_three_files_and_one_self_contained_page(report: ReportResult) ->
     assert "## patches" in markdown and "## fid" in markdown and "## noise" in markdown
 
 
-def test_best_per_column_respects_direction(report: ReportResult) -> None:
-    best = {
-        (row.metric, row.variant)
-        for row in report.summary.itertuples()
-        if row.best
-    }
-    # Higher IoU wins, lower appearance error wins, lower FID wins; no mark for all-NaN KID.
-    assert best == {("mask_iou", "full"), ("appearance_l1", "full"), ("fid", "nomask")}
-    page = Page(report.html.read_text(encoding="utf-8"))
+PRIOR_MASK = "baseline:prior_mask"
+# Three seeds each, close together: variant -> metric -> per-seed values (bootstrap bounds +-0.02
+# for per-sample metrics). full and nomask are separated on IoU, appearance L1 and FID, overlap
+# on SSIM; kid_std differs but has no direction; the prior mask has the highest IoU of all.
+SEPARATED: dict[str, dict[str, tuple[float, float, float]]] = {
+    "full": {"mask_iou": (0.70, 0.71, 0.72), "appearance_l1": (0.10, 0.11, 0.12),
+             "ssim": (0.60, 0.61, 0.62), "fid": (80.0, 81.0, 82.0), "kid_std": (0.01, 0.01, 0.01)},
+    "nomask": {"mask_iou": (0.50, 0.51, 0.52), "appearance_l1": (0.20, 0.21, 0.22),
+               "ssim": (0.605, 0.615, 0.625), "fid": (60.0, 61.0, 62.0), "kid_std": (0.02, 0.02, 0.02)},
+    PRIOR_MASK: {"mask_iou": (0.95, 0.95, 0.95)},
+}
+
+
+def write_separated_rows(workdir: WorkDir) -> None:
+    for variant, metrics in SEPARATED.items():
+        for seed in range(3):
+            # A baseline's rows live in the run that measured it (here the full model's).
+            run = workdir.run_dir("full" if variant == PRIOR_MASK else variant, seed)
+            rows = [
+                ResultRow(variant, seed, "fid" if metric.startswith(("fid", "kid")) else "patches",
+                          "key", metric, values[seed], 64,
+                          INCEPTION if metric.startswith(("fid", "kid")) else "",
+                          ci_low=math.nan if metric.startswith(("fid", "kid")) else values[seed] - 0.02,
+                          ci_high=math.nan if metric.startswith(("fid", "kid")) else values[seed] + 0.02)
+                for metric, values in metrics.items()
+            ]
+            name = "baselines" if variant == PRIOR_MASK else "all"
+            write_rows(run, name, rows)
+
+
+@pytest.fixture
+def separated_report(tmp_path: Path) -> ReportResult:
+    workdir = WorkDir.resolve(tmp_path / "separated")
+    write_separated_rows(workdir)
+    return build_report(workdir, name="separated")
+
+
+def best_marks(report: ReportResult) -> set[tuple[str, str]]:
+    return {(row.metric, row.variant) for row in report.summary.itertuples() if row.best}
+
+
+def test_best_is_marked_only_where_intervals_are_separated(separated_report: ReportResult) -> None:
+    # Higher IoU wins, lower appearance error wins, lower FID wins (its interval comes from the
+    # seeds alone); SSIM intervals overlap; kid_std has no direction; the prior mask's higher
+    # IoU does not count: baselines are floors, never best and never competitors.
+    summary = separated_report.summary
+    expected = {("mask_iou", "full"), ("appearance_l1", "full"), ("fid", "nomask")}
+    assert best_marks(separated_report) == expected
+    assert not summary.loc[summary["variant"] == PRIOR_MASK, "best"].any()
+    stats = aggregate(read_rows(separated_report.directory.parent.parent / "runs"))
+    assert not stats.loc[stats["metric"] == "kid_std", "best"].any()
+    assert not stats.loc[stats["metric"] == "ssim", "best"].any()
+    page = Page(separated_report.html.read_text(encoding="utf-8"))
     marked = {
         (cell["attrs"]["data-column"], variant)
         for variant, cell in value_cells(page.table("summary-table"))
@@ -159,6 +218,73 @@ def test_best_per_column_respects_direction(report: ReportResult) -> None:
         ("patches/key/appearance_l1/", "full"),
         (f"fid/key/fid/{INCEPTION}", "nomask"),
     }
+    for table in page.tables:  # no protocol table marks SSIM or KID std either
+        for variant, cell in value_cells(table):
+            if "best" in (cell["attrs"].get("class") or "").split():
+                column = cell["attrs"]["data-column"]  # summary: a key; protocol table: the metric
+                metric = column.split("/")[2] if "/" in column else column
+                assert metric not in {"ssim", "kid_std"} and variant != PRIOR_MASK
+    markdown = separated_report.markdown.read_text(encoding="utf-8")
+    assert "**0.710 ± 0.010**" in markdown and "**0.610 ± 0.010**" not in markdown
+
+
+def test_two_seeds_with_overlapping_intervals_get_no_mark(report: ReportResult) -> None:
+    # The base fixture has two seeds and no bootstrap intervals: the t-interval over two seeds
+    # is wide, full and nomask overlap everywhere, so nothing is best.
+    assert best_marks(report) == set()
+    page = Page(report.html.read_text(encoding="utf-8"))
+    assert not any("best" in (cell["attrs"].get("class") or "").split()
+                   for table in page.tables for _, cell in value_cells(table))
+
+
+def test_baselines_come_last_and_are_marked_as_floors(separated_report: ReportResult) -> None:
+    assert variant_order(["baseline:nearest_neighbour", "zeta", PRIOR_MASK, "nomask", "full"]) == [
+        "full", "nomask", "zeta", PRIOR_MASK, "baseline:nearest_neighbour",
+    ]
+    summary = separated_report.summary
+    assert list(dict.fromkeys(summary["variant"])) == ["full", "nomask", PRIOR_MASK]
+    page = Page(separated_report.html.read_text(encoding="utf-8"))
+    protocol_tables = [t for t in page.tables if "protocol" in (t["attrs"].get("class") or "")]
+    for table in (page.table("summary-table"), *protocol_tables):
+        variants = [row["attrs"]["data-variant"] for row in table["rows"] if "data-variant" in row["attrs"]]
+        if PRIOR_MASK not in variants:
+            continue
+        assert variants[-1] == PRIOR_MASK
+        floor = next(row for row in table["rows"] if row["attrs"].get("data-variant") == PRIOR_MASK)
+        assert "baseline" in floor["attrs"]["class"].split()
+        assert any(cell["text"] == "prior mask (floor)" for cell in floor["cells"])
+    markdown = separated_report.markdown.read_text(encoding="utf-8")
+    assert "| *prior mask (floor)* |" in markdown
+    console = Console(record=True, width=240)
+    print_summary(summary, console)
+    assert "prior mask (floor)" in console.export_text()
+
+
+def test_intervals_in_html_markdown_and_terminal(report: ReportResult) -> None:
+    expected = cell_interval([0.70, 0.74], [math.nan] * 2, [math.nan] * 2)  # full, key mask IoU
+    interval = f"[{expected.low:.3f}, {expected.high:.3f}]"
+    page_text = report.html.read_text(encoding="utf-8")
+    page = Page(page_text)
+    cell = next(c for v, c in value_cells(page.table("summary-table"))
+                if v == "full" and c["attrs"]["data-column"] == "patches/key/mask_iou/")
+    assert float(cell["attrs"]["data-low"]) == pytest.approx(expected.low)
+    assert float(cell["attrs"]["data-high"]) == pytest.approx(expected.high)
+    assert cell["text"] == f"0.720 ± 0.028{interval}"
+    assert "bootstrap" in page_text and "t-interval over seeds" in page_text  # the page says what it is
+    markdown = report.markdown.read_text(encoding="utf-8")
+    assert f"| 0.720 ± 0.028 {interval} |" in markdown
+    console = Console(record=True, width=240)
+    print_summary(report.summary, console)
+    assert interval.replace(", ", ",") in console.export_text()
+    # One seed: the rows' bootstrap bounds are the interval; FID from one seed has none.
+    single = aggregate(pd.DataFrame([
+        {"variant": "full", "seed": 0, "protocol": "patches", "condition": "key", "metric": "ssim",
+         "value": 0.597, "n": 64, "extractor": "", "note": "", "ci_low": 0.58, "ci_high": 0.61},
+        {"variant": "full", "seed": 0, "protocol": "fid", "condition": "key", "metric": "fid",
+         "value": 31.0, "n": 64, "extractor": INCEPTION, "note": "", "ci_low": math.nan, "ci_high": math.nan},
+    ])).set_index("metric")
+    assert (single.loc["ssim", "low"], single.loc["ssim", "high"]) == (0.58, 0.61)
+    assert math.isnan(single.loc["fid", "low"]) and math.isnan(single.loc["fid", "high"])
 
 
 def test_mean_and_spread_over_seeds(report: ReportResult) -> None:
@@ -176,8 +302,8 @@ def test_mean_and_spread_over_seeds(report: ReportResult) -> None:
         (cell["attrs"]["data-column"], variant): cell["text"]
         for variant, cell in value_cells(page.table("summary-table"))
     }
-    assert texts["patches/key/mask_iou/", "full"] == "0.720 ± 0.028"
-    assert texts[f"fid/key/fid/{INCEPTION}", "nomask"] == "62.0 ± 2.8"
+    assert texts["patches/key/mask_iou/", "full"].startswith("0.720 ± 0.028[")  # then the interval
+    assert texts[f"fid/key/fid/{INCEPTION}", "nomask"].startswith("62.0 ± 2.8")
 
 
 def test_format_mean_std() -> None:
@@ -243,7 +369,15 @@ def test_nan_value_shows_its_note_not_a_number(report: ReportResult) -> None:
 def test_strings_from_data_are_escaped(workdir: WorkDir) -> None:
     run = workdir.run_dir(HOSTILE_VARIANT, 0)
     row = ResultRow(HOSTILE_VARIANT, 0, "patches", "key", "mask_iou", 0.1, 8, note=HOSTILE)
-    write_rows(run, "patches", [row])
+    floor = ResultRow(f"baseline:{HOSTILE}", 0, "patches", "key", "mask_iou", 0.2, 8, note=HOSTILE)
+    write_rows(run, "patches", [row, floor])
+    # An extractor name reaches the claims' reasons; a log message and run name the training curves.
+    for variant in ("full", "nomask"):
+        write_rows(workdir.run_dir(variant, 0), "fid-hostile", [
+            ResultRow(variant, 0, "fid", "key patches", "fid", 30.0, 500, HOSTILE),
+        ])
+    write_log(run, [diagnostics_entry(10, 0.3, 800.0), diagnostics_entry(20, 0.2, 900.0),
+                    {"event": "mask-collapse-warning", "step": 20, "message": HOSTILE}])
     (run / "spec.json").write_text(json.dumps({"name": HOSTILE_VARIANT, "loss": HOSTILE}))
     (workdir.run_dir("full", 0) / "spec.json").write_text(json.dumps({"name": "full", "loss": "l1 & gan"}))
     grid = run / "results" / "patches" / "a<b>&c.png"
@@ -262,8 +396,12 @@ def test_strings_from_data_are_escaped(workdir: WorkDir) -> None:
         assert not any(name.startswith("on") for name in attrs), (tag, attrs)
     assert any(tag == "img" and (attrs.get("src") or "").startswith("data:image/png;base64,")
                for tag, attrs in page.tags)
+    assert "mask IoU ↑" in section(page_text, "training-curves")  # the hostile run's curves
+    assert "fid (&lt;script&gt;alert(1)&lt;/script&gt;)" in section(page_text, "claims")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; <span class=\"floor\">(floor)</span>" in page_text
     markdown = report.markdown.read_text(encoding="utf-8")
     assert HOSTILE not in markdown and "<img" not in markdown
+    assert "fid (&lt;script&gt;alert(1)&lt;/script&gt;)" in markdown
 
 
 def test_plots_images_specs_and_provenance(workdir: WorkDir) -> None:
@@ -335,3 +473,114 @@ def test_extractors_get_their_own_tables_only_where_a_condition_mixes_them(workd
     fid = page_text.split('<section id="p1-fid">')[1].split("</section>")[0]
     assert fid.count("<table") == 2
     assert f"Features: {INCEPTION}" in fid and "Features: small-cnn" in fid
+
+
+# --- claims -------------------------------------------------------------------------------------
+
+
+def claims_rows(table: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """claim -> (verdict text, row attributes) of the claims table."""
+    return {row["cells"][1]["text"]: (row["cells"][2]["text"], row["attrs"]) for row in table["rows"][1:]}
+
+
+def test_claims_section_shows_verdicts_computed_from_rows(separated_report: ReportResult) -> None:
+    page_text = separated_report.html.read_text(encoding="utf-8")
+    page = Page(page_text)
+    claims = claims_rows(page.table("claims-table"))
+    # full 0.71 [0.685, 0.735] vs prior mask 0.95 [0.93, 0.97]: the predicted masks are worse.
+    verdict, attrs = claims["Predicted masks beat the prior mask."]
+    assert verdict == "✗ fails" and attrs["data-verdict"] == "fails"
+    # full vs nomask: better IoU and appearance L1 (the claim reads FID under "key patches" only).
+    verdict, _ = claims["The full model beats nomask."]
+    assert verdict == "✓ holds"
+    assert claims[KEY_VS_RANDOM_CLAIM][0] == "? inconclusive"  # no random rows
+    assert page_text.index('id="claims"') < page_text.index('id="p0-patches"')  # near the top
+    assert "<details><summary>Evidence (2 cells)</summary>" in page_text
+    markdown = separated_report.markdown.read_text(encoding="utf-8")
+    assert "## Paper's claims" in markdown
+    assert "| Predicted masks beat the prior mask. | ✗ fails |" in markdown
+    assert "- 5: prior mask (floor) · patches · key · mask_iou: 0.950 [0.930, 0.970] (3 seeds)" in markdown
+
+
+def test_claims_holds_when_the_full_model_beats_the_prior_mask(tmp_path: Path) -> None:
+    workdir = WorkDir.resolve(tmp_path / "holds")
+    write_rows(workdir.run_dir("full", 0), "patches", [
+        ResultRow("full", 0, "patches", "key", "mask_iou", 0.62, 64, ci_low=0.60, ci_high=0.64),
+        ResultRow(PRIOR_MASK, 0, "patches", "key", "mask_iou", 0.41, 64, ci_low=0.40, ci_high=0.42),
+    ])
+    report = build_report(workdir, name="holds")
+    claims = claims_rows(Page(report.html.read_text(encoding="utf-8")).table("claims-table"))
+    assert claims["Predicted masks beat the prior mask."][0] == "✓ holds"
+
+
+# --- training curves ----------------------------------------------------------------------------
+
+
+def diagnostics_entry(step: int, iou: float, spatial: float) -> dict[str, Any]:
+    return {"event": "diagnostics", "step": step, "epoch": 0, "samples": 64, "diagnostics": {
+        "mask_iou": iou, "prior_mask_iou": 0.45, "mask_coverage": 0.3, "true_coverage": 0.3,
+        "spatial_l1": spatial, "spatial_l1_empty": 1200.0, "spatial_l1_prior": 700.0,
+        "appearance_l1": 2000.0 - step,
+    }}
+
+
+def write_log(run: Path, entries: list[Any]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "log.jsonl").write_text("".join(
+        (entry if isinstance(entry, str) else json.dumps(entry)) + "\n" for entry in entries
+    ))
+
+
+def section(page_text: str, anchor: str) -> str:
+    return page_text.split(f'<section id="{anchor}">')[1].split("</section>")[0]
+
+
+def test_training_curves_from_logged_diagnostics(workdir: WorkDir) -> None:
+    losses = {"step": 10, "epoch": 0, "lambda": 0.6, "losses": {"g/total": 3.0}}
+    for seed in (0, 1):
+        write_log(workdir.run_dir("full", seed), [
+            {"event": "start", "step": 0}, losses,
+            *(diagnostics_entry(step, 0.2 + step / 100 + seed / 50, 900.0 - step) for step in (10, 20, 30)),
+        ])
+    write_log(workdir.run_dir("nomask", 0), [
+        losses, "not json {", {"event": "mask-collapse-warning", "step": 30, "message": "masks collapsed"},
+    ])
+    page_text = build_report(workdir).html.read_text(encoding="utf-8")
+    Page(page_text)
+    curves = section(page_text, "training-curves")
+    full = curves.split("<h3>full</h3>")[1].split("<h3>")[0]
+    # IoU, spatial L1, appearance L1: a line per seed, plus one reference in IoU and two in L1.
+    assert full.count("<svg xmlns") == 3
+    assert full.count("<polyline") == 2 + 1 + 2 + 2 + 2
+    assert "<title>full-seed0</title>" in full and "<title>full-seed1</title>" in full
+    assert "<title>prior mask</title>" in full and "<title>empty mask</title>" in full
+    nomask = curves.split("<h3>nomask</h3>")[1]
+    assert "<svg xmlns" not in nomask.split('<div class="callout">')[0]
+    assert "No diagnostics in its log" in nomask and "masks collapsed" in nomask and "step 30" in nomask
+    assert "1 lines that are not JSON objects skipped" in section(page_text, "provenance")
+
+
+def test_training_curves_absent_without_logs_and_graceful_without_diagnostics(
+    workdir: WorkDir, report: ReportResult,
+) -> None:
+    assert 'id="training-curves"' not in report.html.read_text(encoding="utf-8")
+    write_log(workdir.run_dir("full", 0), [{"step": 10, "losses": {"g/total": 3.0}}])  # an old run
+    page_text = build_report(workdir, name="old-logs").html.read_text(encoding="utf-8")
+    curves = section(page_text, "training-curves")
+    assert "No run logged diagnostics" in curves and "<svg" not in curves
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def test_memorisation_grid_is_shown_with_its_caption(workdir: WorkDir) -> None:
+    folder = workdir.run_dir("full", 0) / "results" / "patches"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in ("random", "memorisation", "key"):
+        Image.new("RGB", (8, 4), "green").save(folder / f"{stem}.png")
+    images = section(build_report(workdir).html.read_text(encoding="utf-8"), "images")
+    headings = re.findall(r"<h4>([^<]*)</h4>", images)
+    assert headings == ["patches · key", "patches · random", "patches · memorisation"]
+    memorisation = images.split("<h4>patches · memorisation</h4>")[1]
+    assert "nearest training image in 16x16 pixels" in memorisation.split("<img")[0]
+    assert "memorisation.png" in memorisation
