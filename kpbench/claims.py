@@ -18,8 +18,8 @@ Claims and their rules (:func:`check_claims`):
    L1, SSIM); the same rule.
 3. *The trained encoder classifies better than a random one, which beats raw pixels* (full,
    ``classification`` accuracy): holds when both steps are better, fails when either is worse.
-4. *Degradation under noise is gradual and the model depends on its input* (full, ``noise``,
-   SSIM, noise on all patches): see :func:`check_noise`.
+4. *The model is robust to a small amount of noise, and depends on its input* (the paper's words
+   for the first half; full, ``noise``, SSIM, noise on all patches): see :func:`check_noise`.
 5. *Predicted masks beat the prior mask* (full vs ``baseline:prior_mask``, ``patches``/``key``
    mask IoU): holds when better, fails when worse.
 
@@ -69,16 +69,17 @@ DEPENDENCE_METRIC = "image_dependence"
 # this (0 = outputs ignore the input, 1 = outputs differ as much as real images do).
 MIN_INPUT_DEPENDENCE = 0.05
 # Relative score r(sigma) = (m(sigma) - m(swapped)) / (m(0) - m(swapped)): 1 = clean input,
-# 0 = as bad as another image's patches. Gradual degradation keeps r at the smallest nonzero
-# sigma at least MIN_RELATIVE_AT_SMALLEST_SIGMA and never drops r by more than
-# MAX_RELATIVE_DROP_PER_STEP between consecutive sigmas.
-MIN_RELATIVE_AT_SMALLEST_SIGMA = 0.5
-MAX_RELATIVE_DROP_PER_STEP = 0.5
+# 0 = as bad as another image's patches. The paper: "robust to a small amount of noise". Small =
+# sigma <= SMALL_NOISE_SIGMA on the [-1, 1] scale (5 % of the range); robust = r stays at least
+# MIN_RELATIVE_UNDER_SMALL_NOISE there, i.e. small noise costs at most a quarter of what losing
+# the input altogether costs.
+SMALL_NOISE_SIGMA = 0.1
+MIN_RELATIVE_UNDER_SMALL_NOISE = 0.75
 
 KEY_VS_RANDOM_CLAIM = ("Key patches beat random patches (given at test time to a model trained "
                        "on key patches).")
 ENCODER_CLAIM = "The trained encoder classifies better than a random one, which beats raw pixels."
-NOISE_CLAIM = "Degradation under noise is gradual and the model depends on its input."
+NOISE_CLAIM = "The model is robust to a small amount of noise, and depends on its input."
 PRIOR_MASK_CLAIM = "Predicted masks beat the prior mask."
 
 _SIGMA_PATTERN = re.compile(r"^(?P<target>\S+) sigma=(?P<sigma>\S+)$")
@@ -352,10 +353,10 @@ def check_noise(rows: pd.DataFrame) -> ClaimResult:
     - *Depends on its input*: the lower bound of ``patches``/``key`` image_dependence exceeds
       :data:`MIN_INPUT_DEPENDENCE`. If not, the claim fails: robustness of a model that ignores
       its input means nothing.
-    - *Gradual*: r(sigma) = (m(sigma) - m(swapped)) / (m(0) - m(swapped)) is at least
-      :data:`MIN_RELATIVE_AT_SMALLEST_SIGMA` at the smallest nonzero sigma, and no step between
-      consecutive sigmas (0 included, r(0) = 1) lowers r by more than
-      :data:`MAX_RELATIVE_DROP_PER_STEP`. Otherwise the claim fails (abrupt degradation).
+    - *Robust to small noise*: r(sigma) = (m(sigma) - m(swapped)) / (m(0) - m(swapped)) is at
+      least :data:`MIN_RELATIVE_UNDER_SMALL_NOISE` at every nonzero sigma up to
+      :data:`SMALL_NOISE_SIGMA`. Otherwise the claim fails. Larger sigmas are reported in the
+      reason, not judged (the paper claims nothing about them).
 
     Inconclusive when data is missing, when the dependence has no interval, or when m(0) is not
     separated from (above) m(swapped), so that r has no scale.
@@ -409,20 +410,19 @@ def check_noise(rows: pd.DataFrame) -> ClaimResult:
         assert item.stats is not None
         relative[sigma] = (item.stats.mean - swapped.stats.mean) / denominator
     curve = ", ".join(f"r({sigma:g})={value:.2f}" for sigma, value in relative.items() if sigma > 0)
-    smallest = min(noisy)
-    problems = []
-    if relative[smallest] < MIN_RELATIVE_AT_SMALLEST_SIGMA:
-        problems.append(f"r({smallest:g})={relative[smallest]:.2f} < {MIN_RELATIVE_AT_SMALLEST_SIGMA:g}")
-    ordered = list(relative.items())
-    for (s0, r0), (s1, r1) in zip(ordered, ordered[1:]):
-        if r0 - r1 > MAX_RELATIVE_DROP_PER_STEP:
-            problems.append(f"r drops {r0 - r1:.2f} from sigma={s0:g} to sigma={s1:g} "
-                            f"(> {MAX_RELATIVE_DROP_PER_STEP:g})")
     head = f"{dependence_text} > {MIN_INPUT_DEPENDENCE:g}; relative {NOISE_METRIC} {curve}"
-    if problems:
+    small = {sigma: value for sigma, value in relative.items() if 0 < sigma <= SMALL_NOISE_SIGMA}
+    if not small:
+        return ClaimResult(NOISE_CLAIM, "inconclusive",
+                           f"{head}: no sigma in (0, {SMALL_NOISE_SIGMA:g}] was measured", evidence)
+    fragile = [f"r({sigma:g})={value:.2f}" for sigma, value in small.items()
+               if value < MIN_RELATIVE_UNDER_SMALL_NOISE]
+    if fragile:
         return ClaimResult(NOISE_CLAIM, "fails",
-                           f"{head}: degradation is abrupt ({'; '.join(problems)})", evidence)
-    return ClaimResult(NOISE_CLAIM, "holds", f"{head}: degradation is gradual", evidence)
+                           f"{head}: small noise already costs more than a quarter of the input's "
+                           f"value ({', '.join(fragile)} < {MIN_RELATIVE_UNDER_SMALL_NOISE:g})", evidence)
+    return ClaimResult(NOISE_CLAIM, "holds", f"{head}: robust to noise up to sigma={max(small):g} "
+                       f"(r >= {MIN_RELATIVE_UNDER_SMALL_NOISE:g})", evidence)
 
 
 def check_prior_mask(rows: pd.DataFrame) -> ClaimResult:

@@ -364,21 +364,31 @@ def summary_table(
     return summary
 
 
-def print_summary(summary: pd.DataFrame, console: Console) -> None:
+# The columns a terminal has room for (the HTML report shows every headline column).
+TERMINAL_METRICS: tuple[str, ...] = ("mask_iou", "ssim", "image_dependence", "fid", "kid", "accuracy")
+
+
+def print_summary(summary: pd.DataFrame, console: Console,
+                  metrics: Sequence[str] | None = TERMINAL_METRICS) -> None:
     """The summary as a rich table (best per column in bold green, baselines in dim italics,
-    each value's 95 % interval below it), notes numbered below."""
+    each value's 95 % interval below it), notes numbered below. ``metrics`` picks the columns
+    (None: all); the report's HTML has them all."""
     if summary.empty:
         console.print("no headline metrics to summarise")
         return
+    if metrics is not None and summary["metric"].isin(metrics).any():
+        summary = summary[summary["metric"].isin(metrics)]
     table = Table(
-        title="kpbench summary: mean ± std over seeds, [95 % interval] below", title_justify="left"
+        title="kpbench summary: mean ± std over seeds, [95 % interval] below (more columns in "
+        "the report)", title_justify="left"
     )
     table.add_column("variant", style="bold")
     columns, grid = _summary_grid(summary)
     footnotes = _Footnotes()
     for column in columns:
         heading = metric_heading(column.metric) + _text_refs(column.shared_notes, footnotes)
-        table.add_column(Text("\n".join([heading, *column.context_lines])), justify="right")
+        table.add_column(Text("\n".join([heading, *column.context_lines])), justify="right",
+                         overflow="fold")
     for variant, cells in grid:
         floor = is_baseline(variant)
         row: list[Text] = [Text(variant_label(variant), style="italic dim" if floor else "")]
