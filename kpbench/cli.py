@@ -204,7 +204,8 @@ def train_command(
                      "overrides --epochs.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs, when --steps is not given.")] = 25,
     batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 64,
-    width: Annotated[float, typer.Option(min=0.01, help="Channel multiplier (1 = the paper's size).")] = 1.0,
+    width: Annotated[float, typer.Option(min=0.01, help="Channel multiplier (1 = the authors' code's "
+                     "channel counts).")] = 1.0,
     size: SizeOption = 64,
     preset: PresetOption = "default",
     crop: CropOption = None,
@@ -326,7 +327,8 @@ def demo_command(
     tiny: Annotated[bool, typer.Option("--tiny", help="A seconds-long run of every stage (for tests "
                     "and smoke checks; numbers mean nothing).")] = False,
     steps: Annotated[int | None, typer.Option(min=1, help="Training iterations per variant.")] = None,
-    width: Annotated[float | None, typer.Option(min=0.01, help="Channel multiplier (1 = paper).")] = None,
+    width: Annotated[float | None, typer.Option(min=0.01, help="Channel multiplier (1 = the authors' "
+                     "code's channel counts).")] = None,
     size: Annotated[int | None, typer.Option("--size", "-s", help="Image side: 64, 128 or 256.")] = None,
     images: Annotated[int | None, typer.Option(min=16, help="Built-in images to generate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Training batch size.")] = None,

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kpbench.losses import l1_per_sample
+from kpbench.metrics import mask_iou
+from kpbench.patches import boxes_to_mask
 from kpbench.runtime import derive_seed
 
 DIAGNOSTIC_SAMPLES = 64  # held-out images in the fixed diagnostic batch
@@ -32,33 +35,14 @@ MASK_THRESHOLD = 0.5
 def prior_mask(boxes: np.ndarray, size: int) -> Tensor:
     """The mask a model that ignores its input would best predict pixel by pixel: the mean of the
     true masks of ``boxes`` (M, N, 4) thresholded at 0.5 -> (1, size, size) in {0, 1}."""
-    boxes = np.asarray(boxes, dtype=np.int64).reshape(len(boxes), -1, 4)
-    coords = np.arange(size)
-    inside_x = (coords[None, None, :] >= boxes[..., 0:1]) & (coords[None, None, :] < boxes[..., 2:3])
-    inside_y = (coords[None, None, :] >= boxes[..., 1:2]) & (coords[None, None, :] < boxes[..., 3:4])
-    # (M, N, S, 1) & (M, N, 1, S) -> union over N -> (M, S, S); mean over M
-    union = (inside_y[..., :, None] & inside_x[..., None, :]).any(axis=1)
-    mean = union.mean(axis=0)
-    return torch.from_numpy((mean >= MASK_THRESHOLD).astype(np.float32))[None]
+    masks = torch.stack([boxes_to_mask(image_boxes, size) for image_boxes in boxes])  # (M, 1, S, S)
+    return (masks.mean(0) >= MASK_THRESHOLD).float()
 
 
 def dataset_prior_mask(samples) -> Tensor:  # samples: kpbench.samples.PatchSampleDataset
     """Prior mask of a split's key boxes (no image is decoded: the boxes come from the cache)."""
     boxes = samples.boxes.boxes[samples.indices][:, : samples.n_patches]
     return prior_mask(boxes, samples.size)
-
-
-def iou(pred: Tensor, true: Tensor) -> Tensor:
-    """Per-sample IoU of binary-thresholded masks (B, 1, S, S) -> (B,); 1 when both are empty."""
-    p, t = pred >= MASK_THRESHOLD, true >= MASK_THRESHOLD
-    inter = (p & t).flatten(1).sum(1).float()
-    union = (p | t).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
-def l1_sum(a: Tensor, b: Tensor) -> Tensor:
-    """(B, ...) -> (B,) sums of |a - b|."""
-    return (a.float() - b.float()).abs().flatten(1).sum(1)
 
 
 @dataclass
@@ -100,22 +84,22 @@ def measure(generator: torch.nn.Module, batch: DiagnosticBatch, device: torch.de
     mask = batch.mask
     prior = batch.prior.expand_as(mask)
     values: dict[str, float] = {
-        "prior_mask_iou": iou(prior, mask).mean().item(),
+        "prior_mask_iou": mask_iou(prior, mask).mean().item(),
         "true_coverage": (mask >= MASK_THRESHOLD).float().mean().item(),
-        "spatial_l1_empty": l1_sum(torch.zeros_like(mask), mask).mean().item(),
-        "spatial_l1_prior": l1_sum(prior, mask).mean().item(),
+        "spatial_l1_empty": l1_per_sample(torch.zeros_like(mask), mask).item(),
+        "spatial_l1_prior": l1_per_sample(prior, mask).item(),
     }
     weight = mask
     if out.mask is not None:
         predicted = out.mask.float().cpu()
         values |= {
-            "mask_iou": iou(predicted, mask).mean().item(),
+            "mask_iou": mask_iou(predicted, mask).mean().item(),
             "mask_coverage": (predicted >= MASK_THRESHOLD).float().mean().item(),
-            "spatial_l1": l1_sum(predicted, mask).mean().item(),
+            "spatial_l1": l1_per_sample(predicted, mask).item(),
         }
         if not true_appearance_mask:
             weight = predicted
-    values["appearance_l1"] = l1_sum(image * weight, batch.image * mask).mean().item()
+    values["appearance_l1"] = l1_per_sample(image * weight, batch.image * mask).item()
     return values
 
 

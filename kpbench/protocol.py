@@ -233,9 +233,6 @@ class MetricAccumulator:
         for metric, tensor in values.items():
             self._values.setdefault((variant, condition, metric), []).append(tensor.detach().cpu().numpy())
 
-    def per_sample(self, condition: str, metric: str, variant: str | None = None) -> np.ndarray:
-        return np.concatenate(self._values[(variant, condition, metric)])
-
     def rows(self, context: EvalContext, protocol: str) -> list[ResultRow]:
         return [context.sample_row(protocol, condition, metric, np.concatenate(chunks), variant=variant)
                 for (variant, condition, metric), chunks in self._values.items()]

@@ -16,26 +16,18 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, Subset
 
+from kpbench.baselines import patch_pixels
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import ResultRow
 from kpbench.runtime import derive_seed
 
 NAME = "classification"
-RAW_SIDE = 8
-
-
-def raw_pixels(patches: torch.Tensor) -> torch.Tensor:
-    """(B, N, 3, S, S) -> (B, N * 3 * 8 * 8) downsampled pixels."""
-    batch, count = patches.shape[:2]
-    small = F.adaptive_avg_pool2d(patches.flatten(0, 1), RAW_SIDE)
-    return small.reshape(batch, count * 3 * RAW_SIDE * RAW_SIDE)
 
 
 def shortfall(labels: np.ndarray, min_per_class: int, max_total: int) -> str | None:
@@ -123,7 +115,7 @@ def run(context: EvalContext) -> list[ResultRow]:
             f"{folds}-fold stratified CV, chance {1 / len(classes):.3g}")
 
     random_encoder = context.run.untrained(seed=context.seed)
-    extractors = dict(zip(extractor_names, (context.run.encode, random_encoder.encode, raw_pixels)))
+    extractors = dict(zip(extractor_names, (context.run.encode, random_encoder.encode, patch_pixels)))
     features: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
     loader = DataLoader(Subset(samples, positions.tolist()), batch_size=options.batch_size,
                         shuffle=False, num_workers=0)

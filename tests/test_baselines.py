@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from kpbench.baselines import NearestNeighbour, input_dependence, swap
-from kpbench.diagnostics import iou, prior_mask
+from kpbench.diagnostics import prior_mask
+from kpbench.metrics import mask_iou
 from kpbench.stats import bootstrap_ci, cell_interval, separated
 
 
@@ -22,7 +23,7 @@ def test_prior_mask_is_the_thresholded_mean_of_the_true_masks() -> None:
     assert prior[0, :4, :4].eq(1).all() and prior.sum() == 16  # 2/3 >= 0.5 there, 1/3 elsewhere
     masks = torch.zeros(3, 1, 8, 8)
     masks[0, 0, :4, :4] = masks[1, 0, :4, :4] = masks[2, 0, 4:, 4:] = 1
-    assert iou(prior.expand(3, 1, 8, 8), masks).tolist() == [1.0, 1.0, 0.0]
+    assert mask_iou(prior.expand(3, 1, 8, 8), masks).tolist() == [1.0, 1.0, 0.0]
 
 
 class _IgnoresInput(torch.nn.Module):
