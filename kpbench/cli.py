@@ -10,6 +10,7 @@ import functools
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -199,7 +200,10 @@ def train_command(
     data: Annotated[str, typer.Option("--data", "-d", help="Folder of images, or 'builtin[:COUNT]'.")] = (
         "builtin"
     ),
-    seed: Annotated[int, typer.Option(help="Training seed (the run is runs/<variant>-seed<k>/).")] = 0,
+    seed: Annotated[int, typer.Option(help="Training seed (the run is runs/<variant>[-<settings>]-seed<k>/, "
+                    "naming every setting that differs from the defaults).")] = 0,
+    seeds: Annotated[str | None, typer.Option(help="Several seeds, comma separated (e.g. 0,1,2): one "
+                     "run each, one after another; overrides --seed.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Iterations (1 D + 2 G updates each); "
                      "overrides --epochs.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs, when --steps is not given.")] = 25,
@@ -243,15 +247,31 @@ def train_command(
     spec = _data_spec(data, size, preset, crop, patches, edge_model, split_seed)
     if workers is None:
         workers = 2 if pick_device(device).type == "cuda" else 0
-    config = TrainConfig(
+    base = TrainConfig(
         variant=variant, data=spec, seed=seed, width=width, batch_size=batch_size, epochs=epochs,
         steps=steps, patch_source=patch_source, init=init, lambda_decay_epochs=lambda_decay_epochs,
         amp=amp, device=device, num_workers=workers,
         sample_every=sample_every, checkpoint_every=checkpoint_every, diagnostics_every=diagnostics_every,
         workdir=str(WorkDir.resolve(workdir).root), restart=restart,
     )
-    run_dir = train(config)
-    console.print(f"run: {run_dir}", highlight=False)
+    for seed_value in parse_seeds(seeds) if seeds is not None else [seed]:
+        run_dir = train(replace(base, seed=seed_value))
+        console.print(f"run: {run_dir}", highlight=False)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2] (also '0-2'); a clear error for anything else."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            first, _, last = part.partition("-")
+            seeds += list(range(int(first), int(last) + 1)) if last else [int(first)]
+    except ValueError:
+        raise KpbenchError(f"seeds must be comma-separated integers or ranges (0,1,2 or 0-2), "
+                           f"got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise KpbenchError(f"seeds must be non-negative integers, got {text!r}")
+    return sorted(set(seeds))
 
 
 @app.command("eval")
@@ -262,6 +282,9 @@ def eval_command(
     variant: Annotated[list[str] | None, typer.Option("--variant", "-v", help="Only these "
                        "variants (repeatable; default: every trained run).")] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Only these seeds (repeatable).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Only these seeds, comma separated (0,1,2).")] = None,
+    run: Annotated[list[str] | None, typer.Option("--run", "-r", help="Only these runs, by folder name "
+                   "(repeatable; see `kpbench runs`).")] = None,
     max_samples: Annotated[int, typer.Option(min=1, help="Test images per condition.")] = 256,
     sigmas: Annotated[str, typer.Option(help="Noise sigmas on the [-1, 1] scale, comma separated.")] = (
         "0,0.05,0.1,0.2,0.4,0.8"
@@ -293,10 +316,36 @@ def eval_command(
                           extractor=extractor, inception_weights=inception_weights,
                           classify_samples=classify_samples, min_per_class=min_per_class, folds=folds,
                           device=device)
-    written = evaluate(WorkDir.resolve(workdir), protocol, variant, seed, options,
-                       on_progress=lambda text: console.print(f"eval {text}", highlight=False))
+    chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
+    written = evaluate(WorkDir.resolve(workdir), protocol, variant, chosen_seeds or None, options,
+                       on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run)
     for run_dir, files in written.items():
         console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}", highlight=False)
+
+
+@app.command("runs")
+@user_errors
+def runs_command(workdir: WorkdirOption = None) -> None:
+    """List the runs of a work dir: their settings, training progress and evaluated protocols."""
+    from rich.table import Table
+
+    from kpbench.runs import list_runs
+
+    work = WorkDir.resolve(workdir)
+    infos = list_runs(work.runs)
+    if not infos:
+        raise KpbenchError(f"no runs under {work.runs}; train one with `kpbench train --variant full`")
+    table = Table("run", "variant", "settings", "seed", "steps", "status", "evaluated",
+                  title=f"runs in {work.runs}", title_justify="left")
+    for info in infos:
+        settings = ", ".join(text for _, text in info.tags) or "defaults"
+        current = [name for name, fresh in info.evaluated.items() if fresh]
+        stale = [f"{name} (before the last training)" for name, fresh in info.evaluated.items()
+                 if not fresh]
+        table.add_row(info.name, info.variant, settings, str(info.seed), f"{info.step}/{info.total_steps}",
+                      info.status if info.holder is None else f"running: {info.holder}",
+                      ", ".join(current + stale) or "no")
+    console.print(table)
 
 
 @app.command("report")

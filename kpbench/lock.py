@@ -79,3 +79,18 @@ def _describe(text: str) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
     return (f"{holder.get('purpose', 'a')} process {holder.get('pid')} on {holder.get('host')} "
             f"since {since} ({holder.get('command', '')})")
+
+
+def current_holder(run_dir: Path) -> str | None:
+    """Who holds the run's lock right now (as in the refusal message), or None when it is free.
+    Asks the kernel with a non-blocking shared lock that is released at once."""
+    path = lock_path(run_dir)
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(handle.read())
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None

@@ -1,6 +1,7 @@
 """Where kpbench keeps things: the single place that knows the on-disk layout.
 
-    <work>/runs/<variant>-seed<k>/   one training run (spec, log, samples, checkpoints, results)
+    <work>/runs/<name>/              one training run (spec, log, samples, checkpoints, results);
+                                     <name> = variant, non-default settings, seed (kpbench.identity)
     <work>/cache/                    detected boxes, reference statistics for FID/KID
     <work>/reports/<name>/           rendered reports
 
@@ -38,6 +39,8 @@ class WorkDir:
         return self.root / "reports"
 
     def run_dir(self, variant: str, seed: int) -> Path:
+        """The run of ``variant`` and ``seed`` with every other setting at its default
+        (``kpbench.train.run_dir_for`` names runs with other settings)."""
         return self.runs / f"{variant}-seed{seed}"
 
     def report_dir(self, name: str) -> Path:

@@ -238,24 +238,25 @@ class MetricAccumulator:
                 for (variant, condition, metric), chunks in self._values.items()]
 
 
-def find_runs(workdir: WorkDir, variants: list[str] | None, seeds: list[int] | None) -> list[Path]:
-    """Trained run folders under ``workdir/runs`` matching the filters (all when None)."""
+def find_runs(workdir: WorkDir, variants: list[str] | None, seeds: list[int] | None,
+              names: list[str] | None = None) -> list[Path]:
+    """Run folders under ``workdir/runs`` matching the filters (all when None): variant and seed
+    come from each run's config.json, whatever the folder is called; ``names`` are folder names."""
+    from kpbench.runs import list_runs
     from kpbench.variant import get_variant
 
     for name in variants or []:
         get_variant(name)  # unknown names fail here with the list of known variants
     if not workdir.runs.is_dir():
         raise KpbenchError(f"no runs under {workdir.runs}; train one with `kpbench train --variant full`")
-    chosen = []
-    for run_dir in sorted(path for path in workdir.runs.iterdir() if path.is_dir()):
-        variant, _, seed_text = run_dir.name.rpartition("-seed")
-        if not seed_text.isdigit():
-            continue
-        if variants and variant not in variants:
-            continue
-        if seeds and int(seed_text) not in seeds:
-            continue
-        chosen.append(run_dir)
+    infos = list_runs(workdir.runs)
+    unknown = sorted(set(names or []) - {info.name for info in infos})
+    if unknown:
+        raise KpbenchError(f"no run named {', '.join(unknown)} under {workdir.runs}; "
+                           "`kpbench runs` lists them")
+    chosen = [info.run_dir for info in infos
+              if (not variants or info.variant in variants) and (not seeds or info.seed in seeds)
+              and (not names or info.name in names)]
     if not chosen:
         wanted = f" for variants {variants}" if variants else ""
         wanted += f" seeds {seeds}" if seeds else ""
@@ -272,6 +273,7 @@ def evaluate(
     seeds: list[int] | None = None,
     options: EvalOptions | None = None,
     on_progress: Callable[[str], None] | None = None,
+    names: list[str] | None = None,
 ) -> dict[Path, list[Path]]:
     """Run protocols on matching runs; returns run_dir -> written result files."""
     from kpbench.runs import load_run
@@ -284,7 +286,7 @@ def evaluate(
     device = pick_device(options.device)
     written: dict[Path, list[Path]] = {}
     datasets: dict = {}  # shared by every run's context
-    for run_dir in find_runs(workdir, variants, seeds):
+    for run_dir in find_runs(workdir, variants, seeds, names):
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
             run = load_run(run_dir, device=device)
             context = EvalContext(workdir, run_dir, run, options, device, datasets)

@@ -33,7 +33,6 @@ messages) is HTML-escaped where it enters the page, and Markdown-escaped where i
 from __future__ import annotations
 
 import base64
-import glob
 import html
 import json
 import math
@@ -55,9 +54,12 @@ from rich.text import Text
 
 from kpbench.claims import ClaimResult, check_claims
 from kpbench.errors import KpbenchError
+from kpbench.identity import distinguishing_tags
+from kpbench.identity import label as run_label
 from kpbench.io import atomic_write_text
 from kpbench.paths import WorkDir
 from kpbench.results import BASELINE_PREFIX, RESULTS_DIRNAME, is_baseline, metric_direction, read_rows
+from kpbench.runs import list_runs
 from kpbench.stats import cell_interval, separated
 
 DEFAULT_DESCRIPTIONS: dict[str, str] = {
@@ -187,6 +189,7 @@ def build_report(
     rows = read_rows(workdir.runs)
     if rows.empty:
         raise KpbenchError(f"no result rows under {workdir.runs}: run `kpbench eval` first")
+    rows, run_labels = label_runs(rows, workdir.runs)
     stats = aggregate(rows)
     summary = summary_table(rows, headlines, stats=stats)
     claims, claims_error = _judge_claims(rows)
@@ -202,12 +205,30 @@ def build_report(
         protocols=ordered(rows["protocol"], PROTOCOL_ORDER),
         claims=claims,
         claims_error=claims_error,
+        run_labels=run_labels,
     )
     directory = workdir.report_dir(name)
     html_path = atomic_write_text(directory / "index.html", _render_html(context, include_images))
     csv_path = atomic_write_text(directory / "results.csv", rows.to_csv(index=False))
     md_path = atomic_write_text(directory / "results.md", _render_markdown(context))
     return ReportResult(directory, html_path, csv_path, md_path, summary)
+
+
+def label_runs(rows: pd.DataFrame, runs_root: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows whose ``variant`` is the run's label (kpbench.identity): its variant and the identity
+    settings that not every run in the report shares, so ``full`` and ``full-random`` (trained
+    on random patches) are compared side by side and seeds of one label are aggregated.
+    Baseline rows keep only data settings (``baseline:prior_mask-n5``). Also returns run folder
+    name -> label. Folders without a config.json (hand-made rows) keep their variant."""
+    infos = {info.name: info for info in list_runs(runs_root, problems=[])}  # the report names bad files
+    tags = distinguishing_tags({name: info.tags for name, info in infos.items()})
+    rows = rows.copy()
+
+    def relabel(variant: str, run: str) -> str:
+        return run_label(variant, tags[run], data_only=is_baseline(variant)) if run in tags else variant
+
+    rows["variant"] = [relabel(v, r) for v, r in zip(rows["variant"], rows["run"])]
+    return rows, {name: relabel(info.variant, name) for name, info in infos.items()}
 
 
 def _check_report_name(name: str) -> None:
@@ -538,6 +559,7 @@ class _Context:
     protocols: list[str]
     claims: list[ClaimResult] = field(default_factory=list)
     claims_error: str = ""  # why the claims could not be checked
+    run_labels: dict[str, str] = field(default_factory=dict)  # run folder -> label (label_runs)
     problems: list[str] = field(default_factory=list)
     _footnote_tables: int = 0
 
@@ -553,6 +575,15 @@ class _Context:
     def trained(self) -> list[str]:
         """The variants that are trained runs (no baselines), in display order."""
         return [variant for variant in self.variants if not is_baseline(variant)]
+
+    def run_dir(self, variant: str, seed: int) -> Path:
+        """The folder of the run shown as ``variant`` (a label) with ``seed``."""
+        names = sorted(self.rows.loc[(self.rows["variant"] == variant) & (self.rows["seed"] == seed), "run"])
+        if names:
+            return self.workdir.runs / names[0]
+        labelled = sorted(n for n, text in self.run_labels.items() if text == variant)
+        matching = [n for n in labelled if n.endswith(f"-seed{seed}")]
+        return self.workdir.runs / (matching[0] if matching else f"{variant}-seed{seed}")
 
     def runs(self) -> list[tuple[str, int]]:
         """(variant, seed) of every trained run with rows (baselines have no run of their own)."""
@@ -1068,12 +1099,14 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def read_run_log(path: Path, problems: list[str] | None = None) -> _RunLog:
+def read_run_log(path: Path, problems: list[str] | None = None, label: str | None = None) -> _RunLog:
     """Parse one run's ``log.jsonl`` (lines that are not JSON objects are skipped and counted in
-    ``problems``); a later entry for the same step replaces an earlier one."""
+    ``problems``); a later entry for the same step replaces an earlier one. ``label``: how the
+    report names the run (default: its folder name without the seed)."""
     name = path.parent.name
     match = _RUN_NAME.match(name)
-    log = _RunLog(name, match["variant"] if match else name, int(match["seed"]) if match else None)
+    variant = label or (match["variant"] if match else name)
+    log = _RunLog(name, variant, int(match["seed"]) if match else None)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -1108,7 +1141,7 @@ def _run_logs(context: _Context) -> list[_RunLog]:
     if not context.workdir.runs.is_dir():
         return []
     logs = [
-        read_run_log(path, context.problems)
+        read_run_log(path, context.problems, context.run_labels.get(path.parent.name))
         for path in sorted(context.workdir.runs.glob("*/log.jsonl"))
         if path.is_file()
     ]
@@ -1458,7 +1491,7 @@ def _images_section(context: _Context) -> str:
     captions: dict[str, str] = {}  # heading -> what the grid shows
     omitted = []
     for variant in context.trained:
-        run_dir = context.workdir.run_dir(variant, context.seeds(variant)[0])
+        run_dir = context.run_dir(variant, context.seeds(variant)[0])
         samples = _image_files(run_dir / "samples")
         if samples:
             panels.setdefault("training samples, latest", []).append((variant, samples[-1], run_dir))
@@ -1524,10 +1557,12 @@ def _first_run_json(context: _Context, variant: str, filename: str) -> tuple[int
     """``(seed, parsed)`` for the lowest seed of ``variant`` whose run has ``filename``."""
     seeds = context.seeds(variant)
     if not seeds:  # a variant without rows: look at any of its runs on disk
-        found = sorted(context.workdir.runs.glob(f"{glob.escape(variant)}-seed*/{filename}"))
-        seeds = sorted(int(m.group(1)) for p in found if (m := re.search(r"-seed(\d+)$", p.parent.name)))
+        found = sorted(context.workdir.runs.glob(f"*-seed*/{filename}"))
+        seeds = sorted(int(m.group(1)) for p in found
+                       if context.run_labels.get(p.parent.name, _RUN_NAME.sub(r"\g<variant>", p.parent.name))
+                       == variant and (m := re.search(r"-seed(\d+)$", p.parent.name)))
     for seed in seeds:
-        parsed = context.read_json(context.workdir.run_dir(variant, seed) / filename)
+        parsed = context.read_json(context.run_dir(variant, seed) / filename)
         if parsed is not None:
             return seed, parsed
     return None
@@ -1583,7 +1618,7 @@ def _variants_section(context: _Context) -> str:
 def _configuration_section(context: _Context) -> str:
     configs: dict[tuple[str, int], dict[str, str]] = {}
     for variant, seed in context.runs():
-        parsed = context.read_json(context.workdir.run_dir(variant, seed) / "config.json")
+        parsed = context.read_json(context.run_dir(variant, seed) / "config.json")
         if parsed is not None:
             configs[variant, seed] = flatten(parsed)
     if not configs:
@@ -1623,7 +1658,7 @@ def _provenance_section(context: _Context) -> str:
     parts = ["<h4>Evaluation: samples, seeds and feature extractors</h4>", _evaluation_table(context)]
     merged: dict[str, dict[str, list[str]]] = {}
     for variant, seed in context.runs():
-        path = context.workdir.run_dir(variant, seed) / RESULTS_DIRNAME / "provenance.json"
+        path = context.run_dir(variant, seed) / RESULTS_DIRNAME / "provenance.json"
         parsed = context.read_json(path)
         if parsed is None:
             continue

@@ -78,20 +78,21 @@ def write_rows(run_dir: Path, protocol: str, rows: Iterable[ResultRow]) -> Path:
 
 
 def read_rows(runs_root: Path) -> pd.DataFrame:
-    """Every row under ``runs_root/*/results/*.csv`` as one frame with :data:`COLUMNS`."""
-    frames = [
-        pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"])
-        for path in sorted(Path(runs_root).glob(f"*/{RESULTS_DIRNAME}/*.csv"))
-    ]
+    """Every row under ``runs_root/*/results/*.csv`` as one frame with :data:`COLUMNS` and
+    ``run``, the folder of the run the row came from."""
+    frames = []
+    for path in sorted(Path(runs_root).glob(f"*/{RESULTS_DIRNAME}/*.csv")):
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"])
+        frames.append(frame.assign(run=path.parent.parent.name))
     frames = [frame for frame in frames if not frame.empty]
     if not frames:
-        return pd.DataFrame(columns=list(COLUMNS))
+        return pd.DataFrame(columns=[*COLUMNS, "run"])
     frame = pd.concat(frames, ignore_index=True)
     for column in ("value", "ci_low", "ci_high"):  # files written before intervals existed lack them
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else math.nan
     for column in ("extractor", "note", "condition"):
         frame[column] = frame[column].fillna("").astype(str)
-    return frame[list(COLUMNS)]
+    return frame[[*COLUMNS, "run"]]
 
 
 def is_missing(value: float) -> bool:

@@ -1,6 +1,8 @@
 """Trained runs for evaluation: load a run directory's generator and use it, in eval mode.
 
-    run = load_run(workdir.run_dir("full", 0))
+    run = load_run(workdir.runs / "full-seed0")
+    info = describe_run(run_dir)                 # name, variant, seed, tags, progress, evaluated
+    infos = list_runs(workdir)                   # every run under workdir/runs
     image, mask = run.generate(patches)          # (B,N,3,S,S) -> (B,3,S,S), (B,1,S,S) or None
     features = run.encode(patches)               # (B, run.feature_dim)
     baseline = run.untrained(seed=0)             # same architecture, random weights
@@ -10,16 +12,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from kpbench.errors import KpbenchError
+from kpbench.identity import stored_tags
+from kpbench.lock import LOCKS_DIRNAME, current_holder
 from kpbench.nets import PatchGenerator, build_networks
+from kpbench.results import RESULTS_DIRNAME
 from kpbench.runtime import pick_device
-from kpbench.train import CHECKPOINT_FILE, CONFIG_FILE, SPEC_FILE, TrainConfig, read_checkpoint
+from kpbench.train import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, SPEC_FILE, TrainConfig, read_checkpoint
 from kpbench.variant import VariantSpec
 
 
@@ -88,12 +93,110 @@ def build_untrained_generator(spec: VariantSpec, config: TrainConfig, seed: int 
 
 
 def _train_hint(run_dir: Path) -> str:
-    match = re.fullmatch(r"(.+)-seed(\d+)", run_dir.name)
+    match = re.fullmatch(r"(.+?)(-.+)?-seed(\d+)", run_dir.name)
     if match is None:
         return "kpbench train --variant VARIANT --seed K"
-    return f"kpbench train --variant {match[1]} --seed {match[2]} --workdir {run_dir.parent.parent}"
+    settings = " with the settings its name shows" if match[2] else ""
+    return (f"kpbench train --variant {match[1]} --seed {match[3]} --workdir {run_dir.parent.parent}"
+            + settings)
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run directory holds, read from its small files (no checkpoint is loaded)."""
+
+    run_dir: Path
+    variant: str
+    seed: int
+    tags: list[tuple[str, str]]  # identity settings that differ from the defaults (kpbench.identity)
+    step: int  # last logged iteration (0 before the first log line)
+    total_steps: int
+    checkpointed: bool
+    done: bool  # the log's last session ended with its "done" event
+    holder: str | None  # the process training or evaluating it now, if any
+    evaluated: dict[str, bool] = field(default_factory=dict)  # protocol -> results newer than weights
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpointed and self.done and self.step >= self.total_steps
+
+    @property
+    def status(self) -> str:
+        if self.holder is not None:
+            return "running"
+        if self.finished:
+            return "finished"
+        return "interrupted" if self.checkpointed else "not started"
+
+    def evaluated_with(self, protocols: list[str]) -> bool:
+        """Every protocol in ``protocols`` has results newer than the run's weights."""
+        return all(self.evaluated.get(name, False) for name in protocols)
+
+
+def _log_progress(log: Path) -> tuple[int, bool]:
+    """(last logged iteration, whether the last training session logged "done")."""
+    if not log.is_file():
+        return 0, False
+    step, done = 0, False
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        event = entry.get("event")
+        if event in ("start", "resume"):
+            done = False
+        elif event == "done":
+            done = True
+        if "step" in entry and event not in ("start", "resume"):
+            step = int(entry["step"])
+    return step, done
+
+
+def describe_run(run_dir: Path) -> RunInfo | None:
+    """A run's identity and progress, or None when ``run_dir`` holds no run (no config.json)."""
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        stored = json.loads(config_path.read_text())
+        config = stored["config"]
+        variant, seed = str(config["variant"]), int(config["seed"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise KpbenchError(f"{config_path} is not a kpbench run config ({error})") from None
+    checkpoint = run_dir / CHECKPOINT_FILE
+    weights_time = checkpoint.stat().st_mtime if checkpoint.is_file() else None
+    evaluated = {}
+    for path in sorted((run_dir / RESULTS_DIRNAME).glob("*.csv")):
+        evaluated[path.stem] = weights_time is not None and path.stat().st_mtime >= weights_time
+    step, done = _log_progress(run_dir / LOG_FILE)
+    return RunInfo(run_dir, variant, seed, stored_tags(stored), step, int(stored.get("total_steps", 0)),
+                   checkpoint.is_file(), done, current_holder(run_dir), evaluated)
+
+
+def list_runs(runs_root: Path, problems: list[str] | None = None) -> list[RunInfo]:
+    """Every run under ``runs_root`` (whatever its folder is called), by name. With ``problems``,
+    a run whose config.json cannot be read is skipped and described there instead of raising."""
+    if not runs_root.is_dir():
+        return []
+    infos = []
+    for path in sorted(runs_root.iterdir()):
+        if not path.is_dir() or path.name == LOCKS_DIRNAME:
+            continue
+        try:
+            info = describe_run(path)
+        except KpbenchError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+            continue
+        if info is not None:
+            infos.append(info)
+    return infos
 def load_run(run_dir: Path | str, device: str | torch.device | None = "cpu") -> TrainedRun:
     """The generator of a trained run, from its last checkpoint, in eval mode on ``device``
     (``None`` / "auto": CUDA when present)."""

@@ -1,4 +1,6 @@
-"""Training: one variant, one seed -> ``runs/<variant>-seed<k>/``.
+"""Training: one variant, one seed, one set of conditions -> ``runs/<name>/`` where the name is
+the variant, the settings that differ from the defaults and the seed (``full-random-n5-seed1``;
+kpbench.identity).
 
 Run directory::
 
@@ -51,6 +53,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
 from kpbench.errors import KpbenchError
+from kpbench.identity import legacy_run_name, run_name, run_tags
 from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from kpbench.lock import RunLock
 from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
@@ -109,7 +112,7 @@ class TrainConfig:
     log_every: int = 10
     diagnostics_every: int | None = None  # None: four times per epoch (kpbench.diagnostics)
     workdir: Path | str | None = None  # None: KPBENCH_WORKDIR or the current directory
-    restart: bool = False  # discard an existing run of this variant and seed
+    restart: bool = False  # discard an existing run with this identity
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -409,8 +412,10 @@ class RunPlan:
         return self.run_dir / CHECKPOINT_FILE
 
 
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in OPERATIONAL_FIELDS}
+def _identity(config: dict[str, Any], spec_init: str) -> dict[str, Any]:
+    """The settings that must match to continue a run; ``init`` None means the spec's own."""
+    values = {k: v for k, v in config.items() if k not in OPERATIONAL_FIELDS}
+    return values | {"init": values.get("init") or spec_init}
 
 
 def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -424,10 +429,34 @@ def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = 
     return found
 
 
+def run_dir_for(config: TrainConfig, spec: VariantSpec) -> Path:
+    """``<work>/runs/<name>``: the name shows the variant, every identity setting that differs from
+    the defaults, and the seed (kpbench.identity)."""
+    return WorkDir.resolve(config.workdir).runs / run_name(config.to_dict(), get_variant(spec.name).init)
+
+
+def adopt_legacy_run(run_dir: Path, config: TrainConfig, spec: VariantSpec) -> None:
+    """Rename a run stored under the old ``<variant>-seed<k>`` name to ``run_dir`` when its
+    settings give that name, so that runs trained before names carried settings continue."""
+    legacy = run_dir.parent / legacy_run_name(spec.name, config.seed)
+    if legacy == run_dir or run_dir.exists() or not (legacy / CONFIG_FILE).is_file():
+        return
+    stored = json.loads((legacy / CONFIG_FILE).read_text())
+    if "tags" in stored:  # written under the current naming: it is another run
+        return
+    as_requested = stored["config"] | {"lambda_decay_epochs": config.lambda_decay_epochs}
+    if run_name(as_requested, stored.get("spec", {}).get("init", "dcgan")) != run_dir.name:
+        return
+    with RunLock(legacy, "rename"):
+        legacy.rename(run_dir)
+
+
 def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset, dist_info: Dist) -> RunPlan:
     """Start, continue or refuse. A run continues when its checkpoint exists and its spec, config
     (all but OPERATIONAL_FIELDS), data manifest and world size match; ``restart`` discards it."""
-    run_dir = WorkDir.resolve(config.workdir).run_dir(spec.name, config.seed)
+    run_dir = run_dir_for(config, spec)
+    # From the request (a decay resolved below is no tag) and the variant's own initialisation.
+    tags = run_tags(config.to_dict(), get_variant(spec.name).init)
     steps_per_epoch = len(dataset) // config.batch_size
     if steps_per_epoch == 0:
         raise KpbenchError(f"the training split has {len(dataset)} images, fewer than one batch of "
@@ -445,10 +474,12 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
         decay = (stored["config"]["lambda_decay_epochs"] if stored
                  else math.ceil(total_steps / steps_per_epoch))
     config = replace(config, lambda_decay_epochs=decay)
-    identity = {"spec": spec.to_dict(), "config": _identity(config.to_dict()),
+    identity = {"spec": spec.to_dict(), "config": _identity(config.to_dict(), spec.init),
                 "data_manifest": dataset.manifest_hash, "world_size": dist_info.world}
     if stored is not None:
-        previous = {k: stored.get(k) for k in identity} | {"config": _identity(stored["config"])}
+        stored_init = stored.get("spec", {}).get("init", "dcgan")
+        previous = ({k: stored.get(k) for k in identity}
+                    | {"config": _identity(stored["config"], stored_init)})
         differences = _differences(previous, identity)
         if differences:
             raise KpbenchError(
@@ -462,7 +493,8 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
         (run_dir / CHECKPOINT_FILE).parent.mkdir(exist_ok=True)
         atomic_write_json(run_dir / SPEC_FILE, spec.to_dict())
         atomic_write_json(run_dir / CONFIG_FILE, identity | {
-            "config": config.to_dict(), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "name": run_dir.name, "tags": tags, "config": config.to_dict(),
+            "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
             "train_images": len(dataset)})
     return RunPlan(run_dir, config, steps_per_epoch, total_steps, resume=stored is not None)
 
@@ -654,7 +686,10 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     dataset = make_sample_dataset(config.data, "train", config.seed, WorkDir.resolve(config.workdir),
                                   patch_source=config.patch_source, flip=config.flip)  # type: ignore[arg-type]
-    run_dir = WorkDir.resolve(config.workdir).run_dir(spec.name, config.seed)
+    run_dir = run_dir_for(config, spec)
+    if dist_info.main:
+        adopt_legacy_run(run_dir, config, spec)
+    _barrier(dist_info)
     # One trainer per run: the main rank holds the run's lock (kpbench.lock) from before it reads
     # or deletes anything in the run until the last checkpoint is written.
     with RunLock(run_dir, "train") if dist_info.main else contextlib.nullcontext():

@@ -82,8 +82,12 @@ def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     html_path = tmp_path / "reports" / "demo" / "index.html"
     assert html_path.is_file() and f"report: {html_path}" in result.stdout.replace("\n", "")
-    for variant in ("full", "naive_gan", "nomask", "autoencoder", "cgan"):
-        assert (tmp_path / "runs" / f"{variant}-seed0" / "results" / "noise.csv").is_file()
+    from kpbench.runs import list_runs
+
+    runs = {info.variant: info for info in list_runs(tmp_path / "runs")}
+    assert sorted(runs) == sorted(("full", "naive_gan", "nomask", "autoencoder", "cgan"))
+    for info in runs.values():
+        assert info.status == "finished" and info.evaluated_with(["noise", "patches", "fid"])
     counter = _TableCounter()
     counter.feed(html_path.read_text())
     assert counter.tables >= 6 and counter.images >= 5

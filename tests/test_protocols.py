@@ -12,7 +12,7 @@ import pytest
 
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
-from kpbench.protocol import EvalOptions, evaluate, get_protocol, list_protocols
+from kpbench.protocol import EvalOptions, evaluate, find_runs, get_protocol, list_protocols
 from kpbench.results import COLUMNS, read_rows
 from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, train
@@ -45,7 +45,8 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     written = evaluate(workdir, ["all"], options=OPTIONS)
     assert len(written) == 2 and all(len(files) == len(EXPECTED_PROTOCOLS) for files in written.values())
     rows = read_rows(workdir.runs)
-    assert list(rows.columns) == list(COLUMNS)
+    assert list(rows.columns) == [*COLUMNS, "run"]
+    assert set(rows["run"]) == {path.name for path in written}
     assert set(rows["protocol"]) == EXPECTED_PROTOCOLS
     assert set(rows["variant"]) == {"full", "cgan", "baseline:prior_mask", "baseline:nearest_neighbour"}
     # Every value is a finite number with its sample count, or NaN explained by a note.
@@ -96,9 +97,10 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     assert cgan[cgan.condition == "N=3"]["value"].notna().all()
     assert "mask_iou" not in set(cgan.metric)  # no mask decoder, no mask metric
     # Image grids and provenance for the report.
-    assert (workdir.run_dir("full", 0) / "results" / "patches" / "key.png").is_file()
-    assert (workdir.run_dir("full", 0) / "results" / "patches" / "memorisation.png").is_file()
-    provenance = json.loads((workdir.run_dir("full", 0) / "results" / "provenance.json").read_text())
+    full_run = find_runs(workdir, ["full"], [0])[0]
+    assert (full_run / "results" / "patches" / "key.png").is_file()
+    assert (full_run / "results" / "patches" / "memorisation.png").is_file()
+    provenance = json.loads((full_run / "results" / "provenance.json").read_text())
     assert provenance["data"]["manifest_hash"] and provenance["data"]["image_side"] == 64
     assert provenance["fid_extractor"]["name"] == "random-conv"
     assert len(provenance["fid_extractor"]["weights_sha256"]) == 64

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,16 @@ from kpbench.nets import GeneratorOutput, build_networks
 from kpbench.paths import WorkDir
 from kpbench.runs import load_run
 from kpbench.samples import DataSpec, make_sample_dataset
-from kpbench.train import CHECKPOINT_FILE, LOG_FILE, Batch, TrainConfig, Trainer, train
+from kpbench.train import (
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    Batch,
+    TrainConfig,
+    Trainer,
+    resolve_spec,
+    run_dir_for,
+    train,
+)
 from kpbench.variant import EQUATION_4_FAKES, get_variant, list_variants, spec_diff
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +84,11 @@ def make_config(workdir: Path, **changes: Any) -> TrainConfig:
     base = TrainConfig(data=DATA, width=0.125, batch_size=4, steps=2, num_workers=0, progress=False,
                        workdir=str(workdir), sample_every=1000, checkpoint_every=1000, log_every=1)
     return replace(base, **changes)
+
+
+def run_path(config: TrainConfig) -> Path:
+    """Where ``train(config)`` keeps its run (the name shows the non-default settings)."""
+    return run_dir_for(config, resolve_spec(config))
 
 
 def fixed_batch(workdir: Path, n: int = 4) -> Batch:
@@ -212,7 +227,7 @@ def test_each_variant_overfits_one_batch(name: str, workdir: Path) -> None:
 @pytest.mark.parametrize("name", VARIANTS)
 def test_each_variant_trains_and_loads_for_evaluation(name: str, workdir: Path) -> None:
     run_dir = train(make_config(workdir, variant=name, steps=2, sample_every=2))
-    assert run_dir == workdir / "runs" / f"{name}-seed0"
+    assert run_dir == workdir / "runs" / f"{name}-builtin64-w0.125-b4-seed0"
     assert json.loads((run_dir / "spec.json").read_text())["name"] == name
     assert json.loads((run_dir / "config.json").read_text())["config"]["variant"] == name
     log = read_log(run_dir)
@@ -293,7 +308,7 @@ def test_interrupted_run_saves_and_resumes(workdir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    log_path = workdir / "runs" / "full-seed0" / LOG_FILE
+    log_path = run_path(TrainConfig.from_dict(json.loads(config_path.read_text()))) / LOG_FILE
     deadline = time.monotonic() + 120
     def steps_logged() -> int:
         return sum("losses" in line for line in log_path.read_text().splitlines()) if log_path.exists() else 0
@@ -347,21 +362,30 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(workdir: Path,
     assert read_log(run_dir)[-1]["event"] == "non-finite"
 
 
-def test_changed_settings_are_refused_unless_restart(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_settings_make_another_run_and_a_changed_variant_is_refused_unless_restart(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = train(make_config(workdir))
-    with pytest.raises(KpbenchError, match=r"width: 0\.125 -> 0\.25.*--restart"):
-        train(make_config(workdir, width=0.25))
+    # What a run learns from is part of its name: other settings are other runs, side by side.
+    wider = train(make_config(workdir, width=0.25))
+    faster = train(make_config(workdir, lr=1e-3))  # no tag of its own: a hash of the rest
+    assert wider.name == "full-builtin64-w0.25-b4-seed0"
+    assert re.fullmatch(r"full-builtin64-w0\.125-b4-x[0-9a-f]{6}-seed0", faster.name)
+    assert len({run_dir, wider, faster}) == 3 and checkpoint(run_dir)["step"] == 2
+    # Naming the variant's own initialisation explicitly is the same run.
+    assert train(make_config(workdir, init=get_variant("full").init)) == run_dir
     with monkeypatch.context() as patch:
         patch.setitem(variant_module._REGISTRY, "full", replace(get_variant("full"), lambda_end=0.01))
-        with pytest.raises(KpbenchError, match=r"spec\.lambda_end: 0\.0064 -> 0\.01"):
+        with pytest.raises(KpbenchError, match=r"spec\.lambda_end: 0\.0064 -> 0\.01.*--restart"):
             train(make_config(workdir))
     # Length and execution settings may change: the run continues.
     train(make_config(workdir, steps=3, num_workers=1, log_every=5))
     assert checkpoint(run_dir)["step"] == 3
-    train(make_config(workdir, width=0.25, restart=True))
+    with monkeypatch.context() as patch:
+        patch.setitem(variant_module._REGISTRY, "full", replace(get_variant("full"), lambda_end=0.01))
+        assert train(make_config(workdir, restart=True)) == run_dir
     assert read_log(run_dir)[0]["event"] == "start"
     assert len([e for e in read_log(run_dir) if e.get("event") != "diagnostics"]) == 4
-    assert json.loads((run_dir / "config.json").read_text())["config"]["width"] == 0.25
+    assert json.loads((run_dir / "spec.json").read_text())["lambda_end"] == 0.01
 
 
 def test_ddp_with_gloo_on_two_processes(workdir: Path) -> None:
@@ -400,7 +424,7 @@ def test_ddp_with_gloo_on_two_processes(workdir: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = json.loads(report.read_text())
     assert ranks == {"max_diff": 0.0, "world": 2, "per_rank_batch": 4}
-    run_dir = workdir / "runs" / "full-seed0"
+    run_dir = run_path(config)
     saved = checkpoint(run_dir)
     assert saved["step"] == 2 and len(saved["ranks"]) == 2
     # The two ranks saw different halves of each batch, and both RNG states were kept.
@@ -430,8 +454,8 @@ def test_default_initialisation_is_pytorchs_and_dcgan_is_selectable(workdir: Pat
     # A run records the initialisation it used; --init selects the other one and is part of its identity.
     run_dir = train(make_config(workdir, steps=1, init="dcgan"))
     assert json.loads((run_dir / "spec.json").read_text())["init"] == "dcgan"
-    with pytest.raises(KpbenchError, match=r"init: 'dcgan' -> 'pytorch'"):
-        train(make_config(workdir, steps=2))
+    assert run_dir.name == "full-builtin64-w0.125-b4-init-dcgan-seed0"
+    assert train(make_config(workdir, steps=1)).name == "full-builtin64-w0.125-b4-seed0"
     assert load_run(run_dir).spec.init == "dcgan"
     with pytest.raises(KpbenchError, match="unknown initialisation"):
         make_config(workdir, init="xavier")
@@ -490,7 +514,7 @@ def test_collapse_watch_warns_once_after_a_sustained_stretch() -> None:
 def test_a_second_trainer_of_a_locked_run_refuses_and_a_stale_lock_is_taken_over(workdir: Path) -> None:
     from kpbench.lock import RunLock, RunLocked, lock_path
 
-    run_dir = WorkDir.resolve(workdir).run_dir("full", 0)
+    run_dir = run_path(make_config(workdir, steps=1))
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from kpbench.lock import RunLock
@@ -500,7 +524,8 @@ def test_a_second_trainer_of_a_locked_run_refuses_and_a_stale_lock_is_taken_over
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunLocked, match=rf"run full-seed0 is in use by train process {holder.pid} on "):
+        refusal = rf"run {run_dir.name} is in use by train process {holder.pid} on "
+        with pytest.raises(RunLocked, match=refusal):
             train(make_config(workdir, steps=1))
         assert not run_dir.exists()  # the refused trainer touched nothing
     finally:
