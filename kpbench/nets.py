@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from kpbench.variant import ENCODER_FUSIONS, ORDER_INVARIANT_FUSIONS
+
 if TYPE_CHECKING:
     from kpbench.variant import VariantSpec
 
@@ -159,12 +161,14 @@ class UNetDecoder(nn.Module):
         in_dim: int,
         size: int,
         width: float,
-        skip_channels: list[int],
+        skip_channels: list[int] | None,
         out_channels: int,
         activation: nn.Module,
     ) -> None:
         super().__init__()
         dec = level_channels(size, width)[::-1]  # D_L ... D_1, coarse first
+        self.uses_skips = skip_channels is not None  # None: a plain decoder (Fig. 5, no skips)
+        skip_channels = skip_channels if skip_channels is not None else [0] * len(dec)
         if len(skip_channels) != len(dec):
             raise ValueError(f"{len(dec)} skip tensors expected, got {len(skip_channels)}")
         self.stem = nn.Sequential(
@@ -178,7 +182,15 @@ class UNetDecoder(nn.Module):
         self.activation = activation
         self.concat_channels = concat
 
-    def forward(self, code: Tensor, skips: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, code: Tensor, skips: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        if not self.uses_skips:  # plain decoder: every level only upsamples
+            x = self.stem(code)
+            concatenated = [x]
+            for level in self.levels:
+                x = level(x)
+                concatenated.append(x)
+            return self.activation(self.out(x)), concatenated
+        assert skips is not None
         x = torch.cat([self.stem(code), skips[0]], 1)
         concatenated = [x]
         for level, skip in zip(self.levels, skips[1:]):
@@ -197,16 +209,25 @@ class GeneratorOutput:
 class PatchGenerator(nn.Module):
     """Patches (B, N, 3, S, S) and noise z (B, z_dim) -> image, predicted mask, encoder features.
 
-    ``fusion="sum"`` (the paper): one Siamese encoder runs on all B*N patches as a single batch
-    (so BatchNorm statistics do not depend on patch order either; the authors' code runs it once
-    per patch slot, with per-slot statistics) and every level is summed over the N patches:
-    E = E_1 + ... + E_N, invariant to order and defined for any N.
-    ``fusion="concat"`` (the pix2pix-style baseline): the N patches are stacked on channels,
-    (B, 3N, S, S), into one encoder; this fixes N and the order matters.
+    ``fusion="sum"`` (the paper, Fig. 4(e)): one Siamese encoder runs on all B*N patches as a
+    single batch (so BatchNorm statistics do not depend on patch order either; the authors' code
+    runs it once per patch slot, with per-slot statistics) and every level is summed over the N
+    patches: E = E_1 + ... + E_N, invariant to order and defined for any N.
+    ``fusion="concat"`` (Fig. 4(b), and the pix2pix-style baseline): the N patches are stacked on
+    channels, (B, 3N, S, S), into one encoder; this fixes N and the order matters.
+    ``fusion="siamese_concat"`` (Fig. 4(c)): the Siamese encoder as in "sum", but each level is
+    the per-patch maps concatenated on channels in input order, (B, N*C, h, w), and the embedding
+    is (B, N*128): N is fixed, the order matters, the decoders are N times wider at their input.
+    ``fusion="independent"`` (Fig. 4(d)): the Siamese encoder, then the mask decoder runs on each
+    patch's own embedding and maps, (B*N, ...): N masks predicted independently, merged by a
+    pixel-wise max into M. The image decoder gets the summed embedding (as in "sum") and, as skips,
+    the per-patch mask decoder maps merged by the same max. Order-invariant, any N.
 
     ``mask_decoder=True``: the mask decoder predicts M and the image decoder is the doubled U-net
     (skips from the mask decoder's concatenated maps). ``False``: the image decoder is a plain
-    U-net with skips from the encoder alone and no mask is predicted.
+    U-net with skips from the encoder alone and no mask is predicted. ``image_skips=False``
+    (Fig. 5's "without skip connections"): the image decoder has no skips at all and decodes from
+    cat(E, z) alone; the mask decoder keeps its U-net.
     """
 
     def __init__(
@@ -218,43 +239,76 @@ class PatchGenerator(nn.Module):
         mask_decoder: bool = True,
         embed_dim: int = 128,
         z_dim: int = 128,
+        image_skips: bool = True,
     ) -> None:
         super().__init__()
-        if fusion not in ("sum", "concat"):
+        if fusion not in ENCODER_FUSIONS:
             raise ValueError(f"unknown encoder fusion {fusion!r}")
+        if fusion == "independent" and not mask_decoder:
+            raise ValueError("independent per-patch masks need the mask decoder")
         self.size, self.n_patches, self.fusion, self.z_dim = size, n_patches, fusion, z_dim
-        in_channels = 3 if fusion == "sum" else 3 * n_patches
-        self.encoder = ConvEncoder(in_channels, size, width, embed_dim)
-        enc_skips = self.encoder.channels[::-1]  # C_L ... C_1, coarse first
+        self.encoder = ConvEncoder(3 * n_patches if fusion == "concat" else 3, size, width, embed_dim)
+        # Channels of the fused levels the decoders see: N times wider for siamese_concat.
+        copies = n_patches if fusion == "siamese_concat" else 1
+        enc_skips = [c * copies for c in self.encoder.channels[::-1]]  # C_L ... C_1, coarse first
+        code_dim = embed_dim * copies
         self.mask_decoder: UNetDecoder | None = None
-        image_skips = enc_skips
+        image_skips_channels: list[int] | None = enc_skips
         if mask_decoder:
-            self.mask_decoder = UNetDecoder(embed_dim, size, width, enc_skips, 1, nn.Sigmoid())
-            image_skips = self.mask_decoder.concat_channels
-        self.image_decoder = UNetDecoder(embed_dim + z_dim, size, width, image_skips, 3, nn.Tanh())
-        self.feature_dim = embed_dim + sum(self.encoder.channels)
+            self.mask_decoder = UNetDecoder(code_dim, size, width, enc_skips, 1, nn.Sigmoid())
+            image_skips_channels = self.mask_decoder.concat_channels
+        if not image_skips:
+            image_skips_channels = None
+        self.image_decoder = UNetDecoder(code_dim + z_dim, size, width, image_skips_channels, 3, nn.Tanh())
+        self.feature_dim = (embed_dim + sum(self.encoder.channels)) * copies
 
     @property
     def supports_variable_n(self) -> bool:
-        return self.fusion == "sum"
+        return self.fusion in ORDER_INVARIANT_FUSIONS
+
+    @property
+    def order_invariant(self) -> bool:
+        return self.fusion in ORDER_INVARIANT_FUSIONS
+
+    def _check_n(self, n: int) -> None:
+        if not self.supports_variable_n and n != self.n_patches:
+            raise ValueError(f"this generator concatenates exactly {self.n_patches} patches, got {n}")
 
     def encode_levels(self, patches: Tensor) -> list[Tensor]:
-        """(B, N, 3, S, S) -> fused [e_1 (B, C_1, S/2, S/2), ..., e_L (B, C_L, 4, 4), E (B, 128, 1, 1)]."""
+        """(B, N, 3, S, S) -> fused [e_1 (B, C_1, S/2, S/2), ..., e_L (B, C_L, 4, 4), E (B, 128, 1, 1)]
+        (channels N times larger for siamese_concat)."""
         b, n = patches.shape[:2]
-        if self.fusion == "sum":
-            levels = self.encoder(patches.flatten(0, 1))  # each (B*N, C, h, w)
-            return [level.unflatten(0, (b, n)).sum(1) for level in levels]
-        if n != self.n_patches:
-            raise ValueError(f"this generator concatenates exactly {self.n_patches} patches, got {n}")
-        return self.encoder(patches.flatten(1, 2))  # (B, 3N, S, S)
+        self._check_n(n)
+        if self.fusion == "concat":
+            return self.encoder(patches.flatten(1, 2))  # (B, 3N, S, S)
+        levels = self.encoder(patches.flatten(0, 1))  # each (B*N, C, h, w)
+        if self.fusion == "siamese_concat":
+            return [level.unflatten(0, (b, n)).flatten(1, 2) for level in levels]  # (B, N*C, h, w)
+        return [level.unflatten(0, (b, n)).sum(1) for level in levels]
 
     def forward(self, patches: Tensor, z: Tensor) -> GeneratorOutput:
+        if self.fusion == "independent":
+            return self._forward_independent(patches, z)
         features = self.encode_levels(patches)
         embedding, skips = features[-1], features[-2::-1]  # skips coarse first: e_L ... e_1
         mask = None
         if self.mask_decoder is not None:
             mask, skips = self.mask_decoder(embedding, skips)
         code = torch.cat([embedding, z.view(*z.shape, 1, 1).to(embedding.dtype)], 1)  # (B, 128+z, 1, 1)
+        image, _ = self.image_decoder(code, skips)
+        return GeneratorOutput(image=image, mask=mask, features=features)
+
+    def _forward_independent(self, patches: Tensor, z: Tensor) -> GeneratorOutput:
+        """Fig. 4(d): one mask per patch from that patch alone, merged by a pixel-wise max."""
+        assert self.mask_decoder is not None
+        b, n = patches.shape[:2]
+        per_patch = self.encoder(patches.flatten(0, 1))  # each (B*N, C, h, w)
+        masks, maps = self.mask_decoder(per_patch[-1], per_patch[-2::-1])  # (B*N, 1, S, S), coarse first
+        mask = masks.unflatten(0, (b, n)).amax(1)  # (B, 1, S, S)
+        skips = [level.unflatten(0, (b, n)).amax(1) for level in maps]
+        features = [level.unflatten(0, (b, n)).sum(1) for level in per_patch]
+        embedding = features[-1]
+        code = torch.cat([embedding, z.view(*z.shape, 1, 1).to(embedding.dtype)], 1)
         image, _ = self.image_decoder(code, skips)
         return GeneratorOutput(image=image, mask=mask, features=features)
 
@@ -299,6 +353,7 @@ def build_networks(spec: VariantSpec, size: int, width: float, n_patches: int) -
         mask_decoder=spec.mask_decoder,
         embed_dim=spec.embed_dim,
         z_dim=spec.z_dim,
+        image_skips=spec.image_skips,
     )
     discriminator = None
     if spec.discriminator != "none":

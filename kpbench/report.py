@@ -81,13 +81,13 @@ DEFAULT_DESCRIPTIONS: dict[str, str] = {
 }
 
 # Display order; names not listed follow alphabetically, baselines (``baseline:*``) always last.
-VARIANT_ORDER: tuple[str, ...] = ("full", "naive_gan", "nomask", "autoencoder", "cgan")
 BASELINE_ORDER: tuple[str, ...] = ("baseline:prior_mask", "baseline:nearest_neighbour")
 PROTOCOL_ORDER: tuple[str, ...] = (
     "patches", "fid", "classification", "noise", "num_patches", "combination",
 )
 METRIC_ORDER: tuple[str, ...] = (
     "mask_iou", "appearance_l1", "psnr", "ssim", "l1", "image_dependence", "mask_dependence",
+    "image_order_dependence", "mask_order_dependence",
     "fid", "kid", "kid_std", "precision", "recall", "accuracy", "accuracy_std",
 )
 # Protocols whose headline numbers form the summary (all protocols when none of these has rows).
@@ -100,6 +100,7 @@ METRIC_LABELS: dict[str, str] = {
     "appearance_l1": "appearance L1", "psnr": "PSNR", "ssim": "SSIM", "l1": "L1",
     "accuracy": "accuracy", "accuracy_std": "accuracy std", "precision": "precision",
     "recall": "recall", "image_dependence": "image dependence", "mask_dependence": "mask dependence",
+    "image_order_dependence": "image order dependence", "mask_order_dependence": "mask order dependence",
 }
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓"}
 
@@ -304,10 +305,22 @@ def _best_flags(stats: pd.DataFrame) -> pd.Series:
 
 
 def variant_order(variants: Iterable[str]) -> list[str]:
-    """Distinct variants in display order: trained ones (:data:`VARIANT_ORDER`, then the rest
-    alphabetically), then baselines (:data:`BASELINE_ORDER`, then the rest)."""
+    """Distinct variants (run labels) in display order: trained ones by their variant's
+    registration order (``kpbench list``; full first), each variant's default-settings run before
+    its other labels, unknown names last; then baselines (:data:`BASELINE_ORDER`, then the rest)."""
+    from kpbench.variant import list_variants
+
+    registered = {spec.name: index for index, spec in enumerate(list_variants())}
+
+    def rank(label: str) -> tuple[int, str, str]:
+        # The longest registered name the label starts with: "full-random" -> full.
+        for name in sorted(registered, key=len, reverse=True):
+            if label == name or label.startswith(name + "-"):
+                return registered[name], name, label[len(name):]
+        return len(registered), label, ""
+
     names = list(dict.fromkeys(variants))
-    trained = ordered((v for v in names if not is_baseline(v)), VARIANT_ORDER)
+    trained = sorted((v for v in names if not is_baseline(v)), key=rank)
     return trained + ordered((v for v in names if is_baseline(v)), BASELINE_ORDER)
 
 

@@ -43,6 +43,9 @@ METRIC_DIRECTION: dict[str, Direction] = {
     "recall": "higher",
     "image_dependence": "higher",
     "mask_dependence": "higher",
+    # Change under a permutation of the patches: 0 for an order-invariant model (the paper's aim).
+    "image_order_dependence": "lower",
+    "mask_order_dependence": "lower",
 }
 # Spreads (kid_std, accuracy_std) have no direction: a smaller spread is not a better model.
 

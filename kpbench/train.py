@@ -477,9 +477,12 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
     identity = {"spec": spec.to_dict(), "config": _identity(config.to_dict(), spec.init),
                 "data_manifest": dataset.manifest_hash, "world_size": dist_info.world}
     if stored is not None:
-        stored_init = stored.get("spec", {}).get("init", "dcgan")
+        stored_spec = VariantSpec.from_dict(stored.get("spec", {}) | {"name": spec.name})
         previous = ({k: stored.get(k) for k in identity}
-                    | {"config": _identity(stored["config"], stored_init)})
+                    | {"config": _identity(stored["config"], stored_spec.init),
+                       # Read through from_dict: fields added since the run started take the
+                       # value that reproduces it (e.g. image_skips=True, init="dcgan").
+                       "spec": replace(stored_spec, description=spec.description).to_dict()})
         differences = _differences(previous, identity)
         if differences:
             raise KpbenchError(

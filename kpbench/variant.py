@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 from kpbench.errors import KpbenchError
 
-EncoderFusion = Literal["sum", "concat"]
+# How the N patches are combined, after the paper's Fig. 4 (kpbench.nets.PatchGenerator):
+#   "sum"            (e) Siamese encoder, every level summed over patches (the paper's choice)
+#   "concat"         (b) patches stacked on channels (B, 3N, S, S) into one encoder
+#   "siamese_concat" (c) Siamese encoder, per-patch levels concatenated on channels in input order
+#   "independent"    (d) Siamese encoder and mask decoder per patch; masks merged by a pixel-wise max
+EncoderFusion = Literal["sum", "concat", "siamese_concat", "independent"]
+ENCODER_FUSIONS: tuple[str, ...] = ("sum", "concat", "siamese_concat", "independent")
+ORDER_INVARIANT_FUSIONS: tuple[str, ...] = ("sum", "independent")  # and defined for any N
 DiscriminatorKind = Literal["none", "image", "conditional"]
 AppearanceMask = Literal["predicted", "true"]
 # Weight initialisation, by name (kpbench.nets.INITIALISERS): "pytorch" is today's PyTorch default
@@ -69,12 +76,16 @@ class VariantSpec:
     embed_dim: int = 128
     z_dim: int = 128
     init: Initialisation = "pytorch"
+    image_skips: bool = True  # the image decoder's U-net skips (False: Fig. 5's "without")
 
     def __post_init__(self) -> None:
         # Inconsistent specs are programming errors in a variants/ file: fail at import time.
         problems = []
-        if self.encoder_fusion not in ("sum", "concat"):
-            problems.append(f"encoder_fusion {self.encoder_fusion!r} is not 'sum' or 'concat'")
+        if self.encoder_fusion not in ENCODER_FUSIONS:
+            problems.append(f"encoder_fusion {self.encoder_fusion!r} is not one of "
+                            f"{', '.join(ENCODER_FUSIONS)}")
+        if self.encoder_fusion == "independent" and not self.mask_decoder:
+            problems.append("independent per-patch masks need the mask decoder")
         if self.discriminator not in ("none", "image", "conditional"):
             problems.append(f"discriminator {self.discriminator!r} is not none, image or conditional")
         unknown = set(self.fake_kinds) - set(EQUATION_4_FAKES)
@@ -95,6 +106,11 @@ class VariantSpec:
             problems.append("need 0 < lambda_end <= lambda_start")
         if problems:
             raise ValueError(f"variant {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def order_invariant(self) -> bool:
+        """The output does not depend on the order of the patches (and any N is accepted)."""
+        return self.encoder_fusion in ORDER_INVARIANT_FUSIONS
 
     @property
     def generator_terms(self) -> dict[str, float]:

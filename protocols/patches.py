@@ -9,7 +9,10 @@ Next to the run, the same rows for two baselines that need no learning (kpbench.
 ``baseline:prior_mask`` (mask IoU of the mean training mask) and ``baseline:nearest_neighbour``
 (the training image whose patches are closest, with its own mask). Under key patches the run's
 ``image_dependence`` and ``mask_dependence`` say how much its output changes when each image's
-patches are swapped for another image's (~0: the output ignores the input). A grid puts
+patches are swapped for another image's (~0: the output ignores the input), and
+``image_order_dependence`` / ``mask_order_dependence`` how much it changes when its own patches
+come in another order (0: order-invariant, as the paper's Siamese sum is by construction and the
+depth- and Siamese-concatenation of its Fig. 4(b, c) are not). A grid puts
 generated images next to their nearest training images (a memorisation check; not in the paper's
 main text).
 """
@@ -55,10 +58,26 @@ def run(context: EvalContext) -> list[ResultRow]:
                 dependence = {"image_dependence": input_dependence(generated, swapped_image, real)}
                 if mask is not None and swapped_mask is not None:
                     dependence["mask_dependence"] = input_dependence(mask, swapped_mask, true_mask)
+                dependence |= _order_dependence(context, patches, generated, mask, real, true_mask, tag)
                 accumulator.add(source, dependence)
             if number == 0:
                 _save_grids(context, source, batch, generated, mask, nn_image, neighbour)
     return accumulator.rows(context, NAME)
+
+
+def _order_dependence(context: EvalContext, patches: torch.Tensor, generated: torch.Tensor,
+                      mask: torch.Tensor | None, real: torch.Tensor, true_mask: torch.Tensor,
+                      tag: str) -> dict[str, torch.Tensor]:
+    """The output's change when each image's own patches come in another order (rolled by one
+    slot: every patch moves), on the scale of ``input_dependence`` (0 = order-invariant, 1 = as
+    much change as between real images). Same z, so only the order changes. Empty for N < 2."""
+    if patches.shape[1] < 2:
+        return {}
+    permuted_image, permuted_mask = context.generate(patches.roll(1, dims=1), tag=tag)
+    values = {"image_order_dependence": input_dependence(generated, permuted_image, real)}
+    if mask is not None and permuted_mask is not None:
+        values["mask_order_dependence"] = input_dependence(mask, permuted_mask, true_mask)
+    return values
 
 
 def _save_grids(context: EvalContext, source: str, batch: dict[str, torch.Tensor], generated: torch.Tensor,
@@ -82,7 +101,9 @@ PROTOCOL = register_protocol(Protocol(
     "of the patches actually used; appearance L1 inside that mask; PSNR/SSIM against the real "
     "image. Floors: the prior mask (mean training mask) and the nearest training image by patch "
     "pixels. Input dependence: the output's change when patches are swapped between images, "
-    "relative to the real images' (0 = ignores its input). Grids: real with boxes, patches, "
+    "relative to the real images' (0 = ignores its input). Order dependence: the same change when "
+    "each image's own patches are fed in another order (0 = order-invariant, the reason the paper "
+    "gives for its Siamese sum). Grids: real with boxes, patches, "
     "generated, mask, nearest-neighbour answer; memorisation: generated next to the closest "
     "training image.",
     run=run,

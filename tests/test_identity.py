@@ -79,6 +79,7 @@ def test_a_run_under_its_old_name_keeps_loading_and_continues_under_its_new_name
     stored = json.loads((legacy / CONFIG_FILE).read_text())
     for key in ("name", "tags"):  # config.json as written before names carried settings
         del stored[key]
+    del stored["spec"]["image_skips"]  # ... and before the spec had the Fig. 5 switch
     (legacy / CONFIG_FILE).write_text(json.dumps(stored))
     # Evaluation finds it by its config, whatever the folder is called.
     assert find_runs(WorkDir.resolve(tmp_path), ["full"], [0]) == [legacy]

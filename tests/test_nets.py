@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kpbench.nets import Discriminator, PatchGenerator, build_networks, level_channels, num_levels
-from kpbench.variant import get_variant
+from kpbench.variant import get_variant, list_variants
 
 WIDTH = 0.0625  # 4 ... 32 channels: shapes and invariances, not quality
 
@@ -118,3 +118,66 @@ def test_conditional_discriminator_sees_image_and_patches() -> None:
         assert not torch.allclose(conditional(image, patches), conditional(image, torch.rand_like(patches)))
         plain.eval()
         torch.testing.assert_close(plain(image, patches), plain(image, torch.rand_like(patches)))
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+@pytest.mark.parametrize("name", [spec.name for spec in list_variants()])
+def test_every_variant_keeps_its_order_contract(name: str, train_mode: bool) -> None:
+    """Order-invariant variants (the Siamese sum, independent masks) give the same image and mask
+    for any order of the patches, in train and eval mode; the concatenating ones (Fig. 4(b, c),
+    the cGAN) do not."""
+    spec = get_variant(name)
+    generator = build_networks(spec, 64, WIDTH, n_patches=3).generator.train(train_mode)
+    patches, z = torch.rand(4, 3, 3, 64, 64) * 2 - 1, torch.rand(4, 128) * 2 - 1
+    with torch.no_grad():
+        a = generator(patches, z)
+        b = generator(patches[:, [2, 0, 1]], z)
+    assert generator.order_invariant == spec.order_invariant
+    if spec.order_invariant:
+        torch.testing.assert_close(a.image, b.image, rtol=1e-4, atol=1e-5)
+        if a.mask is not None:
+            torch.testing.assert_close(a.mask, b.mask, rtol=1e-4, atol=1e-5)
+    else:
+        assert (a.image - b.image).abs().mean() > 1e-3
+
+
+def test_siamese_concat_keeps_each_patch_in_its_own_channels() -> None:
+    generator = build_networks(get_variant("siamese_concat"), 64, WIDTH, n_patches=3).generator.eval()
+    patches = torch.rand(2, 3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        levels = generator.encode_levels(patches)
+        single = generator.encoder(patches[:, 1])  # the shared encoder on the second patch alone
+    assert generator.encoder.levels[0][0].in_channels == 3  # one patch at a time (Siamese)
+    assert levels[-1].shape == (2, 3 * 128, 1, 1)  # N embeddings side by side
+    c = single[0].shape[1]
+    torch.testing.assert_close(levels[0][:, c:2 * c], single[0])  # slot 2 holds patch 2's maps
+    with pytest.raises(ValueError, match="exactly 3"):
+        generator(patches[:, :2], torch.rand(2, 128))
+
+
+def test_independent_masks_are_the_max_of_each_patch_alone() -> None:
+    """Fig. 4(d): the mask from N patches is the pixel-wise max of the masks each patch gives on
+    its own (eval mode), which is what makes them independent; the paper's sum is not."""
+    patches, z = torch.rand(2, 3, 3, 64, 64) * 2 - 1, torch.rand(2, 128) * 2 - 1
+    for name, independent in (("independent_masks", True), ("full", False)):
+        generator = build_networks(get_variant(name), 64, WIDTH, n_patches=3).generator.eval()
+        with torch.no_grad():
+            joint = generator(patches, z).mask
+            alone = torch.stack([generator(patches[:, i:i + 1], z).mask for i in range(3)]).amax(0)
+        assert torch.allclose(joint, alone, atol=1e-5) == independent, name
+
+
+def test_noskip_image_decoder_has_no_skip_connections() -> None:
+    full = build_networks(get_variant("full"), 64, WIDTH, n_patches=3).generator
+    noskip = build_networks(get_variant("noskip"), 64, WIDTH, n_patches=3).generator.eval()
+    decoder_channels = level_channels(64, WIDTH)[::-1]
+    assert not noskip.image_decoder.uses_skips and full.image_decoder.uses_skips
+    assert noskip.image_decoder.concat_channels == decoder_channels  # nothing concatenated
+    assert noskip.mask_decoder is not None and noskip.mask_decoder.uses_skips  # the mask U-net stays
+    # The image depends on the encoder's maps only through the 128-d code: the image decoder reads
+    # nothing else from the encoder or mask decoder.
+    calls: list[int] = []
+    noskip.image_decoder.levels[0].register_forward_hook(lambda m, args, out: calls.append(args[0].shape[1]))
+    with torch.no_grad():
+        out = noskip(torch.rand(2, 3, 3, 64, 64), torch.rand(2, 128))
+    assert calls == [decoder_channels[0]] and out.image.shape == (2, 3, 64, 64)

@@ -73,6 +73,11 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     assert dependence.loc["mask_dependence", "value"] >= 0
     cgan_metrics = set(rows[(rows.variant == "cgan") & (rows.protocol == "patches")].metric)
     assert "image_dependence" in cgan_metrics and "mask_dependence" not in cgan_metrics
+    # Order dependence: none for the Siamese sum (by construction), some for the concatenation.
+    assert dependence.loc["image_order_dependence", "value"] < 1e-4
+    assert dependence.loc["mask_order_dependence", "value"] < 1e-4
+    cgan_key = rows[(rows.variant == "cgan") & (rows.protocol == "patches") & (rows.condition == "key")]
+    assert cgan_key.set_index("metric").loc["image_order_dependence", "value"] > 1e-3
     assert noise["n"].eq(5).all()  # the whole test split (5 of 48), under max_samples
     iou = full[full.metric == "mask_iou"]["value"]
     assert iou.between(0, 1).all()

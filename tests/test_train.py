@@ -41,7 +41,8 @@ from kpbench.variant import EQUATION_4_FAKES, get_variant, list_variants, spec_d
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataSpec(source="builtin:64")  # 58 training images
-VARIANTS = ["full", "naive_gan", "nomask", "autoencoder", "cgan"]
+VARIANTS = ["full", "naive_gan", "nomask", "autoencoder", "cgan",
+            "depth_concat", "siamese_concat", "independent_masks", "noskip"]
 
 # What DESIGN.md prescribes for each variant.
 EXPECTED = {
@@ -55,6 +56,10 @@ EXPECTED = {
                     "terms": {"spatial", "appearance", "reconstruction"}},
     "cgan": {"discriminator": "conditional", "fakes": {"generated"}, "mask": False,
              "terms": {"adversarial", "reconstruction"}},
+    # The architecture ablations of the paper's Fig. 4 and 5 keep the full model's objective.
+    **{name: {"discriminator": "image", "fakes": set(EQUATION_4_FAKES), "mask": True,
+              "terms": {"adversarial", "spatial", "appearance"}}
+       for name in ("depth_concat", "siamese_concat", "independent_masks", "noskip")},
 }
 
 
@@ -128,7 +133,8 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
 
 def test_registry_lists_variants_and_names_the_known_ones_on_error() -> None:
     assert [spec.name for spec in list_variants()] == VARIANTS
-    with pytest.raises(KpbenchError, match="known variants: full, naive_gan, nomask, autoencoder, cgan"):
+    with pytest.raises(KpbenchError, match="known variants: full, naive_gan, nomask, autoencoder, cgan, "
+                       "depth_concat"):
         get_variant("no-such-variant")
 
 
@@ -140,6 +146,11 @@ def test_ablations_read_as_diffs_against_full() -> None:
         "mask_decoder", "spatial_weight", "appearance_mask"}
     assert set(spec_diff(get_variant("autoencoder"), full)) == {
         "discriminator", "fake_kinds", "adversarial_weight", "reconstruction_weight"}
+    # The architecture ablations change the architecture alone.
+    assert spec_diff(get_variant("depth_concat"), full) == {"encoder_fusion": ("sum", "concat")}
+    assert spec_diff(get_variant("siamese_concat"), full) == {"encoder_fusion": ("sum", "siamese_concat")}
+    assert spec_diff(get_variant("independent_masks"), full) == {"encoder_fusion": ("sum", "independent")}
+    assert spec_diff(get_variant("noskip"), full) == {"image_skips": (True, False)}
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -243,7 +254,7 @@ def test_each_variant_trains_and_loads_for_evaluation(name: str, workdir: Path) 
     assert image.shape == (2, 3, 64, 64)
     assert (mask is not None) == EXPECTED[name]["mask"]
     assert run.encode(patches).shape == (2, run.feature_dim)
-    assert run.supports_variable_n == (name != "cgan")
+    assert run.supports_variable_n == (name not in ("cgan", "depth_concat", "siamese_concat"))
     if run.supports_variable_n:
         assert run.encode(patches[:, :1]).shape == (2, run.feature_dim)
     else:
