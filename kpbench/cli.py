@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kpbench.errors import KpbenchError
 from kpbench.paths import WORKDIR_ENV, WorkDir
@@ -321,6 +322,101 @@ def eval_command(
                        on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run)
     for run_dir, files in written.items():
         console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}", highlight=False)
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file (TOML), e.g. "
+                         "plans/paper-cpu.toml.")],
+    data: Annotated[list[str] | None, typer.Option("--data", "-d", help="NAME=PATH: the folder of the "
+                    "plan's dataset NAME (repeatable); overrides the file's source.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cells, what is already done and "
+                       "each cell's estimated training cost; run nothing.")] = False,
+    launcher: Annotated[str, typer.Option(help="local (one cell after another, here), slurm (one "
+                        "submitit job per cell; torchrun inside when [launcher] processes_per_cell > 1), "
+                        "submitit-local or submitit-debug (the slurm path on this machine).")] = "local",
+    device: Annotated[str | None, typer.Option(help="Device for the --dry-run timing (auto, cpu, cuda); "
+                      "training uses the plan's [train] device.")] = None,
+    workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the plan's runs and "
+                       "reports go, one folder per dataset [default: ./kpbench-<plan name>].")] = None,
+) -> None:
+    """Train, evaluate and report every cell of a plan; finished cells are skipped, interrupted
+    ones resume, a failed cell is reported and the others go on."""
+    from kpbench.plan import load_plan, run_plan
+
+    sources = {}
+    for item in data or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise KpbenchError(f"--data takes NAME=PATH, got {item!r}")
+        sources[name] = path
+    plan = load_plan(plan_file, workdir, sources)
+    if dry_run:
+        _print_dry_run(plan, device)
+        return
+    result = run_plan(plan, launcher, say=lambda text: console.print(text, highlight=False, markup=False))
+    _print_plan_summary(result)
+    if result.failed or result.report_errors:
+        raise KpbenchError(f"{len(result.failed)} of {len(result.outcomes)} cells failed"
+                           + (f", {len(result.report_errors)} reports could not be written"
+                              if result.report_errors else "") + "; see the summary above")
+
+
+def _print_dry_run(plan: Any, device: str | None) -> None:
+    """One line per cell (greppable, unwrapped), then the totals."""
+    from kpbench.plan import cell_state, describe_cost, format_seconds, measure_throughput
+
+    costs = describe_cost(plan)
+    throughput = float("nan")
+    if costs:
+        cheapest = min(costs, key=lambda item: item[1].flops_per_step)[0]
+        throughput = measure_throughput(cheapest, device)
+    console.print(f"plan {plan.name}: {len(plan.cells)} cells (dataset, run, experiments, state, training "
+                  "iterations, GFLOP per iteration, estimated training time)", highlight=False)
+    total = 0.0
+    for cell, cost in costs:
+        finished, missing, state = cell_state(cell, plan.protocols)
+        to_train = 0.0 if finished else cost.flops
+        total += to_train
+        state_text = "done" if finished and not missing else (
+            f"evaluate {', '.join(missing)}" if finished else state)
+        console.print(f"  {cell.dataset:<10} {cell.name:<48} [{', '.join(cell.experiments)}] {state_text}; "
+                      f"{cost.steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP; "
+                      f"~{format_seconds(to_train / throughput)}",
+                      highlight=False, markup=False, soft_wrap=True)
+    for dataset in plan.datasets:
+        if dataset.skipped:
+            console.print(f"dataset {dataset.name}: skipped, {dataset.skipped}",
+                          highlight=False, soft_wrap=True)
+    estimate = format_seconds(total / throughput)
+    console.print(f"training still to do: {total / 1e15:.3f} PFLOP, about {estimate} at "
+                  f"{throughput / 1e9:.1f} GFLOP/s (one timed iteration here; evaluation and data "
+                  f"preparation not included); protocols: {', '.join(plan.protocols)}",
+                  highlight=False, soft_wrap=True)
+
+
+def _print_plan_summary(result: Any) -> None:
+    from rich.table import Table
+
+    from kpbench.plan import format_seconds
+
+    table = Table("cell", "outcome", "time", "detail", title="plan summary", title_justify="left")
+    table.columns[0].overflow = "fold"
+    for outcome in result.outcomes:
+        style = {"failed": "red", "ran": "green"}.get(outcome.status, "")
+        table.add_row(outcome.cell.key, f"[{style}]{outcome.status}[/]" if style else outcome.status,
+                      format_seconds(outcome.seconds) if outcome.status != "skipped" else "",
+                      escape(outcome.detail))
+    console.print(table)
+    counts = {status: sum(o.status == status for o in result.outcomes)
+              for status in ("ran", "skipped", "failed")}
+    console.print(f"ran {counts['ran']}, skipped {counts['skipped']}, failed {counts['failed']}",
+                  highlight=False)
+    for dataset, html in result.reports.items():
+        console.print(f"report {dataset}: {html}", highlight=False)
+    for dataset, error in result.report_errors.items():
+        console.print(f"report {dataset}: not written ({error})", highlight=False, markup=False)
 
 
 @app.command("runs")

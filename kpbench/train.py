@@ -658,19 +658,23 @@ def resolve_spec(config: TrainConfig) -> VariantSpec:
     return replace(spec, init=config.init) if config.init is not None else spec
 
 
-def train(config: TrainConfig) -> Path:
+StepHook = Callable[[int, int, str], None]  # (iterations done, total, status text)
+
+
+def train(config: TrainConfig, on_step: StepHook | None = None) -> Path:
     """Train ``config.variant`` and return its run directory; continues an existing run.
 
     Raises KpbenchError for unusable settings, a run trained with other settings (unless
     ``restart``) or a non-finite loss (the last good checkpoint is kept), and TrainingInterrupted
     (exit code 130) after saving a checkpoint on Ctrl-C / SIGTERM. Under torchrun every process
-    calls it; the main rank writes the files.
+    calls it; the main rank writes the files. ``on_step`` is called after every iteration on the
+    main rank (a caller's own progress view, e.g. ``kpbench run``'s).
     """
     spec = resolve_spec(config)
     device = pick_device(config.device)
     dist_info, created_group = init_distributed(device.type)
     try:
-        return _train(config, spec, device, dist_info)
+        return _train(config, spec, device, dist_info, on_step)
     finally:
         if created_group:
             # The DDP wrapper holds the process group: free it (it sits in reference cycles)
@@ -679,7 +683,8 @@ def train(config: TrainConfig) -> Path:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_info: Dist) -> Path:
+def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_info: Dist,
+           on_step: StepHook | None = None) -> Path:
     if config.batch_size % dist_info.world:
         raise KpbenchError(f"batch size {config.batch_size} does not split evenly over "
                            f"{dist_info.world} processes")
@@ -697,15 +702,16 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
     # or deletes anything in the run until the last checkpoint is written.
     with RunLock(run_dir, "train") if dist_info.main else contextlib.nullcontext():
         plan = plan_run(config, spec, dataset, dist_info)
-        return TrainingSession(plan, spec, dataset, device, dist_info).run()
+        return TrainingSession(plan, spec, dataset, device, dist_info, on_step).run()
 
 
 class TrainingSession:
     """The state of one call of ``train``: networks, data, RNGs, position, log; checkpointable."""
 
     def __init__(self, plan: RunPlan, spec: VariantSpec, dataset: PatchSampleDataset,
-                 device: torch.device, dist_info: Dist) -> None:
+                 device: torch.device, dist_info: Dist, on_step: StepHook | None = None) -> None:
         self.plan, self.config, self.spec = plan, plan.config, spec
+        self.on_step = on_step if dist_info.main else None
         self.dataset, self.device, self.dist = dataset, device, dist_info
         config = self.config
         seed_everything(config.seed)  # identical initial weights on every rank
@@ -787,6 +793,8 @@ class TrainingSession:
         with StopRequest() as stop, progress:
             def show(status: str) -> None:
                 progress.update(task, completed=state.step, status=status)
+                if self.on_step is not None:
+                    self.on_step(state.step, plan.total_steps, status)
 
             while state.step < plan.total_steps:
                 self.run_epoch(stop, show)

@@ -1,0 +1,546 @@
+"""Experiment plans: a TOML file of datasets, variants, conditions and seeds -> cells, each one
+run (train, then evaluate), then one report per dataset. ``kpbench run PLAN`` executes it.
+
+    name = "paper-cpu"
+    seeds = [0, 1, 2]
+    [train]                      # TrainConfig fields for every cell (steps, width, batch_size, ...)
+    steps = 400
+    [eval]                       # EvalOptions fields, and the protocols ("all" or names)
+    protocols = ["all"]
+    [datasets.builtin]           # DataSpec fields; a dataset without ``source`` takes the folder
+    source = "builtin:1200"      #   given on the command line: --data NAME=PATH
+    [[experiments]]              # cells = variants x every list-valued setting x seeds
+    name = "random-patches"
+    variants = ["full"]
+    patch_source = ["key", "random"]
+
+A cell is a run identity (kpbench.identity): experiments that ask for the same run share it.
+Each dataset gets its own work dir, ``<workdir>/<dataset>/``. A cell whose run is finished and
+evaluated with every protocol of the plan is skipped; an interrupted one resumes from its
+checkpoint; one that fails is reported and the others go on.
+
+Cells run one after another in this process (``launcher="local"``), or as jobs through
+submitit (``"slurm"``; ``"submitit-local"`` and ``"submitit-debug"`` run the same path on this
+machine), each job running ``torchrun`` when a cell has several processes. Nothing here
+schedules: submitit and SLURM do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import tomllib
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from kpbench.errors import KpbenchError
+from kpbench.paths import WorkDir
+from kpbench.protocol import ALL, EvalOptions, list_protocols
+from kpbench.samples import DataSpec
+from kpbench.train import TrainConfig, TrainingInterrupted
+
+LAUNCHERS: tuple[str, ...] = ("local", "slurm", "submitit-local", "submitit-debug")
+TRAIN_FIELDS = ({f.name for f in fields(TrainConfig)}
+                - {"variant", "seed", "data", "workdir", "restart", "progress"})
+DATA_FIELDS = {f.name for f in fields(DataSpec)}
+EVAL_FIELDS = {f.name for f in fields(EvalOptions)}
+EXPERIMENT_KEYS = {"name", "variants", "datasets", "seeds"}
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    name: str
+    spec: DataSpec | None  # None: no source given (``skipped`` says why)
+    workdir: WorkDir
+    skipped: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the plan: its config (work dir included) and the experiments that want it."""
+
+    config: TrainConfig
+    name: str  # the run's folder name
+    dataset: str
+    experiments: tuple[str, ...]
+
+    @property
+    def run_dir(self) -> Path:
+        return WorkDir.resolve(self.config.workdir).runs / self.name
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    source: Path
+    datasets: list[DatasetPlan]
+    cells: list[Cell]
+    protocols: tuple[str, ...]  # resolved names (no "all")
+    eval_options: EvalOptions
+    launcher: dict[str, Any] = field(default_factory=dict)  # [launcher] table: submitit parameters
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _fail(path: Path, message: str) -> KpbenchError:
+    return KpbenchError(f"plan {path}: {message}")
+
+
+def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise _fail(path, f"unknown setting{plural} {', '.join(unknown)} in {where}; "
+                    f"known: {', '.join(sorted(allowed))}")
+
+
+def load_plan(path: Path | str, workdir: Path | str | None = None,
+              data: dict[str, str] | None = None) -> Plan:
+    """Read and check a plan file. ``workdir`` defaults to ``./kpbench-<plan name>``; ``data``
+    maps dataset names to sources given on the command line (they override the file's)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KpbenchError(f"no plan file {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise _fail(path, f"not valid TOML ({error})") from None
+    _check_keys(path, "the plan", raw, {"name", "description", "seeds", "train", "eval", "datasets",
+                                         "experiments", "launcher"})
+    name = str(raw.get("name") or path.stem)
+    root = Path(workdir) if workdir is not None else Path(f"kpbench-{name}")
+    data = dict(data or {})
+
+    datasets = _read_datasets(path, raw.get("datasets", {}), root, data)
+    unknown_data = sorted(set(data) - {d.name for d in datasets})
+    if unknown_data:
+        raise _fail(path, f"--data names {', '.join(unknown_data)}, which the plan does not have; its "
+                    f"datasets: {', '.join(d.name for d in datasets)}")
+
+    train_table = raw.get("train", {})
+    _check_keys(path, "[train]", train_table, TRAIN_FIELDS | DATA_FIELDS)
+    eval_table = dict(raw.get("eval", {}))
+    protocols = _resolve_protocols(path, eval_table.pop("protocols", [ALL]))
+    _check_keys(path, "[eval]", eval_table, EVAL_FIELDS)
+    try:
+        options = EvalOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in eval_table.items()})
+    except (TypeError, ValueError) as error:
+        raise _fail(path, f"[eval]: {error}") from None
+
+    seeds = _seeds(path, raw.get("seeds", [0]))
+    experiments = raw.get("experiments") or []
+    if not experiments:
+        raise _fail(path, "no [[experiments]]: say which variants and conditions to run")
+    cells: dict[str, Cell] = {}
+    for index, experiment in enumerate(experiments):
+        for cell in _expand(path, index, experiment, train_table, datasets, seeds):
+            if cell.key in cells:
+                previous = cells[cell.key]
+                cells[cell.key] = replace(previous, experiments=previous.experiments + cell.experiments)
+            else:
+                cells[cell.key] = cell
+    launcher = raw.get("launcher", {})
+    return Plan(name, path, datasets, list(cells.values()), protocols, options, launcher)
+
+
+def _read_datasets(path: Path, table: dict[str, Any], root: Path, data: dict[str, str]) -> list[DatasetPlan]:
+    if not table:
+        table = {"builtin": {"source": "builtin"}}
+    datasets = []
+    for name, values in table.items():
+        if not isinstance(values, dict):
+            raise _fail(path, f"[datasets.{name}] must be a table")
+        _check_keys(path, f"[datasets.{name}]", values, DATA_FIELDS)
+        source = data.get(name, values.get("source"))
+        workdir = WorkDir.resolve(root / name)
+        if not source:
+            datasets.append(DatasetPlan(name, None, workdir,
+                                        f"no folder given (kpbench run {path} --data {name}=PATH)"))
+            continue
+        try:
+            spec = DataSpec(**(values | {"source": str(source)}))
+        except TypeError as error:
+            raise _fail(path, f"[datasets.{name}]: {error}") from None
+        datasets.append(DatasetPlan(name, spec, workdir))
+    return datasets
+
+
+def _resolve_protocols(path: Path, names: Any) -> tuple[str, ...]:
+    names = [names] if isinstance(names, str) else list(names)
+    known = [protocol.name for protocol in list_protocols()]
+    if ALL in names:
+        return tuple(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise _fail(path, f"unknown protocol {', '.join(unknown)}; known: {', '.join(known)}, all")
+    return tuple(names)
+
+
+def _seeds(path: Path, value: Any) -> list[int]:
+    seeds = [value] if isinstance(value, int) else value
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise _fail(path, f"seeds must be a non-negative integer or a list of them, got {value!r}")
+    return sorted(set(seeds))
+
+
+def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dict[str, Any],
+            datasets: list[DatasetPlan], plan_seeds: list[int]) -> list[Cell]:
+    from kpbench.train import resolve_spec, run_dir_for
+    from kpbench.variant import get_variant
+
+    name = str(experiment.get("name", f"experiment {index + 1}"))
+    where = f"experiment {name!r}"
+    _check_keys(path, where, experiment, EXPERIMENT_KEYS | TRAIN_FIELDS | DATA_FIELDS - {"source"})
+    variants = experiment.get("variants")
+    if not variants:
+        raise _fail(path, f"{where} names no variants")
+    try:
+        for variant in variants:
+            get_variant(variant)
+    except KpbenchError as error:
+        raise _fail(path, f"{where}: {error}") from None
+    wanted = experiment.get("datasets", [d.name for d in datasets])
+    unknown = sorted(set(wanted) - {d.name for d in datasets})
+    if unknown:
+        raise _fail(path, f"{where} uses unknown datasets {', '.join(unknown)}")
+    seeds = _seeds(path, experiment["seeds"]) if "seeds" in experiment else plan_seeds
+    settings = {k: v for k, v in experiment.items() if k not in EXPERIMENT_KEYS}
+    # Every list-valued setting is a condition axis; the cells are the product.
+    axes = {k: v if isinstance(v, list) else [v] for k, v in settings.items()}
+    cells = []
+    for dataset in (d for d in datasets if d.name in wanted and d.spec is not None):
+        assert dataset.spec is not None
+        for values in itertools.product(*axes.values()):
+            chosen = train_table | dict(zip(axes, values))
+            data = replace(dataset.spec, **{k: v for k, v in chosen.items() if k in DATA_FIELDS})
+            train_values = {k: tuple(v) if isinstance(v, list) else v
+                            for k, v in chosen.items() if k in TRAIN_FIELDS}
+            for variant, seed in itertools.product(variants, seeds):
+                try:
+                    config = TrainConfig(variant=variant, seed=seed, data=data,
+                                         workdir=str(dataset.workdir.root), **train_values)
+                except (TypeError, KpbenchError) as error:
+                    raise _fail(path, f"{where}: {error}") from None
+                run_dir = run_dir_for(config, resolve_spec(config))
+                cells.append(Cell(config, run_dir.name, dataset.name, (name,)))
+    return cells
+
+
+# --- cost ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellCost:
+    steps: int
+    flops_per_step: float  # training FLOPs of one iteration (forward + backward, every update)
+
+    @property
+    def flops(self) -> float:
+        return self.steps * self.flops_per_step
+
+
+def _forward_flops(module: Any, *inputs: Any) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return float(counter.get_total_flops())
+
+
+def estimate_cost(cell: Cell, train_images: int) -> CellCost:
+    """Training FLOPs of a cell, counted on meta tensors (no computation): per iteration,
+    (forward + backward ~ 3 forwards) x (g_steps generator passes + the discriminator on the real
+    image and each fake in its d_steps and once per generator update)."""
+    import torch
+
+    from kpbench.nets import build_networks
+    from kpbench.train import resolve_spec
+
+    config = cell.config
+    spec = resolve_spec(config)
+    s, n, b = config.size, config.n_patches, config.batch_size
+    with torch.device("meta"):
+        nets = build_networks(spec, s, config.width, n)
+        patches, z, image = torch.zeros(b, n, 3, s, s), torch.zeros(b, spec.z_dim), torch.zeros(b, 3, s, s)
+        g = _forward_flops(nets.generator, patches, z)
+        d = _forward_flops(nets.discriminator, image, patches) if nets.discriminator is not None else 0.0
+    d_passes = (config.d_steps * (1 + len(spec.fake_kinds)) + config.g_steps) if d else 0
+    per_step = 3.0 * (config.g_steps * g + d_passes * d)
+    steps = config.steps if config.steps is not None else config.epochs * max(1, train_images // b)
+    return CellCost(steps, per_step)
+
+
+def measure_throughput(cell: Cell, device: str | None) -> float:
+    """FLOP/s of this machine on the cell's networks: one timed training iteration (after a
+    warm-up) at a batch of at most 8, divided into its counted FLOPs."""
+    import torch
+
+    from kpbench.nets import build_networks
+    from kpbench.runtime import pick_device
+    from kpbench.train import Batch, Trainer, resolve_spec
+
+    config = replace(cell.config, batch_size=min(cell.config.batch_size, 8), steps=1)
+    spec = resolve_spec(config)
+    target = pick_device(device or config.device)
+    s, n, b = config.size, config.n_patches, config.batch_size
+    with torch.random.fork_rng(devices=[]):
+        nets = build_networks(spec, s, config.width, n)
+        nets.generator.to(target)
+        if nets.discriminator is not None:
+            nets.discriminator.to(target)
+        trainer = Trainer(spec, nets.generator, nets.discriminator, config, target)
+        real = torch.rand(b, 3, s, s, device=target) * 2 - 1
+        batch = Batch(torch.rand(b, n, 3, s, s, device=target) * 2 - 1, real,
+                      (torch.rand(b, 1, s, s, device=target) > 0.5).float(),
+                      torch.rand(b, spec.z_dim, device=target) * 2 - 1, real.roll(1, 0))
+        trainer.iteration(batch, 0.1)  # warm-up
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        trainer.iteration(batch, 0.1)
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+    return estimate_cost(replace(cell, config=config), train_images=b).flops_per_step / max(seconds, 1e-9)
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    cell: Cell
+    status: str  # "skipped", "ran", "failed"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def cell_state(cell: Cell, protocols: tuple[str, ...]) -> tuple[bool, list[str], str]:
+    """(training finished, protocols still to run, what is there) for a cell's run."""
+    from kpbench.runs import describe_run
+
+    info = describe_run(cell.run_dir) if cell.run_dir.exists() else None
+    if info is None:
+        return False, list(protocols), "not started"
+    steps_wanted = cell.config.steps
+    finished = info.finished and (steps_wanted is None or info.step >= steps_wanted)
+    missing = [p for p in protocols if not info.evaluated.get(p, False)] if finished else list(protocols)
+    return finished, missing, f"{info.status} at step {info.step}/{info.total_steps}"
+
+
+def execute_cell(cell: Cell, protocols: tuple[str, ...], options: EvalOptions, processes: int = 1,
+                 on_step: Callable[[int, int, str], None] | None = None,
+                 say: Callable[[str], None] = lambda text: None) -> str:
+    """Train (or resume) and evaluate one cell, skipping what is done; returns what it did.
+    ``processes`` > 1 trains under torchrun (one process per GPU)."""
+    from kpbench.protocol import evaluate
+    from kpbench.train import train
+
+    finished, missing, state = cell_state(cell, protocols)
+    done = []
+    if not finished:
+        say(f"{cell.key}: training ({state})")
+        if processes > 1:
+            _train_with_torchrun(cell.config, processes)
+        else:
+            train(replace(cell.config, progress=False), on_step=on_step)
+        done.append("trained" if state == "not started" else f"trained (was {state})")
+        missing = list(protocols)
+    if missing:
+        say(f"{cell.key}: evaluating {', '.join(missing)}")
+        evaluate(WorkDir.resolve(cell.config.workdir), missing, options=options, names=[cell.name])
+        done.append(f"evaluated {', '.join(missing)}")
+    return "; ".join(done) or "already done"
+
+
+def _train_with_torchrun(config: TrainConfig, processes: int) -> None:
+    """One cell over ``processes`` local processes: torchrun starts them, kpbench.launch trains."""
+    folder = WorkDir.resolve(config.workdir).root / "plan-configs"
+    config_path = folder / f"{os.getpid()}-{time.time_ns()}.json"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(replace(config, progress=False).to_dict()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "kpbench.launch", str(config_path)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    config_path.unlink(missing_ok=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KpbenchError(f"torchrun with {processes} processes exited {result.returncode}: {last}")
+
+
+def _job(cell: Cell, protocols: tuple[str, ...], options: EvalOptions, processes: int) -> str:
+    """What a submitit job runs: the same cell logic as the local launcher, in a fresh process."""
+    return execute_cell(cell, protocols, options, processes)
+
+
+@dataclass
+class PlanResult:
+    outcomes: list[Outcome]
+    reports: dict[str, Path]  # dataset -> report html
+    report_errors: dict[str, str]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def run_plan(plan: Plan, launcher: str = "local", say: Callable[[str], None] = print,
+             progress: bool = True) -> PlanResult:
+    """Every cell (train, evaluate), then a report per dataset. A failing cell is recorded and
+    the rest go on; Ctrl-C stops the plan (the running cell's checkpoint is kept)."""
+    if launcher not in LAUNCHERS:
+        raise KpbenchError(f"unknown launcher {launcher!r}; use {', '.join(LAUNCHERS)}")
+    for dataset in plan.datasets:
+        if dataset.skipped:
+            say(f"dataset {dataset.name}: skipped, {dataset.skipped}")
+    todo, outcomes = [], []
+    for cell in plan.cells:
+        finished, missing, _ = cell_state(cell, plan.protocols)
+        if finished and not missing:
+            outcomes.append(Outcome(cell, "skipped", "finished and evaluated"))
+        else:
+            todo.append(cell)
+    say(f"plan {plan.name}: {len(plan.cells)} cells, {len(outcomes)} already done, {len(todo)} to run "
+        f"({launcher})")
+    processes = int(plan.launcher.get("processes_per_cell", 1))
+    if launcher == "local":
+        outcomes += _run_local(plan, todo, processes, say, progress)
+    else:
+        outcomes += _run_submitit(plan, todo, launcher, processes, say)
+    order = {cell.key: index for index, cell in enumerate(plan.cells)}
+    outcomes.sort(key=lambda o: order[o.cell.key])
+    usable = {o.cell.dataset for o in outcomes if o.status != "failed"}
+    reports, report_errors = _reports(plan, usable, say)
+    return PlanResult(outcomes, reports, report_errors)
+
+
+def _run_local(plan: Plan, todo: list[Cell], processes: int, say: Callable[[str], None],
+               progress: bool) -> list[Outcome]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    outcomes = []
+    view = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[status]}"), disable=not progress)
+    with view:
+        overall = view.add_task(f"plan {plan.name}", total=len(todo), status="")
+        current = view.add_task("", total=1, status="", visible=False)
+
+        def on_step(step: int, total: int, status: str) -> None:
+            view.update(current, completed=step, total=total, status=status)
+
+        for index, cell in enumerate(todo, 1):
+            view.update(current, description=f"  {cell.name}", completed=0, total=1, status="", visible=True)
+            started = time.perf_counter()
+            try:
+                detail = execute_cell(cell, plan.protocols, plan.eval_options, processes, on_step,
+                                      say=lambda text, i=index: view.console.print(
+                                          f"[{i}/{len(todo)}] {text}", highlight=False, markup=False))
+                outcomes.append(Outcome(cell, "ran", detail, time.perf_counter() - started))
+            except TrainingInterrupted:
+                raise
+            except KpbenchError as error:
+                outcomes.append(Outcome(cell, "failed", str(error), time.perf_counter() - started))
+            except Exception as error:  # a bug or a crash in one cell must not stop the others
+                outcomes.append(Outcome(cell, "failed", f"{type(error).__name__}: {error} "
+                                        f"({_save_traceback(cell)})", time.perf_counter() - started))
+            view.update(overall, completed=index)
+    return outcomes
+
+
+def _save_traceback(cell: Cell) -> str:
+    path = WorkDir.resolve(cell.config.workdir).root / "plan-errors" / f"{cell.name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(traceback.format_exc())
+    return f"traceback in {path}"
+
+
+def _run_submitit(plan: Plan, todo: list[Cell], launcher: str, processes: int,
+                  say: Callable[[str], None]) -> list[Outcome]:
+    try:
+        import submitit
+    except ImportError:
+        raise KpbenchError("the slurm launcher needs submitit: pip install submitit") from None
+    if not todo:
+        return []
+    cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[launcher]
+    folder = plan.datasets[0].workdir.root.parent / "submitit"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    parameters = {k: v for k, v in plan.launcher.items() if k != "processes_per_cell"}
+    if cluster != "debug":
+        parameters.setdefault("timeout_min", 24 * 60)
+    if cluster == "slurm" and processes > 1:
+        parameters.setdefault("gpus_per_node", processes)
+    executor.update_parameters(**parameters)
+    jobs = [(cell, executor.submit(_job, cell, plan.protocols, plan.eval_options, processes))
+            for cell in todo]
+    say(f"submitted {len(jobs)} jobs ({cluster}); logs in {folder}")
+    outcomes = []
+    for cell, job in jobs:
+        started = time.perf_counter()
+        try:
+            detail = job.result()
+            outcomes.append(Outcome(cell, "ran", f"{detail} (job {job.job_id})",
+                                    time.perf_counter() - started))
+        except Exception as error:  # submitit re-raises the job's exception, or a FailedJobError
+            last = str(error).strip().splitlines()
+            outcomes.append(Outcome(cell, "failed", f"job {job.job_id}: {last[-1] if last else error}",
+                                    time.perf_counter() - started))
+        say(f"{cell.key}: {outcomes[-1].status}")
+    return outcomes
+
+
+def _reports(plan: Plan, datasets: set[str],
+             say: Callable[[str], None]) -> tuple[dict[str, Path], dict[str, str]]:
+    """A report per dataset in ``datasets`` (those with at least one cell that did not fail)."""
+    from kpbench.report import build_report
+
+    reports, errors = {}, {}
+    for dataset in plan.datasets:
+        if dataset.name not in datasets:
+            continue
+        try:
+            result = build_report(dataset.workdir, plan.name,
+                                  title=f"kpbench plan {plan.name}: {dataset.name}")
+            reports[dataset.name] = result.html
+            say(f"report ({dataset.name}): {result.html}")
+        except KpbenchError as error:
+            errors[dataset.name] = str(error)
+    return reports, errors
+
+
+def describe_cost(plan: Plan, measure: bool = True, device: str | None = None) -> list[tuple[Cell, CellCost]]:
+    """Each cell's training cost (see :func:`estimate_cost`); the number of training images per
+    dataset comes from opening it (a folder is indexed, nothing is detected)."""
+    from kpbench.samples import open_data
+
+    images: dict[str, int] = {}
+    costs = []
+    for cell in plan.cells:
+        if cell.dataset not in images:
+            dataset = open_data(cell.config.data)
+            images[cell.dataset] = len(dataset.split_indices("train"))
+        costs.append((cell, estimate_cost(cell, images[cell.dataset])))
+    return costs
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,191 @@
+"""Plans: a tiny plan end to end, skipping what is done, resuming a killed cell, reporting a failed
+one without stopping the others, the dry run, and the submitit path on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kpbench.cli import app
+from kpbench.errors import KpbenchError
+from kpbench.plan import load_plan, run_plan
+from kpbench.runs import list_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+seeds = [0]
+[train]
+steps = {steps}
+width = 0.0625
+batch_size = 4
+checkpoint_every = {checkpoint_every}
+sample_every = 1000
+log_every = 1
+num_workers = 0
+device = "cpu"
+[eval]
+protocols = ["patches"]
+max_samples = 8
+fid_samples = 8
+extractor = "random-conv"
+device = "cpu"
+[datasets.builtin]
+source = "builtin:48"
+{extra_dataset}
+[[experiments]]
+name = "random-patches"
+variants = ["full"]
+patch_source = ["key", "random"]
+"""
+
+
+def write_plan(folder: Path, steps: int = 2, checkpoint_every: int = 1000, extra_dataset: str = "") -> Path:
+    path = folder / "tiny.toml"
+    path.write_text(TINY.format(steps=steps, checkpoint_every=checkpoint_every, extra_dataset=extra_dataset))
+    return path
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args], terminal_width=200)
+
+
+def test_a_tiny_plan_runs_end_to_end_and_a_second_invocation_skips_every_cell(tmp_path: Path) -> None:
+    plan_path, work = write_plan(tmp_path), tmp_path / "work"
+    first = invoke("run", plan_path, "-w", work)
+    assert first.exit_code == 0, first.output
+    assert "ran 2, skipped 0, failed 0" in first.stdout
+    runs = {info.name: info for info in list_runs(work / "builtin" / "runs")}
+    assert sorted(runs) == ["full-builtin48-random-w0.0625-b4-seed0", "full-builtin48-w0.0625-b4-seed0"]
+    assert all(info.finished and info.evaluated_with(["patches"]) for info in runs.values())
+    report = work / "builtin" / "reports" / "tiny" / "index.html"
+    assert report.is_file() and "full-random" in report.read_text()
+    logs = {name: (info.run_dir / "log.jsonl").read_text() for name, info in runs.items()}
+
+    second = invoke("run", plan_path, "-w", work)
+    assert second.exit_code == 0, second.output
+    assert "ran 0, skipped 2, failed 0" in second.stdout
+    assert {name: (info.run_dir / "log.jsonl").read_text() for name, info in runs.items()} == logs
+
+
+def test_a_killed_cell_resumes_where_its_checkpoint_stopped(tmp_path: Path) -> None:
+    plan_path, work = write_plan(tmp_path, steps=60, checkpoint_every=4), tmp_path / "work"
+    log = work / "builtin" / "runs" / "full-builtin48-w0.0625-b4-seed0" / "log.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    script = textwrap.dedent(f"""
+        from kpbench.cli import app
+        app([ "run", {str(plan_path)!r}, "-w", {str(work)!r}])
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            if log.exists() and sum('"losses"' in line for line in log.read_text().splitlines()) >= 10:
+                break
+            assert process.poll() is None, "the plan ended before it could be killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the first cell never reached step 10")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # killed: no chance to save anything more
+        process.wait()
+    steps_before = [json.loads(line)["step"] for line in log.read_text().splitlines() if '"losses"' in line]
+    assert steps_before[-1] < 60
+
+    result = invoke("run", plan_path, "-w", work)
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    resume = next(e for e in entries if e.get("event") == "resume")
+    assert 4 <= resume["step"] <= steps_before[-1] and resume["step"] % 4 == 0  # from the last checkpoint
+    assert [e["step"] for e in entries if "losses" in e][-1] == 60 and entries[-1]["event"] == "done"
+    assert "ran 2, skipped 0, failed 0" in result.stdout
+
+
+def test_a_failed_cell_is_reported_and_the_others_still_run(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    plan_path = write_plan(tmp_path, extra_dataset="[datasets.photos]\n")
+    result = invoke("run", plan_path, "-w", tmp_path / "work", "--data", f"photos={empty}")
+    assert result.exit_code == 2
+    assert "ran 2, skipped 0, failed 2" in result.stdout
+    flat = result.stdout.replace("\n", "")
+    assert "photos/full-data-empty" in flat and "no image files" in flat
+    assert "2 of 4 cells failed;" in result.output  # and no report for a dataset without results
+    assert len(list_runs(tmp_path / "work" / "builtin" / "runs")) == 2
+
+
+def test_plan_files_are_checked_with_clear_errors(tmp_path: Path) -> None:
+    plan_path = write_plan(tmp_path)
+    text = plan_path.read_text()
+    for broken, message in (
+        (text.replace('variants = ["full"]', 'variants = ["fulll"]'), "unknown variant 'fulll'"),
+        (text.replace("steps = 2", "stepz = 2"), "unknown setting stepz in \\[train\\]"),
+        (text.replace('protocols = ["patches"]', 'protocols = ["nois"]'), "unknown protocol nois"),
+        (text.replace("[train]", "[train"), "not valid TOML"),
+    ):
+        plan_path.write_text(broken)
+        with pytest.raises(KpbenchError, match=message):
+            load_plan(plan_path)
+    result = invoke("run", tmp_path / "missing.toml")
+    assert result.exit_code == 2 and "no plan file" in result.output and "Traceback" not in result.output
+    plan_path.write_text(text)
+    result = invoke("run", plan_path, "--data", "nope=/tmp")
+    assert result.exit_code == 2 and "does not have" in result.output
+
+
+def test_shipped_plans_expand_to_the_papers_experiments() -> None:
+    cpu = load_plan(REPO / "plans" / "paper-cpu.toml", data={"folder": str(REPO / "tests")})
+    names = {cell.name for cell in cpu.cells if cell.dataset == "builtin" and cell.config.seed == 0}
+    expected_tags = {"", "-random", "-n2", "-n4", "-n5"}
+    full_runs = {name.replace("full-builtin800", "").replace("-w0.125-b16-decay25-seed0", "")
+                 for name in names if name.startswith("full-")}
+    assert full_runs == expected_tags
+    variants = {cell.config.variant for cell in cpu.cells}
+    assert variants == {"full", "naive_gan", "nomask", "autoencoder", "cgan", "depth_concat",
+                        "siamese_concat", "independent_masks", "noskip"}
+    assert len(cpu.cells) == 2 * 2 * 13  # datasets x seeds x distinct runs
+    paper = load_plan(REPO / "plans" / "paper.toml", data={"celeba": "/data/celeba"})
+    config = paper.cells[0].config
+    assert (config.width, config.batch_size, config.epochs, config.size) == (1.0, 64, 25, 64)
+    assert sorted({cell.config.seed for cell in paper.cells}) == [0, 1, 2]
+    assert not load_plan(REPO / "plans" / "paper.toml").cells  # no folder: nothing to run, said so
+    assert load_plan(REPO / "plans" / "paper.toml").datasets[0].skipped
+
+
+def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path) -> None:
+    plan_path, work = write_plan(tmp_path), tmp_path / "work"
+    result = invoke("run", plan_path, "-w", work, "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("  builtin")]
+    assert sorted(line[1] for line in lines) == ["full-builtin48-random-w0.0625-b4-seed0",
+                                                 "full-builtin48-w0.0625-b4-seed0"]
+    assert all("[random-patches] not started; 2 it x" in " ".join(line) for line in lines)
+    assert "GFLOP/s" in result.stdout
+    assert not (work / "builtin" / "runs").exists()
+
+
+def test_the_submitit_path_runs_a_tiny_plan_with_the_local_executor(tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    plan = load_plan(write_plan(tmp_path), tmp_path / "work")
+    messages: list[str] = []
+    result = run_plan(plan, "submitit-local", say=messages.append)
+    assert [o.status for o in result.outcomes] == ["ran", "ran"], [o.detail for o in result.outcomes]
+    assert all("job" in o.detail for o in result.outcomes)
+    assert any("submitted 2 jobs (local)" in m for m in messages)
+    assert all(info.finished and info.evaluated_with(["patches"])
+               for info in list_runs(tmp_path / "work" / "builtin" / "runs"))
+    assert result.reports["builtin"].is_file()
+    # The same skip logic: nothing is submitted the second time.
+    again = run_plan(plan, "submitit-local", say=messages.append)
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
