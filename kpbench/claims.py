@@ -22,6 +22,19 @@ Claims and their rules (:func:`check_claims`):
    for the first half; full, ``noise``, SSIM, noise on all patches): see :func:`check_noise`.
 5. *Predicted masks beat the prior mask* (full vs ``baseline:prior_mask``, ``patches``/``key``
    mask IoU): holds when better, fails when worse.
+6. *Concatenating the patches makes the output depend on their order; the Siamese sum does
+   not* (the paper's reason to reject its Fig. 4(b, c)): ``patches``/``key``
+   image_order_dependence of ``depth_concat`` and ``siamese_concat`` clearly above
+   :data:`MIN_ORDER_DEPENDENCE`, the full model's clearly below it.
+7. *Training on key patches beats training on random patches* (the paper: random patches are
+   "a more difficult problem"): run label ``full`` tested on key patches vs ``full-random``
+   (trained on random patches, kpbench.identity) tested on random patches; the rule of 1.
+8. *Models trained with other N still predict masks* ("proper images for a different number of
+   inputs"): each ``full-n<K>`` beats its own prior mask (``baseline:prior_mask-n<K>``) on
+   ``patches``/``key`` mask IoU; holds when all do, fails when any is worse.
+
+Claims read run labels (``variant`` after kpbench.report.label_runs): ``full`` is the full
+model with default settings, ``full-random`` the same trained on random patches.
 
 A claim whose data is missing is inconclusive, and its reason says what is missing.
 """
@@ -43,7 +56,14 @@ Verdict = Literal["holds", "fails", "inconclusive"]
 Outcome = Literal["better", "worse", "tie", "missing"]
 
 FULL = "full"
-ABLATIONS: tuple[str, ...] = ("naive_gan", "nomask", "autoencoder", "cgan")
+ABLATIONS: tuple[str, ...] = ("naive_gan", "nomask", "autoencoder", "cgan",
+                               "depth_concat", "siamese_concat", "independent_masks", "noskip")
+ORDER_DEPENDENT: tuple[str, ...] = ("depth_concat", "siamese_concat")  # Fig. 4(b, c)
+RANDOM_TRAINED = "full-random"
+# Output change under a permutation of the patches, on the input-dependence scale: a model is
+# order-dependent when its interval lies above this, order-invariant when below.
+MIN_ORDER_DEPENDENCE = 0.05
+ORDER_METRIC = "image_order_dependence"
 PRIOR_MASK = f"{BASELINE_PREFIX}prior_mask"
 
 PATCHES = "patches"
@@ -81,6 +101,12 @@ KEY_VS_RANDOM_CLAIM = ("Key patches beat random patches (given at test time to a
 ENCODER_CLAIM = "The trained encoder classifies better than a random one, which beats raw pixels."
 NOISE_CLAIM = "The model is robust to a small amount of noise, and depends on its input."
 PRIOR_MASK_CLAIM = "Predicted masks beat the prior mask."
+ORDER_CLAIM = ("Concatenating the patches (Fig. 4(b, c)) makes the output depend on their order; "
+               "the Siamese sum does not.")
+RANDOM_TRAINED_CLAIM = ("Training on key patches beats training on random patches (each tested on "
+                        "its own kind).")
+NUM_PATCHES_CLAIM = "Models trained with another number of patches N still beat the prior mask."
+_N_LABEL = re.compile(r"^full-n(?P<n>\d+)$")
 
 _SIGMA_PATTERN = re.compile(r"^(?P<target>\S+) sigma=(?P<sigma>\S+)$")
 
@@ -441,14 +467,86 @@ def check_prior_mask(rows: pd.DataFrame) -> ClaimResult:
     return ClaimResult(PRIOR_MASK_CLAIM, verdict, reason, evidence)
 
 
+def check_order(rows: pd.DataFrame) -> ClaimResult:
+    """Claim 6: the concatenating variants present are order-dependent (interval above
+    :data:`MIN_ORDER_DEPENDENCE`) and the full model is not (interval below it). Fails when a
+    concatenating variant is clearly order-invariant or the full model clearly dependent."""
+    rows = _normalise(rows)
+    cells = [_lookup(rows, name, PATCHES, KEY, ORDER_METRIC) for name in (FULL, *ORDER_DEPENDENT)]
+    present = [item for item in cells if item.stats is not None]
+    evidence = [item.evidence() for item in present]
+    full, others = cells[0], [item for item in cells[1:] if item.stats is not None]
+    if full.stats is None or not others:
+        missing = [item.missing for item in cells if item.stats is None]
+        return ClaimResult(ORDER_CLAIM, "inconclusive", "; ".join(missing), evidence)
+    threshold = MIN_ORDER_DEPENDENCE
+    parts, outcomes = [], []
+    for item in cells:
+        if item.stats is None:
+            continue
+        expect_dependent = item.variant != FULL
+        low, high = item.stats.low, item.stats.high
+        if math.isnan(low) or math.isnan(high):
+            outcome = "no interval"
+        elif (low > threshold) if expect_dependent else (high < threshold):
+            outcome = "as claimed"
+        elif (high < threshold) if expect_dependent else (low > threshold):
+            outcome = "contradicts"
+        else:
+            outcome = "unclear"
+        outcomes.append(outcome)
+        parts.append(f"{item.text()} ({'order-dependent' if expect_dependent else 'order-invariant'} "
+                     f"expected: {outcome})")
+    verdict: Verdict = ("fails" if "contradicts" in outcomes
+                        else "holds" if all(o == "as claimed" for o in outcomes) else "inconclusive")
+    reason = f"{ORDER_METRIC} vs {threshold:g}: " + "; ".join(parts)
+    return ClaimResult(ORDER_CLAIM, verdict, reason, evidence)
+
+
+def check_random_trained(rows: pd.DataFrame) -> ClaimResult:
+    """Claim 7: ``full`` on key patches vs ``full-random`` on random patches (mask IoU,
+    appearance L1, SSIM); the rule of claim 1."""
+    rows = _normalise(rows)
+    pairs = [(metric, _lookup(rows, FULL, PATCHES, KEY, metric),
+              _lookup(rows, RANDOM_TRAINED, PATCHES, RANDOM, metric)) for metric in KEY_VS_RANDOM_METRICS]
+    verdict, reason, evidence = _majority_verdict(pairs)
+    return ClaimResult(RANDOM_TRAINED_CLAIM, verdict, reason, evidence)
+
+
+def check_num_patches(rows: pd.DataFrame) -> ClaimResult:
+    """Claim 8: every ``full-n<K>`` label beats ``baseline:prior_mask-n<K>`` on mask IoU."""
+    rows = _normalise(rows)
+    labels = sorted((label for label in set(rows["variant"]) if _N_LABEL.match(label)),
+                    key=lambda label: int(_N_LABEL.match(label)["n"]))  # type: ignore[index]
+    if not labels:
+        return ClaimResult(NUM_PATCHES_CLAIM, "inconclusive", "no runs trained with another N (full-n<K>)")
+    pairs = []
+    for label in labels:
+        n = _N_LABEL.match(label)["n"]  # type: ignore[index]
+        pairs.append((f"N={n}", _lookup(rows, label, PATCHES, KEY, "mask_iou"),
+                      _lookup(rows, f"{PRIOR_MASK}-n{n}", PATCHES, KEY, "mask_iou")))
+    _, reason, evidence = _majority_verdict(pairs)
+    outcomes = [_compare_cells(a, b) for _, a, b in pairs]
+    # Every N must beat its prior: one worse fails the claim, one tie or gap leaves it open.
+    verdict: Verdict = ("fails" if "worse" in outcomes
+                        else "holds" if all(outcome == "better" for outcome in outcomes) else "inconclusive")
+    return ClaimResult(NUM_PATCHES_CLAIM, verdict, reason, evidence)
+
+
 def check_claims(rows: pd.DataFrame) -> list[ClaimResult]:
     """Every claim, in order: one per ablation with rows (:data:`ABLATIONS`), then key vs random
     patches, the encoder, noise and the prior mask (those four always, inconclusive without
-    data)."""
+    data), then order dependence, random-trained and other-N runs where such runs have rows."""
     rows = _normalise(rows)
     present = set(rows["variant"])
     results = [check_ablation(rows, ablation) for ablation in ABLATIONS if ablation in present]
     results += [check_key_vs_random(rows), check_encoder(rows), check_noise(rows), check_prior_mask(rows)]
+    if present & set(ORDER_DEPENDENT):
+        results.append(check_order(rows))
+    if RANDOM_TRAINED in present:
+        results.append(check_random_trained(rows))
+    if any(_N_LABEL.match(label) for label in present):
+        results.append(check_num_patches(rows))
     return results
 
 

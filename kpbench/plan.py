@@ -285,14 +285,14 @@ def estimate_cost(cell: Cell, train_images: int) -> CellCost:
 
 def measure_throughput(cell: Cell, device: str | None) -> float:
     """FLOP/s of this machine on the cell's networks: one timed training iteration (after a
-    warm-up) at a batch of at most 8, divided into its counted FLOPs."""
+    warm-up) at the cell's batch size (at most 32), divided into its counted FLOPs."""
     import torch
 
     from kpbench.nets import build_networks
     from kpbench.runtime import pick_device
     from kpbench.train import Batch, Trainer, resolve_spec
 
-    config = replace(cell.config, batch_size=min(cell.config.batch_size, 8), steps=1)
+    config = replace(cell.config, batch_size=min(cell.config.batch_size, 32), steps=1)
     spec = resolve_spec(config)
     target = pick_device(device or config.device)
     s, n, b = config.size, config.n_patches, config.batch_size

@@ -13,8 +13,11 @@ from kpbench.claims import (
     KEY_VS_RANDOM_CLAIM,
     MIN_INPUT_DEPENDENCE,
     NOISE_CLAIM,
+    NUM_PATCHES_CLAIM,
+    ORDER_CLAIM,
     PRIOR_MASK,
     PRIOR_MASK_CLAIM,
+    RANDOM_TRAINED_CLAIM,
     ClaimResult,
     ablation_claim,
     cell,
@@ -311,3 +314,52 @@ def test_check_claims_on_no_rows_is_all_inconclusive_and_claims_frame_tabulates(
     table = claims_frame(results)
     assert list(table.columns) == ["claim", "verdict", "reason"]
     assert len(table) == 4 and table["claim"].iloc[0] == KEY_VS_RANDOM_CLAIM
+
+
+# --- the experiments of issue "experiments as plans": order, random-trained, other N ----------
+
+
+def order(variant: str, value: float, half: float = 0.01) -> dict:
+    return key(variant, "image_order_dependence", value, value - half, value + half)
+
+
+def test_order_claim_holds_fails_and_is_inconclusive() -> None:
+    holds = claim(check_claims(frame(order("full", 0.0, 0.0), order("depth_concat", 0.4),
+                                     order("siamese_concat", 0.3))), ORDER_CLAIM)
+    assert holds.verdict == "holds" and "depth_concat 0.400" in holds.reason
+    # A concatenating model that learned to ignore the order contradicts the paper's reason.
+    fails = claim(check_claims(frame(order("full", 0.0, 0.0), order("depth_concat", 0.01, 0.005))),
+                  ORDER_CLAIM)
+    assert fails.verdict == "fails" and "contradicts" in fails.reason
+    unclear = claim(check_claims(frame(order("full", 0.0, 0.0), order("siamese_concat", 0.05, 0.03))),
+                    ORDER_CLAIM)
+    assert unclear.verdict == "inconclusive"
+    missing = claim(check_claims(frame(order("depth_concat", 0.4))), ORDER_CLAIM)
+    assert missing.verdict == "inconclusive" and "no patches/key image_order_dependence rows for full" in (
+        missing.reason)
+    assert ORDER_CLAIM not in {r.claim for r in check_claims(frame(order("full", 0.0)))}  # nothing to judge
+
+
+def test_random_trained_claim_compares_each_model_on_its_own_patches() -> None:
+    def rows(key_iou: float, random_iou: float) -> pd.DataFrame:
+        return frame(key("full", "mask_iou", key_iou, key_iou - 0.02, key_iou + 0.02),
+                     row("full-random", "patches", "random", "mask_iou", random_iou, random_iou - 0.02,
+                         random_iou + 0.02),
+                     # full on random patches (the test-time swap) must not be what is compared
+                     row("full", "patches", "random", "mask_iou", 0.1, 0.08, 0.12))
+    holds = claim(check_claims(rows(0.6, 0.5)), RANDOM_TRAINED_CLAIM)
+    assert holds.verdict == "holds" and "full 0.600" in holds.reason and "full-random 0.500" in holds.reason
+    assert claim(check_claims(rows(0.5, 0.6)), RANDOM_TRAINED_CLAIM).verdict == "fails"
+    assert claim(check_claims(rows(0.55, 0.56)), RANDOM_TRAINED_CLAIM).verdict == "inconclusive"
+
+
+def test_num_patches_claim_needs_every_n_to_beat_its_own_prior() -> None:
+    def rows(n5_iou: float) -> pd.DataFrame:
+        return frame(key("full-n2", "mask_iou", 0.5, 0.48, 0.52),
+                     key(f"{PRIOR_MASK}-n2", "mask_iou", 0.3, 0.28, 0.32),
+                     key("full-n5", "mask_iou", n5_iou, n5_iou - 0.02, n5_iou + 0.02),
+                     key(f"{PRIOR_MASK}-n5", "mask_iou", 0.45, 0.43, 0.47))
+    holds = claim(check_claims(rows(0.7)), NUM_PATCHES_CLAIM)
+    assert holds.verdict == "holds" and "N=2" in holds.reason and "N=5" in holds.reason
+    assert claim(check_claims(rows(0.46)), NUM_PATCHES_CLAIM).verdict == "inconclusive"  # N=5 ties
+    assert claim(check_claims(rows(0.3)), NUM_PATCHES_CLAIM).verdict == "fails"
