@@ -122,3 +122,14 @@ def test_runs_command_lists_settings_progress_and_evaluation(tmp_path: Path) -> 
     assert infos["full-builtin48-random-w0.0625-b4-seed0"].evaluated == {}
     with pytest.raises(KpbenchError, match="no run named nope"):
         evaluate(WorkDir.resolve(tmp_path), ["noise"], options=options, names=["nope"])
+
+
+def test_train_with_several_seeds_makes_one_run_per_seed(tmp_path: Path) -> None:
+    common = ["train", "--variant", "full", "--data", "builtin:48", "--steps", "1", "--width", "0.0625",
+              "--batch-size", "4", "-w", str(tmp_path)]
+    result = CliRunner().invoke(app, [*common, "--seeds", "0,2-3"])
+    assert result.exit_code == 0, result.output
+    assert sorted(info.seed for info in list_runs(tmp_path / "runs")) == [0, 2, 3]
+    bad = CliRunner().invoke(app, [*common, "--seeds", "0,x"])
+    assert bad.exit_code == 2 and "seeds must be comma-separated integers" in bad.output
+    assert "Traceback" not in bad.output
