@@ -189,3 +189,20 @@ def test_the_submitit_path_runs_a_tiny_plan_with_the_local_executor(tmp_path: Pa
     # The same skip logic: nothing is submitted the second time.
     again = run_plan(plan, "submitit-local", say=messages.append)
     assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
+
+
+def test_a_cell_with_two_processes_trains_under_torchrun(tmp_path: Path) -> None:
+    """What a multi-GPU job does (here with gloo on the CPU): torchrun starts kpbench.launch twice
+    and the ranks share the run; evaluation then runs in this process."""
+    import torch
+
+    from kpbench.plan import execute_cell
+
+    plan = load_plan(write_plan(tmp_path), tmp_path / "work")
+    cell = plan.cells[0]
+    detail = execute_cell(cell, plan.protocols, plan.eval_options, processes=2)
+    assert detail == "trained; evaluated patches"
+    saved = torch.load(cell.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 2 and len(saved["ranks"]) == 2  # both processes took part
+    config = json.loads((cell.run_dir / "config.json").read_text())
+    assert config["world_size"] == 2 and not list((tmp_path / "work").rglob("plan-configs/*.json"))
