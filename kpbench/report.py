@@ -319,9 +319,16 @@ def variant_order(variants: Iterable[str]) -> list[str]:
                 return registered[name], name, label[len(name):]
         return len(registered), label, ""
 
+    def baseline_rank(label: str) -> tuple[int, str, str]:
+        # "baseline:prior_mask-n2" sits with "baseline:prior_mask", after it.
+        for index, name in enumerate(BASELINE_ORDER):
+            if label == name or label.startswith(name + "-"):
+                return index, name, label[len(name):]
+        return len(BASELINE_ORDER), label, ""
+
     names = list(dict.fromkeys(variants))
     trained = sorted((v for v in names if not is_baseline(v)), key=rank)
-    return trained + ordered((v for v in names if is_baseline(v)), BASELINE_ORDER)
+    return trained + sorted((v for v in names if is_baseline(v)), key=baseline_rank)
 
 
 def variant_label(variant: str) -> str:
