@@ -7,12 +7,13 @@ differs from the default, in a fixed order, then the seed::
 
     full-seed0                                     the paper's setting on the built-in data
     full-random-n5-seed1                           trained on 5 random patches per image
-    nomask-data-celeba-6k-preset-celeba-w0.25-b32-seed2
+    nomask-data-celeba_6k.0137-preset-celeba-w0.25-b32-seed2   a folder: name, path hash
 
-Settings without a tag of their own (learning rate, Adam betas, D/G steps, flips, split seed,
-test fraction, edge model) add one tag ``x<hash>`` of their non-default values, so names stay
-unique. Names are a pure function of the settings: the same command always finds the same run.
-Reports label a run by its variant and the tags that differ *within* the report
+Settings without a tag of their own add a hash of their non-default values, so names stay
+unique: ``xd<hash>`` for data settings (split seed, test fraction, edge model), ``x<hash>`` for
+training settings (learning rate, Adam betas, D/G steps, flips). Names are a pure function of
+the settings: the same command always finds the same run.
+Reports label a run by its variant, its conditions and the tags that differ *within* the report
 (:func:`distinguishing_tags`), so a report of runs that share a scale reads ``full``,
 ``full-random``, ``full-n5``.
 """
@@ -24,6 +25,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -34,13 +36,19 @@ class Tag:
     field: str
     text: Callable[[Any], str]
     data: bool = False  # a property of the data: kept in the labels of no-learning baselines
+    condition: bool = False  # an experimental condition: always in report labels (never "shared")
 
 
 def _source_text(source: str) -> str:
+    """``builtin:600`` -> ``builtin600``; a folder -> ``data-<name>.<hash>``: its last path part
+    (``-`` and other separators made ``_``) and 4 hex digits of its absolute path, so that two
+    folders called ``photos`` are two datasets."""
     if source.startswith("builtin"):
-        return source.replace(":", "")  # builtin:600 -> builtin600
-    name = re.split(r"[\\/]", source.rstrip("/\\"))[-1] or "root"
-    return "data-" + re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        return source.replace(":", "")
+    path = Path(source).expanduser()
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", path.name or "root")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:4]
+    return f"data-{name}.{digest}"
 
 
 # In name order. Values equal to the default give no tag.
@@ -49,13 +57,16 @@ TAGS: tuple[Tag, ...] = (
     Tag("data.preset", lambda v: f"preset-{v}", data=True),
     Tag("data.size", lambda v: f"s{v}", data=True),
     Tag("data.crop", lambda v: f"crop{v}", data=True),
-    Tag("patch_source", str),  # "random"
-    Tag("data.n_patches", lambda v: f"n{v}", data=True),
+    Tag("patch_source", str, condition=True),  # "random"
+    Tag("data.n_patches", lambda v: f"n{v}", data=True, condition=True),
     Tag("width", lambda v: f"w{v:g}"),
     Tag("batch_size", lambda v: f"b{v}"),
-    Tag("init", lambda v: f"init-{v}"),
+    Tag("init", lambda v: f"init-{v}", condition=True),
     Tag("lambda_decay_epochs", lambda v: f"decay{v}"),
 )
+# Identity settings without a tag of their own go into a hash tag: one for data settings (they
+# change the test set, so baselines keep it), one for training settings.
+DATA_HASH, TRAIN_HASH = "other-data", "other"
 SEED_SEPARATOR = "-seed"
 
 
@@ -95,9 +106,11 @@ def run_tags(config: Mapping[str, Any], variant_init: str | None = None) -> list
         tags.append((tag.field, tag.text(value)))
     tagged = {tag.field for tag in TAGS}
     rest = {k: v for k, v in sorted(values.items()) if k not in tagged and v != defaults.get(k)}
-    if rest:
-        digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
-        tags.append(("other", f"x{digest}"))
+    for field, prefix, is_data in ((DATA_HASH, "xd", True), (TRAIN_HASH, "x", False)):
+        part = {k: v for k, v in rest.items() if k.startswith("data.") == is_data}
+        if part:
+            digest = hashlib.sha1(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:6]
+            tags.append((field, f"{prefix}{digest}"))
     return tags
 
 
@@ -113,17 +126,22 @@ def legacy_run_name(variant: str, seed: int) -> str:
 
 
 def distinguishing_tags(runs: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, list[tuple[str, str]]]:
-    """Run name -> the tags of that run that not every run in ``runs`` (name -> tags) shares."""
+    """Run name -> the tags of that run that tell it apart in ``runs`` (name -> tags): those not
+    every run shares, and always the experimental conditions (random patches, N, initialisation,
+    hashed settings), so that ``full`` always means the full model under the default conditions
+    at the scale the runs share."""
     if not runs:
         return {}
     shared = set.intersection(*(set(tags) for tags in runs.values()))
-    return {name: [tag for tag in tags if tag not in shared] for name, tags in runs.items()}
+    conditions = {tag.field for tag in TAGS if tag.condition} | {DATA_HASH, TRAIN_HASH}
+    return {name: [tag for tag in tags if tag not in shared or tag[0] in conditions]
+            for name, tags in runs.items()}
 
 
 def label(variant: str, tags: Sequence[tuple[str, str]], data_only: bool = False) -> str:
     """``variant`` plus tag texts; ``data_only`` keeps the data tags alone (for the rows of a
     no-learning baseline, which does not depend on how a model was trained)."""
-    data_fields = {tag.field for tag in TAGS if tag.data}
+    data_fields = {tag.field for tag in TAGS if tag.data} | {DATA_HASH}
     kept = [text for field, text in tags if not data_only or field in data_fields]
     return "-".join([variant, *kept])
 
@@ -134,5 +152,21 @@ def stored_tags(stored: Mapping[str, Any]) -> list[tuple[str, str]]:
     resolved to the run's length, so it gives no tag)."""
     if "tags" in stored:
         return [(str(field), str(text)) for field, text in stored["tags"]]
-    config = dict(stored["config"]) | {"lambda_decay_epochs": None}
-    return run_tags(config, (stored.get("spec") or {}).get("init", "dcgan"))
+    return run_tags(*legacy_identity(stored))
+
+
+def legacy_identity(stored: Mapping[str, Any], lambda_decay_epochs: int | None = None
+                    ) -> tuple[dict[str, Any], str | None]:
+    """(config, variant's own init) to name a run whose config.json predates names: its init is
+    the one its spec.json recorded (dcgan before init was recorded), and the registered variant's
+    init is the one that needs no tag; the resolved lambda decay becomes ``lambda_decay_epochs``."""
+    from kpbench.errors import KpbenchError
+    from kpbench.variant import get_variant
+
+    config = dict(stored["config"])
+    spec_init = (stored.get("spec") or {}).get("init", "dcgan")
+    try:
+        variant_init: str | None = get_variant(str(config["variant"])).init
+    except KpbenchError:  # a variant that no longer exists: its own init is the stored one
+        variant_init = spec_init
+    return config | {"lambda_decay_epochs": lambda_decay_epochs, "init": spec_init}, variant_init

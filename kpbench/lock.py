@@ -21,6 +21,7 @@ from types import TracebackType
 from kpbench.errors import KpbenchError
 
 LOCKS_DIRNAME = ".locks"
+QUERY_RETRIES = 5
 
 
 class RunLocked(KpbenchError):
@@ -45,9 +46,15 @@ class RunLock:
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until __exit__
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # A few short retries: current_holder() takes a shared lock for an instant to look.
+        for attempt in range(QUERY_RETRIES + 1):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < QUERY_RETRIES:
+                    time.sleep(0.05)
+        else:
             handle.seek(0)
             holder = _describe(handle.read())
             handle.close()

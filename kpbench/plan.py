@@ -53,6 +53,7 @@ TRAIN_FIELDS = ({f.name for f in fields(TrainConfig)}
 DATA_FIELDS = {f.name for f in fields(DataSpec)}
 EVAL_FIELDS = {f.name for f in fields(EvalOptions)}
 EXPERIMENT_KEYS = {"name", "variants", "datasets", "seeds"}
+TUPLE_FIELDS = {"betas"}  # TrainConfig fields whose value is a list in TOML
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,19 @@ def load_plan(path: Path | str, workdir: Path | str | None = None,
     cells: dict[str, Cell] = {}
     for index, experiment in enumerate(experiments):
         for cell in _expand(path, index, experiment, train_table, datasets, seeds):
-            if cell.key in cells:
-                previous = cells[cell.key]
-                cells[cell.key] = replace(previous, experiments=previous.experiments + cell.experiments)
-            else:
+            previous = cells.get(cell.key)
+            if previous is None:
                 cells[cell.key] = cell
+            elif previous.config != cell.config:  # same run, other length or execution settings
+                new_values = cell.config.to_dict()
+                differences = [f"{k}: {v!r} vs {new_values[k]!r}"
+                               for k, v in previous.config.to_dict().items() if new_values[k] != v]
+                askers = f"{', '.join(previous.experiments)} and {', '.join(cell.experiments)}"
+                raise _fail(path, f"run {cell.key} is asked for by {askers} with different settings "
+                            f"({'; '.join(differences)}); give them one value (these settings are "
+                            "not part of a run's identity)")
+            else:
+                cells[cell.key] = replace(previous, experiments=previous.experiments + cell.experiments)
     launcher = raw.get("launcher", {})
     return Plan(name, path, datasets, list(cells.values()), protocols, options, launcher)
 
@@ -218,8 +227,10 @@ def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dic
         raise _fail(path, f"{where} uses unknown datasets {', '.join(unknown)}")
     seeds = _seeds(path, experiment["seeds"]) if "seeds" in experiment else plan_seeds
     settings = {k: v for k, v in experiment.items() if k not in EXPERIMENT_KEYS}
-    # Every list-valued setting is a condition axis; the cells are the product.
-    axes = {k: v if isinstance(v, list) else [v] for k, v in settings.items()}
+    # Every list-valued setting is a condition axis; the cells are the product. A setting whose
+    # value is itself a list (betas) is an axis only as a list of lists.
+    axes = {k: v if isinstance(v, list) and (k not in TUPLE_FIELDS or all(isinstance(x, list) for x in v))
+            else [v] for k, v in settings.items()}
     cells = []
     for dataset in (d for d in datasets if d.name in wanted and d.spec is not None):
         assert dataset.spec is not None
@@ -232,9 +243,9 @@ def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dic
                 try:
                     config = TrainConfig(variant=variant, seed=seed, data=data,
                                          workdir=str(dataset.workdir.root), **train_values)
-                except (TypeError, KpbenchError) as error:
+                    run_dir = run_dir_for(config, resolve_spec(config))
+                except (TypeError, ValueError, KpbenchError) as error:
                     raise _fail(path, f"{where}: {error}") from None
-                run_dir = run_dir_for(config, resolve_spec(config))
                 cells.append(Cell(config, run_dir.name, dataset.name, (name,)))
     return cells
 
@@ -335,8 +346,10 @@ def cell_state(cell: Cell, protocols: tuple[str, ...]) -> tuple[bool, list[str],
     info = describe_run(cell.run_dir) if cell.run_dir.exists() else None
     if info is None:
         return False, list(protocols), "not started"
-    steps_wanted = cell.config.steps
-    finished = info.finished and (steps_wanted is None or info.step >= steps_wanted)
+    # The plan's length, which may exceed the stored run's (a longer plan extends its runs).
+    config = cell.config
+    wanted = config.steps if config.steps is not None else config.epochs * info.steps_per_epoch
+    finished = info.finished and info.step >= wanted
     missing = [p for p in protocols if not info.evaluated.get(p, False)] if finished else list(protocols)
     return finished, missing, f"{info.status} at step {info.step}/{info.total_steps}"
 

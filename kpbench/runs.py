@@ -2,7 +2,7 @@
 
     run = load_run(workdir.runs / "full-seed0")
     info = describe_run(run_dir)                 # name, variant, seed, tags, progress, evaluated
-    infos = list_runs(workdir)                   # every run under workdir/runs
+    infos = list_runs(workdir.runs)              # every run under workdir/runs
     image, mask = run.generate(patches)          # (B,N,3,S,S) -> (B,3,S,S), (B,1,S,S) or None
     features = run.encode(patches)               # (B, run.feature_dim)
     baseline = run.untrained(seed=0)             # same architecture, random weights
@@ -111,6 +111,7 @@ class RunInfo:
     tags: list[tuple[str, str]]  # identity settings that differ from the defaults (kpbench.identity)
     step: int  # last logged iteration (0 before the first log line)
     total_steps: int
+    steps_per_epoch: int
     checkpointed: bool
     done: bool  # the log's last session ended with its "done" event
     holder: str | None  # the process training or evaluating it now, if any
@@ -175,7 +176,8 @@ def describe_run(run_dir: Path) -> RunInfo | None:
         evaluated[path.stem] = weights_time is not None and path.stat().st_mtime >= weights_time
     step, done = _log_progress(run_dir / LOG_FILE)
     return RunInfo(run_dir, variant, seed, stored_tags(stored), step, int(stored.get("total_steps", 0)),
-                   checkpoint.is_file(), done, current_holder(run_dir), evaluated)
+                   int(stored.get("steps_per_epoch", 0)), checkpoint.is_file(), done,
+                   current_holder(run_dir), evaluated)
 
 
 def list_runs(runs_root: Path, problems: list[str] | None = None) -> list[RunInfo]:

@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
 from kpbench.errors import KpbenchError
-from kpbench.identity import legacy_run_name, run_name, run_tags
+from kpbench.identity import legacy_identity, legacy_run_name, run_name, run_tags
 from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from kpbench.lock import RunLock
 from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
@@ -436,19 +436,26 @@ def run_dir_for(config: TrainConfig, spec: VariantSpec) -> Path:
 
 
 def adopt_legacy_run(run_dir: Path, config: TrainConfig, spec: VariantSpec) -> None:
-    """Rename a run stored under the old ``<variant>-seed<k>`` name to ``run_dir`` when its
-    settings give that name, so that runs trained before names carried settings continue."""
-    legacy = run_dir.parent / legacy_run_name(spec.name, config.seed)
-    if legacy == run_dir or run_dir.exists() or not (legacy / CONFIG_FILE).is_file():
-        return
-    stored = json.loads((legacy / CONFIG_FILE).read_text())
-    if "tags" in stored:  # written under the current naming: it is another run
-        return
-    as_requested = stored["config"] | {"lambda_decay_epochs": config.lambda_decay_epochs}
-    if run_name(as_requested, stored.get("spec", {}).get("init", "dcgan")) != run_dir.name:
-        return
-    with RunLock(legacy, "rename"):
-        legacy.rename(run_dir)
+    """Make runs written before names carried settings (config.json without "tags") fit the
+    naming: the old ``<variant>-seed<k>`` folder (or whatever folder ``run_dir`` names) is renamed
+    to ``run_dir`` when its settings give that name, so it continues; a folder in the way that
+    holds another run (e.g. trained at another width) moves to its own name, so it is neither
+    continued nor offered for deletion."""
+    for folder in dict.fromkeys([run_dir, run_dir.parent / legacy_run_name(spec.name, config.seed)]):
+        if not (folder / CONFIG_FILE).is_file():
+            continue
+        stored = json.loads((folder / CONFIG_FILE).read_text())
+        if "tags" in stored:  # written under the current naming
+            continue
+        if run_name(*legacy_identity(stored, config.lambda_decay_epochs)) == run_dir.name:
+            if folder != run_dir and not run_dir.exists():
+                with RunLock(folder, "rename"):
+                    folder.rename(run_dir)
+            continue
+        own_name = folder.parent / run_name(*legacy_identity(stored))
+        if own_name != folder and not own_name.exists():
+            with RunLock(folder, "rename"):
+                folder.rename(own_name)
 
 
 def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset, dist_info: Dist) -> RunPlan:

@@ -323,16 +323,26 @@ def order(variant: str, value: float, half: float = 0.01) -> dict:
     return key(variant, "image_order_dependence", value, value - half, value + half)
 
 
+def uses_input(variant: str, value: float = 0.5) -> dict:
+    return key(variant, "image_dependence", value, value - 0.02, value + 0.02)
+
+
 def test_order_claim_holds_fails_and_is_inconclusive() -> None:
     holds = claim(check_claims(frame(order("full", 0.0, 0.0), order("depth_concat", 0.4),
-                                     order("siamese_concat", 0.3))), ORDER_CLAIM)
+                                     order("siamese_concat", 0.3), uses_input("depth_concat"),
+                                     uses_input("siamese_concat"))), ORDER_CLAIM)
     assert holds.verdict == "holds" and "depth_concat 0.400" in holds.reason
-    # A concatenating model that learned to ignore the order contradicts the paper's reason.
-    fails = claim(check_claims(frame(order("full", 0.0, 0.0), order("depth_concat", 0.01, 0.005))),
-                  ORDER_CLAIM)
+    # A concatenating model that uses its input but learned to ignore the order contradicts the
+    # paper's reason.
+    fails = claim(check_claims(frame(order("full", 0.0, 0.0), order("depth_concat", 0.01, 0.005),
+                                     uses_input("depth_concat"))), ORDER_CLAIM)
     assert fails.verdict == "fails" and "contradicts" in fails.reason
-    unclear = claim(check_claims(frame(order("full", 0.0, 0.0), order("siamese_concat", 0.05, 0.03))),
-                    ORDER_CLAIM)
+    # ... one that ignores its input altogether says nothing about order.
+    ignores = claim(check_claims(frame(order("full", 0.0, 0.0), order("depth_concat", 0.01, 0.005),
+                                       uses_input("depth_concat", 0.01))), ORDER_CLAIM)
+    assert ignores.verdict == "inconclusive" and "image_dependence not clearly above" in ignores.reason
+    unclear = claim(check_claims(frame(order("full", 0.0, 0.0), order("siamese_concat", 0.05, 0.03),
+                                       uses_input("siamese_concat"))), ORDER_CLAIM)
     assert unclear.verdict == "inconclusive"
     missing = claim(check_claims(frame(order("depth_concat", 0.4))), ORDER_CLAIM)
     assert missing.verdict == "inconclusive" and "no patches/key image_order_dependence rows for full" in (

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kpbench.cli import app
 from kpbench.errors import KpbenchError
-from kpbench.identity import distinguishing_tags, label, run_name
+from kpbench.identity import distinguishing_tags, label, run_name, run_tags
 from kpbench.paths import WorkDir
 from kpbench.protocol import EvalOptions, evaluate, find_runs
 from kpbench.report import build_report
@@ -38,7 +38,18 @@ def test_names_show_the_settings_that_differ_from_the_defaults_and_are_unique_an
     assert run_name(random5.to_dict()) == "full-random-n5-seed1"
     celeba = replace(default, variant="nomask", width=0.25, batch_size=32, seed=2,
                      data=DataSpec(source="/data/celeba-6k/", preset="celeba"))
-    assert run_name(celeba.to_dict()) == "nomask-data-celeba-6k-preset-celeba-w0.25-b32-seed2"
+    assert run_name(celeba.to_dict()) == "nomask-data-celeba_6k.0137-preset-celeba-w0.25-b32-seed2"
+    # Folders are told apart by their path too, and a folder's name cannot pass for a condition.
+    def folder_run(source: str, **changes: object) -> str:
+        return run_name(replace(default, data=DataSpec(source=source), **changes).to_dict())  # type: ignore[arg-type]
+
+    assert folder_run("/a/photos") != folder_run("/b/photos")
+    assert folder_run("/x/cats-random") != folder_run("/x/cats", patch_source="random")
+    # Data settings without a tag hash apart from training ones: baselines keep only the first.
+    split = run_tags(replace(default, data=replace(default.data, split_seed=3)).to_dict())
+    faster = run_tags(replace(default, lr=1e-3).to_dict())
+    assert split[0][0] == "other-data" and split[0][1].startswith("xd")
+    assert faster[0][0] == "other" and faster[0][1].startswith("x") and not faster[0][1].startswith("xd")
     # Every combination of conditions gets its own name, the same one on every call and after
     # the config went through config.json.
     names = []
@@ -65,6 +76,11 @@ def test_report_labels_keep_only_the_settings_that_vary() -> None:
     }
     varying = distinguishing_tags(runs)
     assert [label("full", tags) for tags in varying.values()] == ["full", "full-random", "full-n5"]
+    # Conditions are never dropped as "shared": runs that were all trained on random patches are
+    # not the full model's default.
+    all_random = distinguishing_tags({"a": [("patch_source", "random"), ("width", "w0.5")],
+                                      "b": [("patch_source", "random"), ("width", "w0.5")]})
+    assert label("full", all_random["a"]) == "full-random"
     # A no-learning baseline keeps data settings only: it does not depend on the training patches.
     assert label("baseline:prior_mask", varying["full-builtin48-random-w0.5-seed0"], data_only=True) == (
         "baseline:prior_mask")
@@ -133,3 +149,32 @@ def test_train_with_several_seeds_makes_one_run_per_seed(tmp_path: Path) -> None
     bad = CliRunner().invoke(app, [*common, "--seeds", "0,x"])
     assert bad.exit_code == 2 and "seeds must be comma-separated integers" in bad.output
     assert "Traceback" not in bad.output
+
+
+def _make_legacy(run_dir: Path, name: str = "full-seed0", spec_init: str | None = None) -> Path:
+    """Turn a run into one written before names carried settings (and before init was recorded
+    when ``spec_init`` is None)."""
+    legacy = run_dir.parent / name
+    run_dir.rename(legacy)
+    stored = json.loads((legacy / CONFIG_FILE).read_text())
+    del stored["name"], stored["tags"]
+    if spec_init is None:
+        del stored["spec"]["init"]
+    else:
+        stored["spec"]["init"] = spec_init
+    (legacy / CONFIG_FILE).write_text(json.dumps(stored))
+    return legacy
+
+
+def test_an_old_run_with_other_settings_moves_to_its_own_name_instead_of_being_continued(
+        tmp_path: Path) -> None:
+    # An old full-seed0 trained at another width and with the dcgan initialisation.
+    old = train(tiny(tmp_path, width=0.125, init="dcgan"))
+    legacy = _make_legacy(old, "full-builtin48-w0.0625-b4-seed0", spec_init="dcgan")
+    assert [info.name for info in list_runs(tmp_path / "runs")] == [legacy.name]
+    assert list_runs(tmp_path / "runs")[0].tags[-1] == ("init", "init-dcgan")  # its real settings
+    # Training the default-named run neither continues it nor asks to delete it: it moves away.
+    fresh = train(tiny(tmp_path))
+    assert fresh == legacy and load_run(fresh).config.width == 0.0625
+    moved = tmp_path / "runs" / old.name
+    assert load_run(moved).config.width == 0.125 and load_run(moved).spec.init == "dcgan"

@@ -206,3 +206,27 @@ def test_a_cell_with_two_processes_trains_under_torchrun(tmp_path: Path) -> None
     assert saved["step"] == 2 and len(saved["ranks"]) == 2  # both processes took part
     config = json.loads((cell.run_dir / "config.json").read_text())
     assert config["world_size"] == 2 and not list((tmp_path / "work").rglob("plan-configs/*.json"))
+
+
+def test_one_run_asked_for_twice_must_be_asked_for_the_same_way(tmp_path: Path) -> None:
+    plan_path = write_plan(tmp_path)
+    text = plan_path.read_text()
+    # Two lengths of one run would silently drop one of them: refused.
+    plan_path.write_text(text + '[[experiments]]\nname = "longer"\nvariants = ["full"]\nsteps = [2, 5]\n')
+    with pytest.raises(KpbenchError, match="asked for by .* with different settings .*steps: 2 vs 5"):
+        load_plan(plan_path)
+    # A list-valued setting (Adam's betas) is an axis only as a list of lists.
+    plan_path.write_text(text + '[[experiments]]\nname = "betas"\nvariants = ["full"]\n'
+                         'betas = [[0.5, 0.999], [0.0, 0.9]]\n')
+    assert len(load_plan(plan_path).cells) == 2 + 1  # full-random, full (shared), full with other betas
+    plan_path.write_text(text + '[[experiments]]\nname = "betas"\nvariants = ["full"]\nbetas = [0.0, 0.9]\n')
+    assert {cell.config.betas for cell in load_plan(plan_path).cells} == {(0.5, 0.999), (0.0, 0.9)}
+
+
+def test_a_longer_plan_extends_finished_runs(tmp_path: Path) -> None:
+    plan_path, work = write_plan(tmp_path), tmp_path / "work"
+    assert invoke("run", plan_path, "-w", work).exit_code == 0
+    plan_path.write_text(plan_path.read_text().replace("steps = 2", "steps = 3"))
+    result = invoke("run", plan_path, "-w", work)
+    assert result.exit_code == 0 and "ran 2, skipped 0" in result.stdout
+    assert all(info.step == 3 for info in list_runs(work / "builtin" / "runs"))
