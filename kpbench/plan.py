@@ -451,10 +451,19 @@ def _run_local(plan: Plan, todo: list[Cell], processes: int, say: Callable[[str]
         overall = view.add_task(f"plan {plan.name}", total=len(todo), status="")
         current = view.add_task("", total=1, status="", visible=False)
 
+        # Without a terminal (a log file) the live view draws nothing: print a plain line ten
+        # times per cell instead.
+        plain = progress and not view.console.is_terminal
+        position = {"index": 0}
+
         def on_step(step: int, total: int, status: str) -> None:
             view.update(current, completed=step, total=total, status=status)
+            if plain and (step == total or step % max(1, total // 10) == 0):
+                view.console.print(f"[{position['index']}/{len(todo)}] step {step}/{total} {status}",
+                                   highlight=False, markup=False, soft_wrap=True)
 
         for index, cell in enumerate(todo, 1):
+            position["index"] = index
             view.update(current, description=f"  {cell.name}", completed=0, total=1, status="", visible=True)
             started = time.perf_counter()
             try:
