@@ -154,7 +154,7 @@ def test_shipped_plans_expand_to_the_papers_experiments() -> None:
     variants = {cell.config.variant for cell in cpu.cells}
     assert variants == {"full", "naive_gan", "nomask", "autoencoder", "cgan", "depth_concat",
                         "siamese_concat", "independent_masks", "noskip"}
-    assert len(cpu.cells) == 2 * 2 * 13  # datasets x seeds x distinct runs
+    assert len(cpu.cells) == 2 * 3 * 13  # datasets x seeds x distinct runs
     paper = load_plan(REPO / "plans" / "paper.toml", data={"celeba": "/data/celeba"})
     config = paper.cells[0].config
     assert (config.width, config.batch_size, config.epochs, config.size) == (1.0, 64, 25, 64)
