@@ -35,6 +35,10 @@ Claims and their rules (:func:`check_claims`):
    inputs"): each ``full-n<K>`` beats its own prior mask (``baseline:prior_mask-n<K>``) on
    ``patches``/``key`` mask IoU; holds when all do, fails when any is worse.
 
+9. *People find the full model's images more realistic than each other model's* (the paper's
+   user study): ``user_study`` preference of ``full`` over each other model, interval above
+   0.5 for all (holds), below 0.5 for any (fails), otherwise inconclusive.
+
 Claims read run labels (``variant`` after kpbench.report.label_runs): ``full`` is the full
 model with default settings, ``full-random`` the same trained on random patches.
 
@@ -108,6 +112,8 @@ ORDER_CLAIM = ("Concatenating the patches (Fig. 4(b, c)) makes the output depend
 RANDOM_TRAINED_CLAIM = ("Training on key patches beats training on random patches (each tested on "
                         "its own kind).")
 NUM_PATCHES_CLAIM = "Models trained with another number of patches N still beat the prior mask."
+STUDY_CLAIM = "People find the full model's images more realistic than each other model's (user study)."
+STUDY = "user_study"
 _N_LABEL = re.compile(r"^full-n(?P<n>\d+)$")
 
 _SIGMA_PATTERN = re.compile(r"^(?P<target>\S+) sigma=(?P<sigma>\S+)$")
@@ -539,6 +545,30 @@ def check_num_patches(rows: pd.DataFrame) -> ClaimResult:
     return ClaimResult(NUM_PATCHES_CLAIM, verdict, reason, evidence)
 
 
+def check_study(rows: pd.DataFrame) -> ClaimResult:
+    """Claim 9: full's preference rate against each other model in the user study vs 0.5."""
+    rows = _normalise(rows)
+    selected = rows[(rows["variant"] == FULL) & (rows["protocol"] == STUDY)
+                    & (rows["metric"] == "preference")]
+    conditions = list(dict.fromkeys(selected["condition"]))
+    if not conditions:
+        return ClaimResult(STUDY_CLAIM, "inconclusive", f"no {STUDY} preference rows for {FULL}")
+    cells = [_lookup(rows, FULL, STUDY, condition, "preference") for condition in conditions]
+    evidence = [item.evidence() for item in cells if item.stats is not None]
+    outcomes, parts = [], []
+    for item in cells:
+        stats = item.stats
+        if stats is None or math.isnan(stats.low):
+            outcome = "no interval"
+        else:
+            outcome = "above 0.5" if stats.low > 0.5 else "below 0.5" if stats.high < 0.5 else "overlaps 0.5"
+        outcomes.append(outcome)
+        parts.append(f"{item.condition}: {item.numbers() if stats is not None else item.missing} ({outcome})")
+    verdict: Verdict = ("fails" if "below 0.5" in outcomes
+                        else "holds" if all(o == "above 0.5" for o in outcomes) else "inconclusive")
+    return ClaimResult(STUDY_CLAIM, verdict, "preference of full " + "; ".join(parts), evidence)
+
+
 def check_claims(rows: pd.DataFrame) -> list[ClaimResult]:
     """Every claim, in order: one per ablation with rows (:data:`ABLATIONS`), then key vs random
     patches, the encoder, noise and the prior mask (those four always, inconclusive without
@@ -553,6 +583,8 @@ def check_claims(rows: pd.DataFrame) -> list[ClaimResult]:
         results.append(check_random_trained(rows))
     if any(_N_LABEL.match(label) for label in present):
         results.append(check_num_patches(rows))
+    if (rows["protocol"] == STUDY).any():
+        results.append(check_study(rows))
     return results
 
 

@@ -31,6 +31,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Index a folder of images and detect its key patches.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+study_app = typer.Typer(help="The user study: a blind browser page, and the statistics of its answers.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
 
 console = Console()
 error_console = Console(stderr=True)
@@ -417,6 +420,53 @@ def _print_plan_summary(result: Any) -> None:
         console.print(f"report {dataset}: {html}", highlight=False)
     for dataset, error in result.report_errors.items():
         console.print(f"report {dataset}: not written ({error})", highlight=False, markup=False)
+
+
+@study_app.command("make")
+@user_errors
+def study_make(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for study.html, key.json and answers/.")],
+    variants: Annotated[list[str] | None, typer.Option("--variants", "-v", help="Variants to compare "
+                        "(repeatable; default: every trained variant, one run each).")] = None,
+    questions: Annotated[int, typer.Option(min=0, help="Realism questions (pairs of models, and each "
+                         "model against a real image).")] = 40,
+    contains: Annotated[int, typer.Option(min=0, help="'Does this image contain these patches?' "
+                        "questions.")] = 0,
+    no_real: Annotated[bool, typer.Option("--no-real", help="No real-vs-generated pairs.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the questions and of each participant's order.")] = 0,
+    workdir: WorkdirOption = None,
+) -> None:
+    """Write a self-contained, blind study page (opens offline from disk) and its answer key."""
+    from kpbench.study import make_study
+
+    path = make_study(WorkDir.resolve(workdir), out, variants, questions, seed, contains, real=not no_real)
+    console.print(f"study page: {path} (send it to participants; keep {out / 'key.json'} to yourself)",
+                  highlight=False)
+
+
+@study_app.command("analyze")
+@user_errors
+def study_analyze(
+    files: Annotated[list[Path], typer.Argument(help="Answers files (DIR/answers/*.json).")],
+    study: Annotated[Path | None, typer.Option("--study", help="The study folder (with key.json) "
+                     "[default: the folder above the first answers file's].")] = None,
+) -> None:
+    """Check answers files against the study, and write preference, Bradley-Terry, realism and
+    agreement rows (protocol user_study) into the compared runs."""
+    from kpbench.results import write_rows
+    from kpbench.study import analyze_study
+
+    if not files:
+        raise KpbenchError("no answers files given")
+    folder = study or files[0].resolve().parent.parent
+    rows, answers = analyze_study(folder, files)
+    for reason, names in answers.skipped.items():
+        console.print(f"skipped {len(names)} file(s): {reason} ({', '.join(names[:3])})", highlight=False,
+                      markup=False)
+    for run_dir, run_rows in rows.items():
+        path = write_rows(run_dir, "user_study", run_rows)
+        console.print(f"{run_dir.name}: {len(run_rows)} rows -> {path}", highlight=False)
+    console.print(f"{len(answers.participants)} participants used", highlight=False)
 
 
 @app.command("runs")

@@ -63,6 +63,14 @@ from kpbench.runs import list_runs
 from kpbench.stats import cell_interval, separated
 
 DEFAULT_DESCRIPTIONS: dict[str, str] = {
+    "user_study": "The user study (kpbench study make / analyze): participants chose the more "
+    "realistic of two images made from the same patches, blind to the models. Preference: the "
+    "share of judgments a model won against another, with a Wilson interval (the note gives the "
+    "two-sided binomial p-value against 0.5); realism: the share it won against the real image; "
+    "bt_score: its Bradley-Terry log strength over all pairs with a participant-bootstrap "
+    "interval; patch_recognition: how often participants told correctly whether an image "
+    "contains given patches; agreement: participants' pairwise agreement per question (chance "
+    "0.5).",
     "patches": "The same trained model fed its key patches (EdgeBoxes) versus random patches of "
     "the same count and size distribution. A model that relies on meaningful parts loses "
     "quality with random ones.",
@@ -83,11 +91,13 @@ DEFAULT_DESCRIPTIONS: dict[str, str] = {
 # Display order; names not listed follow alphabetically, baselines (``baseline:*``) always last.
 BASELINE_ORDER: tuple[str, ...] = ("baseline:prior_mask", "baseline:nearest_neighbour")
 PROTOCOL_ORDER: tuple[str, ...] = (
-    "patches", "fid", "classification", "noise", "num_patches", "combination",
+    "patches", "fid", "classification", "noise", "num_patches", "combination", "user_study",
 )
+PROTOCOL_HEADINGS: dict[str, str] = {"user_study": "User study"}
 METRIC_ORDER: tuple[str, ...] = (
     "mask_iou", "appearance_l1", "psnr", "ssim", "l1", "image_dependence", "mask_dependence",
     "image_order_dependence", "mask_order_dependence",
+    "preference", "realism", "bt_score", "patch_recognition", "agreement",
     "fid", "kid", "kid_std", "precision", "recall", "accuracy", "accuracy_std",
 )
 # Protocols whose headline numbers form the summary (all protocols when none of these has rows).
@@ -101,6 +111,8 @@ METRIC_LABELS: dict[str, str] = {
     "accuracy": "accuracy", "accuracy_std": "accuracy std", "precision": "precision",
     "recall": "recall", "image_dependence": "image dependence", "mask_dependence": "mask dependence",
     "image_order_dependence": "image order dependence", "mask_order_dependence": "mask order dependence",
+    "preference": "preference", "realism": "realism vs real", "bt_score": "Bradley-Terry score",
+    "patch_recognition": "patch recognition", "agreement": "agreement",
 }
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓"}
 
@@ -706,7 +718,8 @@ def _render_html(context: _Context, include_images: bool = True) -> str:
         ("claims", "Paper's claims", _claims_section(context)),
     ]
     for index, protocol in enumerate(context.protocols):
-        sections.append((_anchor(index, protocol), protocol, _protocol_section(context, protocol)))
+        heading = PROTOCOL_HEADINGS.get(protocol, protocol)
+        sections.append((_anchor(index, protocol), heading, _protocol_section(context, protocol)))
     curves = _training_curves_section(context)
     if curves:
         sections.append(("training-curves", "Training curves", curves))

@@ -46,6 +46,11 @@ METRIC_DIRECTION: dict[str, Direction] = {
     # Change under a permutation of the patches: 0 for an order-invariant model (the paper's aim).
     "image_order_dependence": "lower",
     "mask_order_dependence": "lower",
+    # The user study (kpbench.study); its agreement has no direction.
+    "preference": "higher",
+    "realism": "higher",
+    "bt_score": "higher",
+    "patch_recognition": "higher",
 }
 # Spreads (kid_std, accuracy_std) have no direction: a smaller spread is not a better model.
 

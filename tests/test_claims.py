@@ -18,6 +18,7 @@ from kpbench.claims import (
     PRIOR_MASK,
     PRIOR_MASK_CLAIM,
     RANDOM_TRAINED_CLAIM,
+    STUDY_CLAIM,
     ClaimResult,
     ablation_claim,
     cell,
@@ -373,3 +374,16 @@ def test_num_patches_claim_needs_every_n_to_beat_its_own_prior() -> None:
     assert holds.verdict == "holds" and "N=2" in holds.reason and "N=5" in holds.reason
     assert claim(check_claims(rows(0.46)), NUM_PATCHES_CLAIM).verdict == "inconclusive"  # N=5 ties
     assert claim(check_claims(rows(0.3)), NUM_PATCHES_CLAIM).verdict == "fails"
+
+
+def test_study_claim_reads_preferences_against_one_half() -> None:
+    def rows(*rates: tuple[str, float, float, float]) -> pd.DataFrame:
+        return frame(*(row("full", "user_study", f"vs {other}", "preference", value, low, high)
+                       for other, value, low, high in rates))
+    assert claim(check_claims(rows(("nomask", 0.7, 0.6, 0.8), ("cgan", 0.65, 0.55, 0.74))),
+                 STUDY_CLAIM).verdict == "holds"
+    assert claim(check_claims(rows(("nomask", 0.7, 0.6, 0.8), ("cgan", 0.3, 0.2, 0.4))),
+                 STUDY_CLAIM).verdict == "fails"
+    unclear = claim(check_claims(rows(("nomask", 0.55, 0.45, 0.65))), STUDY_CLAIM)
+    assert unclear.verdict == "inconclusive" and "overlaps 0.5" in unclear.reason
+    assert STUDY_CLAIM not in {result.claim for result in check_claims(frame())}
