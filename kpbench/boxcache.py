@@ -9,6 +9,7 @@ replaces them when the last chunk is done.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -109,6 +110,18 @@ def prepare_boxes(
     path = box_cache_path(dataset, params, cache_dir)
     if path.exists():
         return BoxTable.load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (ranks of one torchrun, cells of a plan on a cluster): the others
+    # wait here, then load what it wrote. The kernel drops the lock of a killed builder.
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return BoxTable.load(path)
+        return _detect_and_save(dataset, params, path, workers, progress, chunk_size)
+
+
+def _detect_and_save(dataset: Dataset, params: PatchParams, path: Path, workers: int | None,
+                     progress: bool, chunk_size: int | None) -> BoxTable:
     parts_dir = path.with_suffix(".parts")
     table = _empty_table(len(dataset), params.n_patches, int(dataset.preprocess.size))
     done = _load_parts(parts_dir, table)

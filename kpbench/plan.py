@@ -380,7 +380,11 @@ def execute_cell(cell: Cell, protocols: tuple[str, ...], options: EvalOptions, p
 
 
 def _train_with_torchrun(config: TrainConfig, processes: int) -> None:
-    """One cell over ``processes`` local processes: torchrun starts them, kpbench.launch trains."""
+    """One cell over ``processes`` local processes: torchrun starts them, kpbench.launch trains.
+    The key boxes are detected here first, so that no rank waits on a long detection."""
+    from kpbench.samples import load_boxes, open_data
+
+    load_boxes(open_data(config.data), config.data, WorkDir.resolve(config.workdir))
     folder = WorkDir.resolve(config.workdir).root / "plan-configs"
     config_path = folder / f"{os.getpid()}-{time.time_ns()}.json"
     config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,8 +394,14 @@ def _train_with_torchrun(config: TrainConfig, processes: int) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     config_path.unlink(missing_ok=True)
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise KpbenchError(f"torchrun with {processes} processes exited {result.returncode}: {last}")
+        log = folder.parent / "plan-errors" / f"torchrun-{config_path.stem}.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(result.stdout + result.stderr)
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip().strip("=-")]
+        errors = [line for line in lines if "Error" in line or line.startswith("error:")]
+        reason = (errors or lines or ["no output"])[-1]
+        raise KpbenchError(f"torchrun with {processes} processes exited {result.returncode}: {reason} "
+                           f"(all output in {log})")
 
 
 def _job(cell: Cell, protocols: tuple[str, ...], options: EvalOptions, processes: int) -> str:

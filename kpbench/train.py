@@ -699,6 +699,8 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
         device = torch.device("cuda", dist_info.local_rank if dist_info.world > 1 else device.index or 0)
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    # On a fresh work dir one rank detects the key boxes while the others wait on the box cache's
+    # lock (kpbench.boxcache), then read them.
     dataset = make_sample_dataset(config.data, "train", config.seed, WorkDir.resolve(config.workdir),
                                   patch_source=config.patch_source, flip=config.flip)  # type: ignore[arg-type]
     run_dir = run_dir_for(config, spec)

@@ -230,3 +230,32 @@ def test_a_longer_plan_extends_finished_runs(tmp_path: Path) -> None:
     result = invoke("run", plan_path, "-w", work)
     assert result.exit_code == 0 and "ran 2, skipped 0" in result.stdout
     assert all(info.step == 3 for info in list_runs(work / "builtin" / "runs"))
+
+
+def test_box_detection_waits_for_another_process_building_the_same_cache(tmp_path: Path) -> None:
+    """Ranks of one torchrun, or cells of a plan on a cluster, may open a fresh dataset at the
+    same moment. Without the lock, both detected and one deleted the shared part files under
+    the other. Now one detects, the other waits for its cache and reads it."""
+    import fcntl
+
+    from kpbench.boxcache import box_cache_path
+    from kpbench.paths import WorkDir
+    from kpbench.samples import DataSpec, open_data, patch_params
+
+    spec = DataSpec(source="builtin:48")
+    cache = box_cache_path(open_data(spec), patch_params(spec), WorkDir.resolve(tmp_path).cache)
+    cache.parent.mkdir(parents=True)
+    script = textwrap.dedent(f"""
+        from kpbench.paths import WorkDir
+        from kpbench.samples import DataSpec, make_sample_dataset
+        make_sample_dataset(DataSpec(source="builtin:48"), "train", 0, WorkDir.resolve({str(tmp_path)!r}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with open(cache.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another builder is at work
+        process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        assert process.poll() is None and not cache.exists()  # it waits rather than detecting too
+    _, errors = process.communicate(timeout=300)  # the lock is free: it goes on
+    assert process.returncode == 0, errors[-2000:]
+    assert cache.is_file() and not list(cache.parent.glob("*.parts"))
