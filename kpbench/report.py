@@ -97,8 +97,8 @@ PROTOCOL_HEADINGS: dict[str, str] = {"user_study": "User study"}
 METRIC_ORDER: tuple[str, ...] = (
     "mask_iou", "appearance_l1", "psnr", "ssim", "l1", "image_dependence", "mask_dependence",
     "image_order_dependence", "mask_order_dependence",
-    "preference", "realism", "bt_score", "patch_recognition", "agreement",
-    "fid", "kid", "kid_std", "precision", "recall", "accuracy", "accuracy_std",
+    "preference", "preference_p_value", "realism", "realism_p_value", "bt_score", "patch_recognition",
+    "agreement", "fid", "kid", "kid_std", "precision", "recall", "accuracy", "accuracy_std",
 )
 # Protocols whose headline numbers form the summary (all protocols when none of these has rows).
 SUMMARY_PROTOCOLS: tuple[str, ...] = ("patches", "fid", "classification")
@@ -113,6 +113,7 @@ METRIC_LABELS: dict[str, str] = {
     "image_order_dependence": "image order dependence", "mask_order_dependence": "mask order dependence",
     "preference": "preference", "realism": "realism vs real", "bt_score": "Bradley-Terry score",
     "patch_recognition": "patch recognition", "agreement": "agreement",
+    "preference_p_value": "binomial p (preference)", "realism_p_value": "binomial p (realism)",
 }
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓"}
 

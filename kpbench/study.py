@@ -347,8 +347,11 @@ def analyze_study(study_dir: Path, files: Iterable[Path]) -> tuple[dict[Path, li
             continue
         metric = "realism" if b == REAL else "preference"
         condition = "vs real" if b == REAL else f"vs {b}"
+        p_value = binomial_p_value(won, n)
         row(a, condition, metric, won / n, n, wilson_interval(won, n),
-            f"; two-sided binomial p = {binomial_p_value(won, n):.3g}")
+            f"; two-sided binomial p = {p_value:.3g}")
+        row(a, condition, f"{metric}_p_value", p_value, n, (math.nan, math.nan),
+            "; two-sided exact binomial test of a rate of 0.5")
     # Bradley-Terry over every model that took part in a pair question, real images included.
     scores = bradley_terry(wins)
     rng = np.random.default_rng(int(key.get("seed", 0)))

@@ -124,6 +124,9 @@ def test_analyze_counts_bad_files_and_computes_rows(study: tuple[WorkDir, Path])
     a, b = preference["full", "vs nomask"], preference["nomask", "vs full"]
     assert a.value + b.value == pytest.approx(1) and a.n == b.n > 0
     assert a.ci_low <= a.value <= a.ci_high and "binomial p" in a.note and "5 skipped" not in a.note
+    p_values = {(row.variant, row.condition): row.value for row in flat if row.metric == "preference_p_value"}
+    won = round(a.value * a.n)
+    assert p_values["full", "vs nomask"] == pytest.approx(binomial_p_value(won, a.n))
     with pytest.raises(KpbenchError, match="no usable answers .*1 from another study"):
         analyze_study(folder, [foreign])
     with pytest.raises(KpbenchError, match="no answers files given"):
