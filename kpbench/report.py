@@ -70,7 +70,10 @@ DEFAULT_DESCRIPTIONS: dict[str, str] = {
     "bt_score: its Bradley-Terry log strength over all pairs with a participant-bootstrap "
     "interval; patch_recognition: how often participants told correctly whether an image "
     "contains given patches; agreement: participants' pairwise agreement per question (chance "
-    "0.5).",
+    "0.5). The Wilson intervals and binomial tests count every judgment as independent; when "
+    "few participants judge the same pairs they are too narrow, so read them next to the "
+    "participant-bootstrap Bradley-Terry intervals. A second study of the same runs replaces "
+    "the first one's rows (the note names the study).",
     "patches": "The same trained model fed its key patches (EdgeBoxes) versus random patches of "
     "the same count and size distribution. A model that relies on meaningful parts loses "
     "quality with random ones.",

@@ -32,6 +32,7 @@ import io
 import itertools
 import json
 import math
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -74,13 +75,19 @@ def binomial_p_value(successes: int, n: int) -> float:
 
 def bradley_terry(wins: np.ndarray, iterations: int = 10_000, tolerance: float = 1e-12) -> np.ndarray:
     """Log strengths (centred to mean 0) from ``wins[i, j]`` = times i was preferred to j, by
-    Hunter's (2004) MM algorithm. When a model that was judged never won or never lost, the
-    maximum-likelihood strengths are not finite: then half a win each way is added to every pair
-    that met (a stated prior, not used otherwise)."""
+    Hunter's (2004) MM algorithm. When the "beat" graph of the judged models is not strongly
+    connected (a model or group never lost, or never won, against the rest) the maximum-likelihood
+    strengths are not finite: then half a win each way is added to every pair that met (a stated
+    prior, not used otherwise)."""
+    from scipy.sparse.csgraph import connected_components
+
     wins = np.asarray(wins, dtype=np.float64)
     met = (wins + wins.T) > 0
-    judged = met.any(1)
-    if np.any(judged & ((wins.sum(1) == 0) | (wins.sum(0) == 0))):
+    judged = np.flatnonzero(met.any(1))
+    # Finite maximum-likelihood strengths exist only when every judged model can be reached
+    # from every other through "beat" edges (Zermelo/Ford): otherwise add the prior.
+    strong, _ = connected_components(wins[np.ix_(judged, judged)] > 0, directed=True, connection="strong")
+    if len(judged) and strong > 1:
         wins = wins + 0.5 * met
     games = wins + wins.T
     strength = np.ones(len(wins))
@@ -181,7 +188,15 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
         raise KpbenchError("realism questions need two models, or --real")
     spec = next(iter(data_specs))
     samples = make_sample_dataset(spec, "test", seed, workdir, flip=False)
+    if questions + contains > len(samples):
+        raise KpbenchError(f"{questions + contains} questions need as many test images, the test split has "
+                           f"{len(samples)}: repeated images would let participants learn which are real; "
+                           "ask fewer questions or use a larger dataset")
     rng = np.random.default_rng(seed)
+    secret = random.SystemRandom()  # ids and sides: not derivable from the seed the page shows
+
+    def opaque() -> str:
+        return "i" + "".join(secret.choice("0123456789abcdef") for _ in range(12))
     order = rng.permutation(len(samples))
     generator = torch.Generator().manual_seed(seed)
     items: list[_Question] = []
@@ -196,17 +211,18 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
             image = item["image"] if model == REAL else runs[model].generate(patches, z=z)[0][0]
             return _png_data_uri(image)
 
-        qid = f"q{number}"
+        qid = opaque()
         if number < questions:
-            pair = comparisons[number % len(comparisons)]
-            ids = {f"{qid}-a": pair[0], f"{qid}-b": pair[1]}
+            pair = list(comparisons[number % len(comparisons)])
+            secret.shuffle(pair)  # which model is first in the page says nothing
+            ids = {opaque(): pair[0], opaque(): pair[1]}
             question = _Question(qid, "pair", ids, index)
         else:
             # Half the patch questions show the image's own patches, half another image's.
             own = bool(rng.integers(2))
             model = models[number % len(models)]
             source = index if own else int(order[(number + 1) % len(order)])
-            question = _Question(qid, "contains", {f"{qid}-a": model}, index, shown_patches_from=source)
+            question = _Question(qid, "contains", {opaque(): model}, index, shown_patches_from=source)
             question.patches = [_png_data_uri(p) for p in samples[source]["patches"]]
         question.pictures = {image_id: picture(model) for image_id, model in question.images.items()}
         items.append(question)
@@ -222,9 +238,11 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
     page_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     key["page_id"] = page_id
     (out / KEY_FILE).write_text(json.dumps(key, indent=1))
+    shown = list(items)
+    secret.shuffle(shown)  # the page's own order says nothing either
     payload = {"pageId": page_id, "seed": seed,
                "questions": [{"id": q.id, "kind": q.kind, "images": q.pictures, "patches": q.patches}
-                             for q in items]}
+                             for q in shown]}
     template = resources.files("kpbench").joinpath("study_page.html").read_text(encoding="utf-8")
     # JSON inside a <script type="application/json">: escape "<" so no "</script>" can end it.
     data = json.dumps(payload).replace("<", "\\u003c")
@@ -258,7 +276,7 @@ def read_answers(key: dict[str, Any], files: Iterable[Path]) -> StudyAnswers:
             record = json.loads(Path(path).read_text(encoding="utf-8"))
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             result.skip("not a readable answers file", Path(path))
             continue
         if record.get("pageId") != key["page_id"]:
@@ -272,8 +290,10 @@ def read_answers(key: dict[str, Any], files: Iterable[Path]) -> StudyAnswers:
         chosen: dict[str, str] = {}
         valid = True
         for answer in answers:
-            question = questions.get(answer.get("question")) if isinstance(answer, dict) else None
-            choice = answer.get("choice") if isinstance(answer, dict) else None
+            fields_ok = (isinstance(answer, dict) and isinstance(answer.get("question"), str)
+                         and isinstance(answer.get("choice"), str))
+            question = questions.get(answer["question"]) if fields_ok else None
+            choice = answer["choice"] if fields_ok else None
             allowed = set(question["images"]) if question and question["kind"] == "pair" else {"yes", "no"}
             if question is None or choice not in allowed:
                 valid = False
@@ -308,6 +328,22 @@ def _wins(key: dict[str, Any], participants: dict[str, dict[str, str]], models: 
     return wins
 
 
+def _check_key(key: Any) -> None:
+    """Raise ValueError unless ``key`` has the shape make_study writes."""
+    if not isinstance(key, dict) or not isinstance(key.get("page_id"), str):
+        raise ValueError("no page id")
+    runs, questions = key.get("runs"), key.get("questions")
+    if not isinstance(runs, dict) or not runs or not isinstance(questions, list):
+        raise ValueError("no runs or questions")
+    for question in questions:
+        images = question.get("images") if isinstance(question, dict) else None
+        if (not isinstance(images, dict) or question.get("kind") not in ("pair", "contains")
+                or not isinstance(question.get("id"), str) or "sample" not in question
+                or len(images) != (2 if question["kind"] == "pair" else 1)
+                or not set(images.values()) <= set(runs) | {REAL}):
+            raise ValueError(f"question {question!r:.80} is malformed")
+
+
 def analyze_study(study_dir: Path, files: Iterable[Path]) -> tuple[dict[Path, list[ResultRow]], StudyAnswers]:
     """Rows per run folder (write them with ``write_rows(run, "user_study", rows)``) and the
     answers that were used. Raises KpbenchError when nothing usable remains."""
@@ -316,9 +352,9 @@ def analyze_study(study_dir: Path, files: Iterable[Path]) -> tuple[dict[Path, li
     key_path = Path(study_dir) / KEY_FILE
     try:
         key = json.loads(key_path.read_text())
-        key["page_id"], key["questions"], key["runs"]  # noqa: B018 - presence check
-    except (OSError, ValueError, KeyError) as error:
-        raise KpbenchError(f"{key_path} is not a study key ({error})") from None
+        _check_key(key)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        raise KpbenchError(f"{key_path} is not a study key ({type(error).__name__}: {error})") from None
     answers = read_answers(key, files)
     participants = answers.participants
     if not participants:
@@ -327,7 +363,7 @@ def analyze_study(study_dir: Path, files: Iterable[Path]) -> tuple[dict[Path, li
     runs = {name: Path(path) for name, path in key["runs"].items()}
     models = [*runs, REAL]
     n_people = len(participants)
-    note = f"{n_people} participants" + "".join(
+    note = f"study {key['page_id']}: {n_people} participants" + "".join(
         f"; {len(names)} skipped: {reason}" for reason, names in answers.skipped.items())
     rows: dict[str, list[ResultRow]] = {name: [] for name in runs}
     seeds = {name: (info.seed if (info := describe_run(path)) else 0) for name, path in runs.items()}
@@ -365,15 +401,16 @@ def analyze_study(study_dir: Path, files: Iterable[Path]) -> tuple[dict[Path, li
     judged = wins.sum(1) + wins.sum(0)
     for i, model in enumerate(models):
         if model != REAL and judged[i] > 0:
+            real_text = f", real images {scores[-1]:+.2f}" if judged[-1] > 0 else ""
             row(model, "all pairs", "bt_score", scores[i], int(judged[i]), (low[i], high[i]),
-                f"; log strength, real images {scores[-1]:+.2f}")
+                f"; log strength{real_text}")
     # Patch questions: how often "yes" is right.
     for name in runs:
         right = total = 0
         for question in key["questions"]:
-            if question["kind"] != "contains" or question["images"][f"{question['id']}-a"] != name:
+            if question["kind"] != "contains" or name not in question["images"].values():
                 continue
-            truth = "yes" if question["patches_from"] == question["sample"] else "no"
+            truth = "yes" if question.get("patches_from") == question["sample"] else "no"
             for chosen in participants.values():
                 total += 1
                 right += chosen[question["id"]] == truth

@@ -35,7 +35,7 @@ VARIANTS = ("full", "nomask")
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[WorkDir, Path]:
     root = tmp_path_factory.mktemp("study")
-    base = TrainConfig(data=DataSpec(source="builtin:48"), width=0.0625, batch_size=4, steps=1,
+    base = TrainConfig(data=DataSpec(source="builtin:96"), width=0.0625, batch_size=4, steps=1,
                        num_workers=0, progress=False, workdir=str(root), sample_every=1000)
     for variant in VARIANTS:
         train(replace(base, variant=variant))
@@ -73,6 +73,12 @@ def test_statistics_match_values_worked_out_by_hand() -> None:
     assert scores[0] - scores[1] == pytest.approx(math.log(2), abs=1e-6)
     assert scores[1] - scores[2] == pytest.approx(math.log(2), abs=1e-6)
     assert scores.sum() == pytest.approx(0, abs=1e-9)
+    # Two groups where one always beats the other (full, real vs nomask, cgan), split within each:
+    # no finite maximum-likelihood scores, so the prior applies and the scores settle.
+    groups = np.array([[0, 3, 5, 5], [3, 0, 5, 5], [0, 0, 0, 3], [0, 0, 3, 0]])
+    settled = bradley_terry(groups, iterations=100_000)
+    assert np.isfinite(settled).all() and settled[:2].min() > settled[2:].max()
+    assert np.allclose(settled, bradley_terry(groups, iterations=200_000), atol=1e-6)
     # A model that never loses still gets a finite score, above the others.
     unbeaten = bradley_terry(np.array([[0, 5, 5], [0, 0, 3], [0, 2, 0]]))
     assert np.isfinite(unbeaten).all() and unbeaten.argmax() == 0
@@ -87,6 +93,10 @@ def test_the_page_is_self_contained_and_never_names_a_variant(study: tuple[WorkD
     assert "data:image/png;base64," in page
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)  # nothing fetched from anywhere
     assert "@import" not in page and "url(" not in page
+    payload = json.loads(re.search(r'id="study-data">(.*?)</script>', page, re.S)[1])
+    image_ids = [image for question in payload["questions"] for image in question["images"]]
+    assert all(re.fullmatch(r"i[0-9a-f]{12}", image) for image in image_ids)  # opaque, no a/b slots
+    assert len(set(image_ids)) == len(image_ids)
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page).lower()
     for name in VARIANTS:
         assert name not in text
@@ -127,6 +137,20 @@ def test_analyze_counts_bad_files_and_computes_rows(study: tuple[WorkDir, Path])
     p_values = {(row.variant, row.condition): row.value for row in flat if row.metric == "preference_p_value"}
     won = round(a.value * a.n)
     assert p_values["full", "vs nomask"] == pytest.approx(binomial_p_value(won, a.n))
+    odd = answers_file(folder, "odd")
+    record = json.loads(odd.read_text())
+    record["answers"][0]["question"] = ["not", "a", "string"]
+    odd.write_text(json.dumps(record))
+    deep = folder / "answers" / "deep.json"
+    deep.write_text("[" * 100_000)
+    _, more = analyze_study(folder, [*good, odd, deep])
+    assert {reason: len(names) for reason, names in more.skipped.items()} == {
+        "tampered (unknown question or choice)": 1, "not a readable answers file": 1}
+    bad_key = folder.parent / "bad-key"
+    bad_key.mkdir(exist_ok=True)
+    (bad_key / KEY_FILE).write_text("[1, 2]")
+    with pytest.raises(KpbenchError, match="is not a study key"):
+        analyze_study(bad_key, good)
     with pytest.raises(KpbenchError, match="no usable answers .*1 from another study"):
         analyze_study(folder, [foreign])
     with pytest.raises(KpbenchError, match="no answers files given"):
@@ -153,20 +177,32 @@ def test_the_page_in_a_real_browser_keyboard_reload_download_and_analyze(study: 
         context = browser.new_context(accept_downloads=True)
         page = context.new_page()
         page.goto((folder / "study.html").as_uri())
+        payload = page.evaluate("JSON.parse(document.getElementById('study-data').textContent)")
+        image_of = {src: image for question in payload["questions"]
+                    for image, src in question["images"].items()}
+        expected: list[str] = []  # what each key press chose, read from the images on screen
+
+        def press(key_name: str) -> None:
+            sources = page.eval_on_selector_all("#choices img", "images => images.map(image => image.src)")
+            shown = [image_of.get(src) for src in sources]
+            if len(shown) == 2:  # a pair: the image on the pressed side
+                expected.append(shown[0] if key_name == "ArrowLeft" else shown[1])
+            else:  # a patch question: left is yes
+                expected.append("yes" if key_name == "ArrowLeft" else "no")
+            page.keyboard.press(key_name)
+            pressed.append(key_name)
+
         page.fill("#participant", "alice")
         page.press("#participant", "Enter")
         for k in range(3):
             assert page.inner_text("#progress") == f"{k + 1} of {total}"
-            key_name = "ArrowLeft" if k % 2 == 0 else "ArrowRight"
-            page.keyboard.press(key_name)
-            pressed.append(key_name)
+            press("ArrowLeft" if k % 2 == 0 else "ArrowRight")
         page.reload()  # answers are kept in local storage
         page.fill("#participant", "alice")
         page.press("#participant", "Enter")
         assert page.inner_text("#progress") == f"4 of {total}"
-        while pressed.__len__() < total:
-            page.keyboard.press("ArrowRight")
-            pressed.append("ArrowRight")
+        while len(pressed) < total:
+            press("ArrowRight")
         assert page.is_visible("#done")
         with page.expect_download() as download_info:
             page.click("#download")
@@ -175,8 +211,7 @@ def test_the_page_in_a_real_browser_keyboard_reload_download_and_analyze(study: 
         browser.close()
     record = json.loads(saved.read_text())
     assert record["participant"] == "alice" and record["complete"] and len(record["answers"]) == total
-    for answer, key_name in zip(record["answers"], pressed):
-        assert answer["choice"] == (answer["left"] if key_name == "ArrowLeft" else answer["right"])
+    assert [answer["choice"] for answer in record["answers"]] == expected  # what was on screen
     result = CliRunner().invoke(app, ["study", "analyze", str(saved)])
     assert result.exit_code == 0, result.output
     assert "1 participants used" in result.stdout
