@@ -67,8 +67,8 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 # Options shared by several commands (typed once, reused).
 WorkdirOption = Annotated[
     Path | None,
-    typer.Option("--workdir", "-w", help=f"Where runs/, cache/ and reports/ live [env {WORKDIR_ENV}; "
-                 "default: current directory]."),
+    typer.Option("--workdir", "-w", help=f"Where runs/, cache/ and reports/ live (env {WORKDIR_ENV}; "
+                 "default: current directory)."),
 ]
 SizeOption = Annotated[int, typer.Option("--size", "-s", help="Image side S in pixels: 64, 128 or 256.")]
 PresetOption = Annotated[
@@ -222,24 +222,24 @@ def train_command(
     split_seed: SplitSeedOption = 0,
     patch_source: Annotated[str, typer.Option(help="Train on 'key' or 'random' patches.")] = "key",
     lambda_decay_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs over which lambda decays "
-                                   "0.64 -> 0.0064 (the paper: its 25 training epochs) [default: the "
-                                   "run's length]. A short run that stands for the first part of the "
+                                   "0.64 -> 0.0064 (the paper: its 25 training epochs) (default: the "
+                                   "run's length). A short run that stands for the first part of the "
                                    "paper's schedule sets 25.")] = None,
     init: Annotated[str | None, typer.Option(help="Weight initialisation: 'pytorch' (today's PyTorch "
                     "defaults; the authors' code left initialisation to the framework), 'pytorch04' "
                     "(PyTorch 0.3/0.4's defaults, which their code ran on) or 'dcgan' (N(0, 0.02)) "
-                    "[default: the variant's].")] = None,
+                    "(default: the variant's).")] = None,
     amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: off, bf16 or fp16.")] = "off",
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes [default: 0 on "
-                       "the CPU, where they would take cores from training; 2 on CUDA].")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes (default: 0 on "
+                       "the CPU, where they would take cores from training; 2 on CUDA).")] = None,
     sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every K steps.")] = 500,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Checkpoint every K steps.")] = 500,
     diagnostics_every: Annotated[int | None, typer.Option(min=1, help="Held-out mask IoU, coverage "
                                  "and L1 against the empty and prior masks every K steps "
-                                 "[default: 4 times per epoch].")] = None,
-    restart: Annotated[bool, typer.Option(help="Discard an existing run of this variant and seed "
-                       "(needed when its settings changed).")] = False,
+                                 "(default: 4 times per epoch).")] = None,
+    restart: Annotated[bool, typer.Option(help="Discard an existing run with these settings "
+                       "and seed (needed when its variant's definition changed).")] = False,
     workdir: WorkdirOption = None,
 ) -> None:
     """Train one variant with one seed; run again to resume from the last checkpoint."""
@@ -298,8 +298,8 @@ def eval_command(
     extractor: Annotated[str, typer.Option(help="FID/KID feature extractor: inception (standard), "
                          "inception-fidhelper, random-conv (plumbing only).")] = "inception",
     inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
-                                 "weights-inception-2015-12-05-6726825d.pth [env "
-                                 "KPBENCH_INCEPTION_WEIGHTS].")] = None,
+                                 "weights-inception-2015-12-05-6726825d.pth (env "
+                                 "KPBENCH_INCEPTION_WEIGHTS).")] = None,
     classify_samples: Annotated[int, typer.Option(min=4, help="Images the classification "
                                 "protocol uses at most (balanced over its classes).")] = 2000,
     min_per_class: Annotated[int, typer.Option(min=2, help="Classification uses only classes "
@@ -337,12 +337,13 @@ def run_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cells, what is already done and "
                        "each cell's estimated training cost; run nothing.")] = False,
     launcher: Annotated[str, typer.Option(help="local (one cell after another, here), slurm (one "
-                        "submitit job per cell; torchrun inside when [launcher] processes_per_cell > 1), "
-                        "submitit-local or submitit-debug (the slurm path on this machine).")] = "local",
+                        "submitit job per cell; torchrun inside when the plan's "
+                        "launcher.processes_per_cell > 1), submitit-local or submitit-debug (the "
+                        "slurm path on this machine).")] = "local",
     device: Annotated[str | None, typer.Option(help="Device for the --dry-run timing (auto, cpu, cuda); "
-                      "training uses the plan's [train] device.")] = None,
+                      "training uses the plan's train.device.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the plan's runs and "
-                       "reports go, one folder per dataset [default: ./kpbench-<plan name>].")] = None,
+                       "reports go, one folder per dataset (default: ./kpbench-<plan name>).")] = None,
 ) -> None:
     """Train, evaluate and report every cell of a plan; finished cells are skipped, interrupted
     ones resume, a failed cell is reported and the others go on."""
@@ -449,7 +450,7 @@ def study_make(
 def study_analyze(
     files: Annotated[list[Path], typer.Argument(help="Answers files (DIR/answers/*.json).")],
     study: Annotated[Path | None, typer.Option("--study", help="The study folder (with key.json) "
-                     "[default: the folder above the first answers file's].")] = None,
+                     "(default: the folder above the first answers file's).")] = None,
 ) -> None:
     """Check answers files against the study, and write preference, Bradley-Terry, realism and
     agreement rows (protocol user_study) into the compared runs."""
@@ -531,7 +532,7 @@ def demo_command(
                          "without its weights the FID cells say how to get them).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the demo's runs, "
-                       "cache and report go [default: ./kpbench-demo].")] = None,
+                       "cache and report go (default: ./kpbench-demo).")] = None,
 ) -> None:
     """Prepare, train all five variants small, run every protocol and write the report."""
     from kpbench.demo import TINY_PLAN, DemoPlan, default_demo_workdir, plan_with, run_demo
