@@ -404,11 +404,6 @@ def _train_with_torchrun(config: TrainConfig, processes: int) -> None:
                            f"(all output in {log})")
 
 
-def _job(cell: Cell, protocols: tuple[str, ...], options: EvalOptions, processes: int) -> str:
-    """What a submitit job runs: the same cell logic as the local launcher, in a fresh process."""
-    return execute_cell(cell, protocols, options, processes)
-
-
 @dataclass
 class PlanResult:
     outcomes: list[Outcome]
@@ -516,7 +511,8 @@ def _run_submitit(plan: Plan, todo: list[Cell], launcher: str, processes: int,
     if cluster == "slurm" and processes > 1:
         parameters.setdefault("gpus_per_node", processes)
     executor.update_parameters(**parameters)
-    jobs = [(cell, executor.submit(_job, cell, plan.protocols, plan.eval_options, processes))
+    # Each job runs the local launcher's cell logic (skip, resume, evaluate) in a fresh process.
+    jobs = [(cell, executor.submit(execute_cell, cell, plan.protocols, plan.eval_options, processes))
             for cell in todo]
     say(f"submitted {len(jobs)} jobs ({cluster}); logs in {folder}")
     outcomes = []

@@ -326,25 +326,22 @@ def variant_order(variants: Iterable[str]) -> list[str]:
     its other labels, unknown names last; then baselines (:data:`BASELINE_ORDER`, then the rest)."""
     from kpbench.variant import list_variants
 
-    registered = {spec.name: index for index, spec in enumerate(list_variants())}
-
-    def rank(label: str) -> tuple[int, str, str]:
-        # The longest registered name the label starts with: "full-random" -> full.
-        for name in sorted(registered, key=len, reverse=True):
-            if label == name or label.startswith(name + "-"):
-                return registered[name], name, label[len(name):]
-        return len(registered), label, ""
-
-    def baseline_rank(label: str) -> tuple[int, str, str]:
-        # "baseline:prior_mask-n2" sits with "baseline:prior_mask", after it.
-        for index, name in enumerate(BASELINE_ORDER):
-            if label == name or label.startswith(name + "-"):
-                return index, name, label[len(name):]
-        return len(BASELINE_ORDER), label, ""
-
+    registered = [spec.name for spec in list_variants()]
     names = list(dict.fromkeys(variants))
-    trained = sorted((v for v in names if not is_baseline(v)), key=rank)
-    return trained + sorted((v for v in names if is_baseline(v)), key=baseline_rank)
+    trained = [v for v in names if not is_baseline(v)]
+    baselines = [v for v in names if is_baseline(v)]
+    return (sorted(trained, key=lambda label: _label_rank(label, registered))
+            + sorted(baselines, key=lambda label: _label_rank(label, BASELINE_ORDER)))
+
+
+def _label_rank(label: str, order: Sequence[str]) -> tuple[int, str, str]:
+    """Sort key of a run label among names in ``order``: the longest name the label is or starts
+    with (``full-random`` -> ``full``, ``baseline:prior_mask-n2`` -> ``baseline:prior_mask``)
+    gives its place, the plain name before its labelled runs; unknown labels last."""
+    for name in sorted(order, key=len, reverse=True):
+        if label == name or label.startswith(name + "-"):
+            return order.index(name), name, label[len(name):]
+    return len(order), label, ""
 
 
 def variant_label(variant: str) -> str:
