@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+
+from kpbench.samples import expand_batch, sample_batches
 
 PRIOR_MASK = "baseline:prior_mask"
 NEAREST_NEIGHBOUR = "baseline:nearest_neighbour"
@@ -62,17 +63,16 @@ class NearestNeighbour:
 
     @classmethod
     def fit(cls, train_samples, batch_size: int = 64) -> NearestNeighbour:
-        loader = DataLoader(train_samples, batch_size=batch_size, shuffle=False, num_workers=0)
         features, pixels = [], []
-        for batch in loader:
+        for batch in sample_batches(train_samples, range(len(train_samples)), batch_size,
+                                    torch.device("cpu")):
             features.append(patch_pixels(batch["patches"]))
             pixels.append(image_pixels(batch["image"]))
         return cls(train_samples, torch.cat(features), torch.cat(pixels))
 
     def _items(self, positions: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-        items = [self.samples[int(i)] for i in positions]
-        return (torch.stack([item["image"] for item in items]).to(device),
-                torch.stack([item["mask"] for item in items]).to(device))
+        batch = expand_batch(self.samples.raw_batch(positions.cpu().numpy()), device)
+        return batch["image"], batch["mask"]
 
     def by_patches(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N, 3, S, S) -> the training images (B, 3, S, S) whose key patches are closest, and

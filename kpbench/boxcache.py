@@ -16,9 +16,9 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -103,10 +103,15 @@ def prepare_boxes(
     workers: int | None = None,
     progress: bool = True,
     chunk_size: int | None = None,
+    also_counts: Sequence[int] = (),
 ) -> BoxTable:
     """Boxes for every image of ``dataset``: from the cache, or detected over ``workers``
     processes (default: every core this process may use) and cached. ``chunk_size`` images
-    make one work item and one resumable part file (default: from the dataset size)."""
+    make one work item and one resumable part file (default: from the dataset size).
+
+    When detection has to run, the tables for ``also_counts`` (other N, same filters) that are
+    not cached yet are made in the same pass: EdgeBoxes' proposals, the expensive part, are
+    computed once per image and only the selection of the top N runs per count."""
     path = box_cache_path(dataset, params, cache_dir)
     if path.exists():
         return BoxTable.load(path)
@@ -117,34 +122,44 @@ def prepare_boxes(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             return BoxTable.load(path)
-        return _detect_and_save(dataset, params, path, workers, progress, chunk_size)
+        extra = [replace(params, n_patches=count) for count in sorted(set(also_counts) - {params.n_patches})]
+        extra = [other for other in extra if not box_cache_path(dataset, other, cache_dir).exists()]
+        targets = [(other, box_cache_path(dataset, other, cache_dir)) for other in [params, *extra]]
+        return _detect_and_save(dataset, targets, workers, progress, chunk_size)[0]
 
 
-def _detect_and_save(dataset: Dataset, params: PatchParams, path: Path, workers: int | None,
-                     progress: bool, chunk_size: int | None) -> BoxTable:
-    parts_dir = path.with_suffix(".parts")
-    table = _empty_table(len(dataset), params.n_patches, int(dataset.preprocess.size))
-    done = _load_parts(parts_dir, table)
+def _detect_and_save(dataset: Dataset, targets: list[tuple[PatchParams, Path]], workers: int | None,
+                     progress: bool, chunk_size: int | None) -> list[BoxTable]:
+    """Detect for every (params, path) of ``targets`` (the same filters, different N) in one pass
+    over the images, resuming from each target's saved parts; returns the tables in order."""
+    size = int(dataset.preprocess.size)
+    tables = [_empty_table(len(dataset), params.n_patches, size) for params, _ in targets]
+    done = np.ones(len(dataset), dtype=bool)
+    for table, (_, path) in zip(tables, targets):
+        done &= _load_parts(path.with_suffix(".parts"), table)
     workers = workers or _usable_cores()
     if chunk_size is None:
         chunk_size = int(np.clip(-(-len(dataset) // (workers * CHUNKS_PER_WORKER)), MIN_CHUNK_SIZE,
                                  MAX_CHUNK_SIZE))
     todo = list(_spans(np.flatnonzero(~done), chunk_size))
     workers = min(workers, max(len(todo), 1))
+    all_params = [params for params, _ in targets]
 
-    with (_detections(dataset, params, todo, workers) as detected,
+    with (_detections(dataset, all_params, todo, workers) as detected,
           _progress_bar(progress, total=len(dataset), completed=int(done.sum())) as advance):
-        for start, boxes, scores, levels in detected:
-            stop = start + len(boxes)
-            _save_arrays(parts_dir / f"{start:09d}-{stop:09d}.npz",
-                         boxes=boxes, scores=scores, relax_level=levels)
-            table.boxes[start:stop], table.scores[start:stop], table.relax_level[start:stop] = (
-                boxes, scores, levels)
-            advance(stop - start)
+        for start, per_count in detected:
+            for table, (_, path), (boxes, scores, levels) in zip(tables, targets, per_count):
+                stop = start + len(boxes)
+                _save_arrays(path.with_suffix(".parts") / f"{start:09d}-{stop:09d}.npz",
+                             boxes=boxes, scores=scores, relax_level=levels)
+                table.boxes[start:stop], table.scores[start:stop], table.relax_level[start:stop] = (
+                    boxes, scores, levels)
+            advance(len(per_count[0][0]))
 
-    table.save(path, meta={"manifest": dataset.manifest.hash, "params": params.cache_key()})
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return table
+    for table, (params, path) in zip(tables, targets):
+        table.save(path, meta={"manifest": dataset.manifest.hash, "params": params.cache_key()})
+        shutil.rmtree(path.with_suffix(".parts"), ignore_errors=True)
+    return tables
 
 
 def _empty_table(length: int, count: int, image_size: int) -> BoxTable:
@@ -195,44 +210,50 @@ def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
 
 
 # -- detection: in this process, or one detector per worker process ---------------------------
-DetectedSpan = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # start, boxes, scores, levels
+Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (K, N, 4), scores (K, N), levels (K,)
+DetectedSpan = tuple[int, list[Found]]  # start, one Found per requested N
 
 
-def _detect_span(dataset: Dataset, detector: KeyPatchDetector, span: tuple[int, int]) -> DetectedSpan:
+def _detect_span(dataset: Dataset, detector: KeyPatchDetector, counts: list[int],
+                 span: tuple[int, int]) -> DetectedSpan:
     start, stop = span
-    detections = [detector.detect(dataset.load_image(index)) for index in range(start, stop)]
-    return (start,
-            np.stack([found.boxes for found in detections]),
-            np.stack([found.scores for found in detections]),
-            np.array([found.relax_level for found in detections], dtype=np.int16))
+    detections = [detector.detect_counts(dataset.load_image(index), counts) for index in range(start, stop)]
+    found = []
+    for position in range(len(counts)):
+        chosen = [per_image[position] for per_image in detections]
+        found.append((np.stack([d.boxes for d in chosen]), np.stack([d.scores for d in chosen]),
+                      np.array([d.relax_level for d in chosen], dtype=np.int16)))
+    return start, found
 
 
 _worker_dataset: Dataset | None = None
 _worker_detector: KeyPatchDetector | None = None
+_worker_counts: list[int] = []
 
 
-def _init_worker(dataset: Dataset, params: PatchParams) -> None:
+def _init_worker(dataset: Dataset, params: PatchParams, counts: list[int]) -> None:
     # One process per core: library thread pools would only oversubscribe the cores. Detection
     # itself never imports torch; limit it only if the dataset's code brought it in.
     cv2.setNumThreads(1)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    global _worker_dataset, _worker_detector
-    _worker_dataset, _worker_detector = dataset, KeyPatchDetector(params)
+    global _worker_dataset, _worker_detector, _worker_counts
+    _worker_dataset, _worker_detector, _worker_counts = dataset, KeyPatchDetector(params), counts
 
 
 def _worker_detect_span(span: tuple[int, int]) -> DetectedSpan:
-    return _detect_span(_worker_dataset, _worker_detector, span)
+    return _detect_span(_worker_dataset, _worker_detector, _worker_counts, span)
 
 
 @contextmanager
-def _detections(dataset: Dataset, params: PatchParams, spans: list[tuple[int, int]],
+def _detections(dataset: Dataset, all_params: list[PatchParams], spans: list[tuple[int, int]],
                 workers: int) -> Iterator[Iterator[DetectedSpan]]:
     """Yields an iterator of detected spans, in completion order; worker processes (if any)
-    are running when it is yielded."""
+    are running when it is yielded. ``all_params`` differ in ``n_patches`` only."""
+    params, counts = all_params[0], [other.n_patches for other in all_params]
     if workers <= 1 or len(spans) <= 1:
         detector = KeyPatchDetector(params)
-        yield (_detect_span(dataset, detector, span) for span in spans)
+        yield (_detect_span(dataset, detector, counts, span) for span in spans)
         return
     # Not plain fork: a child forked after OpenCV's thread pool ran in this process can hang in
     # cv2.setNumThreads. A fork server is a fresh process, started once, that preloads this
@@ -243,7 +264,7 @@ def _detections(dataset: Dataset, params: PatchParams, spans: list[tuple[int, in
         context.set_forkserver_preload(["__main__", __name__])
     else:
         context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(dataset, params)) as pool:
+    with context.Pool(workers, initializer=_init_worker, initargs=(dataset, params, counts)) as pool:
         yield pool.imap_unordered(_worker_detect_span, spans)
 
 

@@ -238,6 +238,11 @@ def train_command(
     diagnostics_every: Annotated[int | None, typer.Option(min=1, help="Held-out mask IoU, coverage "
                                  "and L1 against the empty and prior masks every K steps "
                                  "(default: 4 times per epoch).")] = None,
+    status_every: Annotated[int, typer.Option(min=1, help="When the output is not a terminal (a log "
+                            "file), print a status line every K steps: losses, images/s, data "
+                            "share, held-out mask IoU.")] = 50,
+    tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard event files to "
+                           "RUN/tensorboard (needs: pip install tensorboard).")] = False,
     restart: Annotated[bool, typer.Option(help="Discard an existing run with these settings "
                        "and seed (needed when its variant's definition changed).")] = False,
     workdir: WorkdirOption = None,
@@ -256,7 +261,8 @@ def train_command(
         steps=steps, patch_source=patch_source, init=init, lambda_decay_epochs=lambda_decay_epochs,
         amp=amp, device=device, num_workers=workers,
         sample_every=sample_every, checkpoint_every=checkpoint_every, diagnostics_every=diagnostics_every,
-        workdir=str(WorkDir.resolve(workdir).root), restart=restart,
+        status_every=status_every, tensorboard=tensorboard, workdir=str(WorkDir.resolve(workdir).root),
+        restart=restart,
     )
     for seed_value in parse_seeds(seeds) if seeds is not None else [seed]:
         run_dir = train(replace(base, seed=seed_value))
@@ -321,10 +327,13 @@ def eval_command(
                           classify_samples=classify_samples, min_per_class=min_per_class, folds=folds,
                           device=device)
     chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
-    written = evaluate(WorkDir.resolve(workdir), protocol, variant, chosen_seeds or None, options,
+    outcome = evaluate(WorkDir.resolve(workdir), protocol, variant, chosen_seeds or None, options,
                        on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run)
-    for run_dir, files in written.items():
+    for run_dir, files in outcome.written.items():
         console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}", highlight=False)
+    console.print(f"time per protocol over {len(outcome.written)} run(s):", highlight=False)
+    for line in outcome.timing_lines():
+        console.print(f"  {line}", highlight=False, markup=False)
 
 
 @app.command("run")

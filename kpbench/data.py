@@ -150,6 +150,8 @@ class ImageDataset:
             raise KpbenchError(f"no readable images in {source}")
         self.source = source
         self.records = records
+        self._decoded_path: Path | None = None
+        self._decoded_array: np.ndarray | None = None
         self.preprocess = preprocess
         self.class_names: list[str] = sorted({record.label for record in records})
         class_index = {name: k for k, name in enumerate(self.class_names)}
@@ -194,8 +196,40 @@ class ImageDataset:
         return np.flatnonzero(self.is_test if split == "test" else ~self.is_test)
 
     def load_image(self, index: int) -> np.ndarray:
-        """uint8 (S, S, 3) RGB."""
+        """uint8 (S, S, 3) RGB: from the decoded cache once attached, else decoded now."""
+        if self._decoded_path is None:
+            return self.decode(index)
+        return np.array(self._decoded()[index])
+
+    def load_images(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """uint8 (B, S, S, 3) RGB of the given dataset indices, in that order."""
+        if self._decoded_path is None:
+            return np.stack([self.decode(int(index)) for index in indices])
+        return self._decoded()[np.asarray(indices, dtype=np.int64)]  # fancy indexing copies
+
+    def decode(self, index: int) -> np.ndarray:
+        """uint8 (S, S, 3) RGB decoded from the source (file or drawing), never from the cache."""
         return self._load_source(index)
+
+    def attach_decoded(self, path: Path) -> None:
+        """Serve images from the decoded cache at ``path`` (see :mod:`kpbench.imagecache`)."""
+        self._decoded_path = Path(path)
+        self._decoded_array = None
+
+    @property
+    def decoded_path(self) -> Path | None:
+        return self._decoded_path
+
+    def _decoded(self) -> np.ndarray:
+        if self._decoded_array is None:
+            from kpbench.imagecache import open_decoded
+
+            self._decoded_array = open_decoded(self._decoded_path)
+        return self._decoded_array
+
+    def __getstate__(self) -> dict:
+        # Worker processes map the cache file themselves rather than receive a copy of it.
+        return {**self.__dict__, "_decoded_array": None}
 
     def _load_source(self, index: int) -> np.ndarray:
         raise NotImplementedError

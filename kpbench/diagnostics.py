@@ -58,13 +58,16 @@ class DiagnosticBatch:
     @classmethod
     def from_samples(cls, test_samples, train_samples, seed: int, z_dim: int,
                      count: int = DIAGNOSTIC_SAMPLES) -> DiagnosticBatch:
-        items = [test_samples[i] for i in range(min(count, len(test_samples)))]
-        z = torch.rand(len(items), z_dim, generator=torch.Generator().manual_seed(
+        from kpbench.samples import expand_batch
+
+        batch = expand_batch(test_samples.raw_batch(np.arange(min(count, len(test_samples)))),
+                             torch.device("cpu"))
+        z = torch.rand(len(batch["image"]), z_dim, generator=torch.Generator().manual_seed(
             derive_seed(seed, "diagnostics-z"))) * 2 - 1
         return cls(
-            patches=torch.stack([item["patches"] for item in items]),
-            image=torch.stack([item["image"] for item in items]),
-            mask=torch.stack([item["mask"] for item in items]),
+            patches=batch["patches"],
+            image=batch["image"],
+            mask=batch["mask"],
             z=z,
             prior=dataset_prior_mask(train_samples),
         )

@@ -395,7 +395,7 @@ def _file_digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
 
 
-def _module_digest(module: torch.nn.Module) -> str:
+def module_digest(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
@@ -443,7 +443,7 @@ def load_extractor(
     dev = _pick_device(device)
     module = _build(name, None if path is None else str(path), file_hash, str(dev))
     # Code-only nets have no file: hash what the code built.
-    return LoadedExtractor(spec, module, dev, path, file_hash or _module_digest(module))
+    return LoadedExtractor(spec, module, dev, path, file_hash or module_digest(module))
 
 
 def to_uint8(images: Tensor) -> Tensor:

@@ -298,20 +298,27 @@ class KeyPatchDetector:
     # -- selection ---------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> Detection:
         """uint8 (H, W, 3) RGB -> exactly ``n_patches`` boxes inside the image."""
+        return self.detect_counts(image, [self.params.n_patches])[0]
+
+    def detect_counts(self, image: np.ndarray, counts: list[int]) -> list[Detection]:
+        """What :meth:`detect` gives with ``n_patches`` set to each of ``counts``, from one set of
+        EdgeBoxes proposals (the same filters; only the selection of the top N differs)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
         image = np.ascontiguousarray(image)
-        height, width = image.shape[:2]
-        count = self.params.n_patches
         boxes, scores = self._proposals(image)
+        return [self._select(boxes, scores, count, *image.shape[:2]) for count in counts]
 
+    def _select(self, boxes: np.ndarray, scores: np.ndarray, count: int, height: int,
+                width: int) -> Detection:
+        """The top ``count`` proposals under the filters, relaxing them (then grid boxes) as needed."""
         chosen: list[int] = []
         for level, rule in enumerate(self._rules):
             _greedy_fill(boxes, rule.accepts(boxes, height, width), chosen, count, rule.nms_iou)
             if len(chosen) == count:
                 return Detection(boxes[chosen].astype(np.int32), scores[chosen], level)
 
-        grid = _grid_boxes(self.params, height, width)
+        grid = _grid_boxes(dataclasses.replace(self.params, n_patches=count), height, width)
         grid = grid[_least_overlapping(grid, boxes[chosen], count - len(chosen))]
         return Detection(
             np.concatenate([boxes[chosen], grid]).astype(np.int32),
@@ -385,40 +392,66 @@ def random_boxes(rng: np.random.Generator, size: int, n: int, reference_wh: np.n
 
 
 def crop_patches(image: torch.Tensor, boxes: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(3, S, S) image, (N, 4) boxes -> (N, 3, S, S) patches, each box resized bilinearly.
-
-    Each patch is the mean of the bilinear resize and the mirror of the mirrored resize: equal
-    to bilinear up to rounding, and it makes ``crop_patches(flip(image), flip_boxes(boxes))``
-    equal ``flip(crop_patches(image, boxes))`` bit for bit (a plain resize differs by an ulp).
-    """
+    """(3, S, S) image, (N, 4) boxes -> (N, 3, S, S) patches; see :func:`cut_patches`."""
     import torch
 
-    size = tuple(image.shape[-2:])
-    crops = []
-    for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4).tolist():
-        crop = image[None, :, y0:y1, x0:x1]
-        crops.append(0.5 * (_resize(crop, size) + _resize(crop.flip(-1), size).flip(-1)))
-    return torch.cat(crops)
+    boxes = torch.as_tensor(np.asarray(boxes), dtype=torch.int64).reshape(1, -1, 4)
+    return cut_patches(image[None], boxes)[0]
 
 
-def _resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def cut_patches(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) images, (B, N, 4) int boxes -> (B, N, 3, S, S) patches, on the images' device.
+
+    Each box is resized to S x S bilinearly, as ``F.interpolate(align_corners=False)`` resizes
+    the cropped box (equal up to float rounding): one ``grid_sample`` call for the whole batch,
+    with sample positions clamped to the box's own pixels, so no pixel outside a box leaks in
+    (``roi_align`` would blend its border with the neighbouring pixels). The result is the mean of
+    that and the mirror of the mirrored image's patches, which makes
+    ``cut_patches(flip(images), flip_boxes(boxes))`` equal ``flip(cut_patches(images, boxes))``
+    bit for bit (one pass alone differs from it by an ulp).
+    """
+    size = images.shape[-1]
+    boxes = boxes.to(images.device)
+    direct = _sample_boxes(images, boxes)
+    mirrored = _sample_boxes(images.flip(-1), flip_boxes(boxes, size)).flip(-1)
+    return 0.5 * (direct + mirrored)
+
+
+def _sample_boxes(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """One bilinear pass of :func:`cut_patches`: (B, 3, S, S), (B, N, 4) -> (B, N, 3, S, S)."""
+    import torch
     import torch.nn.functional as F
 
-    # Antialias matters only when a box is larger than the output, which boxes inside an
-    # S x S image never are; it keeps the call correct for any input.
-    return F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+    batch, n = boxes.shape[:2]
+    height, width = images.shape[-2:]
+    steps = torch.arange(width, device=images.device, dtype=torch.float32) + 0.5  # (S,) output centres
+    corner = boxes[..., :2].float()  # (B, N, 2) x0, y0
+    extent = (boxes[..., 2:] - boxes[..., :2]).float()  # (B, N, 2) w, h
+    # Source pixel coordinate of each output pixel, per axis: (B, N, S); align_corners=False.
+    offsets = steps * (extent[..., None] / width) - 0.5  # (B, N, 2, S)
+    offsets = torch.minimum(offsets.clamp(min=0.0), extent[..., None] - 1.0)
+    source = corner[..., None] + offsets  # (B, N, 2, S) pixel coordinates
+    scale = torch.tensor([width, height], device=images.device, dtype=torch.float32)
+    normalised = (2.0 * source + 1.0) / scale[:, None] - 1.0  # grid_sample's [-1, 1] pixel centres
+    grid_x = normalised[:, :, 0, None, :].expand(batch, n, height, width)
+    grid_y = normalised[:, :, 1, :, None].expand(batch, n, height, width)
+    grid = torch.stack([grid_x, grid_y], dim=-1).reshape(batch, n * height, width, 2)
+    sampled = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
+                            align_corners=False)  # (B, 3, N * S, S)
+    return sampled.reshape(batch, -1, n, height, width).transpose(1, 2)
 
 
 def boxes_to_mask(boxes: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 4) boxes -> (1, size, size) float32 mask, 1 inside the union of the boxes."""
+    """(..., N, 4) boxes -> (..., 1, size, size) float32 mask, 1 inside the union of the boxes."""
     import torch
 
-    boxes = torch.as_tensor(np.asarray(boxes), dtype=torch.int64).reshape(-1, 4)
-    coords = torch.arange(size)
-    inside_x = (coords[None, :] >= boxes[:, 0:1]) & (coords[None, :] < boxes[:, 2:3])  # (N, S)
-    inside_y = (coords[None, :] >= boxes[:, 1:2]) & (coords[None, :] < boxes[:, 3:4])  # (N, S)
-    union = (inside_y[:, :, None] & inside_x[:, None, :]).any(dim=0)  # (S, S)
-    return union[None].to(torch.float32)
+    boxes = torch.as_tensor(np.asarray(boxes) if not isinstance(boxes, torch.Tensor) else boxes,
+                            dtype=torch.int64)
+    coords = torch.arange(size, device=boxes.device)
+    inside_x = (coords >= boxes[..., 0:1]) & (coords < boxes[..., 2:3])  # (..., N, S)
+    inside_y = (coords >= boxes[..., 1:2]) & (coords < boxes[..., 3:4])  # (..., N, S)
+    union = (inside_y[..., :, None] & inside_x[..., None, :]).any(dim=-3)  # (..., S, S)
+    return union.unsqueeze(-3).to(torch.float32)
 
 
 def flip_boxes(boxes: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:

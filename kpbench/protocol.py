@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from kpbench.errors import KpbenchError
 from kpbench.lock import RunLock
@@ -26,6 +28,7 @@ from kpbench.runs import TrainedRun
 from kpbench.runtime import derive_seed, pick_device
 
 ALL = "all"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,51 +100,57 @@ class EvalContext:
     def __post_init__(self) -> None:
         self.variant = self.run.spec.name
         self.seed = int(self.run.config.seed)
-        self._samples_cache: dict[tuple, object] = {}
 
     # --- data -------------------------------------------------------------------------
     @property
     def data_spec(self):  # kpbench.samples.DataSpec
         return self.run.config.data
 
-    def samples(self, split: str = "test", patch_source: str = "key", n_patches: int | None = None):
-        """Deterministic (no flip) samples of ``split``; cached per argument set."""
+    def samples(self, split: str = "test", patch_source: str = "key", n_patches: int | None = None,
+                also_counts: Sequence[int] = ()):
+        """Deterministic (no flip) samples of ``split``, built once per evaluation and shared by
+        every run with the same data and seed (random patches depend on the seed). Boxes for
+        ``also_counts`` patches per image are detected in the same pass when detection runs."""
         from dataclasses import replace
 
         from kpbench.samples import make_sample_dataset, open_data
 
-        key = (split, patch_source, n_patches)
-        if key not in self._samples_cache:
-            dataset_key = replace(self.data_spec, n_patches=0)
-            if dataset_key not in self.datasets:
-                self.datasets[dataset_key] = open_data(self.data_spec)
-            spec = self.data_spec if n_patches is None else replace(self.data_spec, n_patches=n_patches)
-            self._samples_cache[key] = make_sample_dataset(
-                spec, split, derive_seed(self.seed, "eval"), self.workdir,
-                patch_source=patch_source, flip=False, dataset=self.datasets[dataset_key],
-            )
-        return self._samples_cache[key]
+        dataset_key = replace(self.data_spec, n_patches=0)
+        if dataset_key not in self.datasets:
+            self.datasets[dataset_key] = open_data(self.data_spec)
+        spec = self.data_spec if n_patches is None else replace(self.data_spec, n_patches=n_patches)
+        seed = derive_seed(self.seed, "eval")
+        return self.shared(
+            ("samples", split, patch_source, spec.n_patches, seed),
+            lambda: make_sample_dataset(spec, split, seed, self.workdir, patch_source=patch_source,
+                                        flip=False, dataset=self.datasets[dataset_key],
+                                        also_counts=also_counts),
+        )
 
-    def _shared(self, name: str, build: Callable[[], object]) -> object:
-        """A per-dataset object built once per evaluation and shared by every run's context."""
+    def shared(self, key: tuple, build: Callable[[], T]) -> T:
+        """``build()`` once per evaluation for this data (any N) and ``key``, shared by every run's
+        context: for what does not depend on the trained weights (baselines, raw-pixel scores,
+        the samples themselves). ``key`` must name everything else the result depends on."""
         from dataclasses import replace
 
-        key = (replace(self.data_spec, n_patches=0), name, self.data_spec.n_patches)
-        if key not in self.datasets:
-            self.datasets[key] = build()
-        return self.datasets[key]
+        full_key = (replace(self.data_spec, n_patches=0), *key)
+        if full_key not in self.datasets:
+            self.datasets[full_key] = build()
+        return self.datasets[full_key]
 
     def prior_mask(self) -> torch.Tensor:
         """The prior mask (1, S, S): mean training mask of the key boxes, thresholded at 0.5."""
         from kpbench.diagnostics import dataset_prior_mask
 
-        return self._shared("prior_mask", lambda: dataset_prior_mask(self.samples("train")))
+        return self.shared(("prior_mask", self.data_spec.n_patches),
+                           lambda: dataset_prior_mask(self.samples("train")))
 
     def nearest_neighbour(self):  # kpbench.baselines.NearestNeighbour
         """The nearest-neighbour baseline over the training split (built once per dataset)."""
         from kpbench.baselines import NearestNeighbour
 
-        return self._shared("nearest_neighbour", lambda: NearestNeighbour.fit(self.samples("train")))
+        return self.shared(("nearest_neighbour", self.data_spec.n_patches),
+                           lambda: NearestNeighbour.fit(self.samples("train")))
 
     def batches(self, samples, limit: int | None = None,
                 spread: bool = False) -> Iterator[dict[str, torch.Tensor]]:
@@ -153,10 +162,9 @@ class EvalContext:
         if spread and limit < len(samples):
             rng = np.random.default_rng(derive_seed(self.seed, "subset"))
             positions = np.sort(rng.choice(len(samples), size=limit, replace=False)).tolist()
-        subset = Subset(samples, positions)
-        loader = DataLoader(subset, batch_size=self.options.batch_size, shuffle=False, num_workers=0)
-        for batch in loader:
-            yield {key: value.to(self.device) for key, value in batch.items()}
+        from kpbench.samples import sample_batches
+
+        yield from sample_batches(samples, positions, self.options.batch_size, self.device)
 
     def noise_generator(self, tag: str) -> torch.Generator:
         """A seeded generator so that z and added noise repeat across re-runs."""
@@ -266,6 +274,29 @@ def find_runs(workdir: WorkDir, variants: list[str] | None, seeds: list[int] | N
     return chosen
 
 
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` did: the result files per run, and wall seconds per protocol summed
+    over runs (``load`` covers loading each run's weights and writing its provenance)."""
+
+    written: dict[Path, list[Path]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def timing_lines(self) -> list[str]:
+        total = sum(self.seconds.values())
+        runs = max(len(self.written), 1)
+        return [f"{name:<16} {seconds:7.1f} s  {seconds / runs:6.1f} s/run  {seconds / max(total, 1e-9):4.0%}"
+                for name, seconds in sorted(self.seconds.items(), key=lambda item: -item[1])]
+
+
 def evaluate(
     workdir: WorkDir,
     protocol_names: list[str],
@@ -274,8 +305,9 @@ def evaluate(
     options: EvalOptions | None = None,
     on_progress: Callable[[str], None] | None = None,
     names: list[str] | None = None,
-) -> dict[Path, list[Path]]:
-    """Run protocols on matching runs; returns run_dir -> written result files."""
+) -> Evaluation:
+    """Run protocols on matching runs. Work that does not depend on a run's weights (samples,
+    baselines, raw-pixel and random-encoder scores) is done once and shared across runs."""
     from kpbench.runs import load_run
 
     options = options or EvalOptions()
@@ -284,19 +316,23 @@ def evaluate(
     else:
         protocols = [get_protocol(name) for name in protocol_names]
     device = pick_device(options.device)
-    written: dict[Path, list[Path]] = {}
+    outcome = Evaluation()
+
     datasets: dict = {}  # shared by every run's context
     for run_dir in find_runs(workdir, variants, seeds, names):
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
-            run = load_run(run_dir, device=device)
+            with outcome.timed("load"):
+                run = load_run(run_dir, device=device)
             context = EvalContext(workdir, run_dir, run, options, device, datasets)
             for protocol in protocols:
                 if on_progress:
                     on_progress(f"{run_dir.name}: {protocol.name}")
-                rows = protocol.run(context)
-                written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
-            write_provenance(context, [protocol.name for protocol in protocols])
-    return written
+                with outcome.timed(protocol.name):
+                    rows = protocol.run(context)
+                outcome.written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
+            with outcome.timed("load"):
+                write_provenance(context, [protocol.name for protocol in protocols])
+    return outcome
 
 
 PROVENANCE_FILE = "provenance.json"

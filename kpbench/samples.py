@@ -1,13 +1,16 @@
 """Training / evaluation samples: an image with its N patches and true mask, as tensors.
 
-Boxes come from the box cache (detected once per dataset), so loading a sample costs one image
-decode and N crops: data workers never run EdgeBoxes. Random choices (horizontal flip, random
+Images come from the decoded-image cache and boxes from the box cache (both built once per
+dataset), so a batch costs one read of a memory-mapped array; the N patches are cut afterwards
+in one batched call on the training device (:func:`expand_batch`). Data workers never decode a
+file or run EdgeBoxes. Random choices (horizontal flip, random
 patch positions) are pure functions of (seed, epoch, index), so data order and augmentation
 repeat exactly on resume and in every worker process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -18,23 +21,13 @@ from torch.utils.data import Dataset
 from kpbench.boxcache import BoxTable, prepare_boxes
 from kpbench.data import ImageDataset, Split, make_preprocess, open_dataset
 from kpbench.errors import KpbenchError
-from kpbench.patches import PATCH_PRESETS, PatchParams, boxes_to_mask, crop_patches, flip_boxes, random_boxes
+from kpbench.imagecache import build_decoded_cache
+from kpbench.patches import PATCH_PRESETS, PatchParams, boxes_to_mask, cut_patches, flip_boxes, random_boxes
 from kpbench.paths import WorkDir
 from kpbench.runtime import derive_seed
 
 PatchSource = Literal["key", "random"]
 PATCH_SOURCES: tuple[str, ...] = ("key", "random")
-
-
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (S, S, 3) -> float (3, S, S) in [-1, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-
-
-def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
-    """float (3, S, S) in [-1, 1] -> uint8 (S, S, 3)."""
-    scaled = (tensor.detach().float().clamp(-1, 1) + 1.0) * 127.5
-    return scaled.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -106,24 +99,66 @@ class PatchSampleDataset(Dataset):
             )
         return key[: self.n_patches]
 
-    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
-        index = int(self.indices[position])
-        rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
-        boxes = self.boxes_for(index, rng)
-        image = image_to_tensor(self.dataset.load_image(index))
-        if self.flip and rng.random() < 0.5:
-            # Flip image and boxes together; mask and patches are derived from both below.
-            image = image.flip(-1)
-            boxes = flip_boxes(boxes, self.size)
-        boxes_tensor = torch.as_tensor(np.asarray(boxes), dtype=torch.int64)
+    def raw_batch(self, positions: list[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """The CPU half of a batch, cheap enough for the training process itself: ``pixels``
+        uint8 (B, S, S, 3) (flipped where the sample is), ``boxes`` (B, N, 4) int64, ``label`` and
+        ``index`` (B,). :func:`expand_batch` makes the model's inputs from it on the device."""
+        indices = self.indices[np.asarray(positions, dtype=np.int64)]
+        pixels = self.dataset.load_images(indices)  # (B, S, S, 3) uint8, one read of the cache
+        boxes = np.empty((len(indices), self.n_patches, 4), dtype=np.int64)
+        for row, index in enumerate(indices.tolist()):
+            # The same draws, in the same order, for every way a sample is read (resume-safe).
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, index))
+            boxes[row] = self.boxes_for(index, rng)
+            if self.flip and rng.random() < 0.5:
+                pixels[row] = pixels[row, :, ::-1].copy()  # image and boxes flip together
+                boxes[row] = flip_boxes(boxes[row], self.size)
         return {
-            "image": image,
-            "patches": crop_patches(image, boxes_tensor),
-            "mask": boxes_to_mask(boxes_tensor, self.size),
-            "boxes": boxes_tensor,
-            "label": torch.tensor(int(self.dataset.labels[index])),
-            "index": torch.tensor(index),
+            "pixels": torch.from_numpy(pixels),
+            "boxes": torch.from_numpy(boxes),
+            "label": torch.from_numpy(self.dataset.labels[indices]),
+            "index": torch.from_numpy(indices.copy()),
         }
+
+    def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
+        """A DataLoader's whole batch at once (used instead of ``__getitem__`` per sample)."""
+        return self.raw_batch(positions)
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        """One sample as the model sees it: :func:`expand_batch` of a batch of one."""
+        batch = expand_batch(self.raw_batch([position]), torch.device("cpu"))
+        return {key: value[0] for key, value in batch.items()}
+
+
+def keep_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A DataLoader ``collate_fn`` for :meth:`PatchSampleDataset.__getitems__`: already a batch."""
+    return batch
+
+
+def expand_batch(raw: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A raw batch -> the model's inputs on ``device``: ``image`` float (B, 3, S, S) in [-1, 1],
+    ``patches`` (B, N, 3, S, S), ``mask`` (B, 1, S, S) in {0, 1}, and ``boxes``, ``label``,
+    ``index`` as given. Patches are cut in one batched call on the device (uint8 pixels cross
+    to the device, not float patches N times larger)."""
+    pixels = raw["pixels"].to(device, non_blocking=True)
+    image = pixels.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+    boxes = raw["boxes"].to(device, non_blocking=True)
+    return {
+        "image": image,
+        "patches": cut_patches(image, boxes),
+        "mask": boxes_to_mask(boxes, image.shape[-1]),
+        "boxes": boxes,
+        "label": raw["label"].to(device),
+        "index": raw["index"].to(device),
+    }
+
+
+def sample_batches(samples: PatchSampleDataset, positions: list[int] | np.ndarray, batch_size: int,
+                   device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of the samples at ``positions`` (in that order), expanded on ``device``."""
+    positions = np.asarray(positions, dtype=np.int64)
+    for start in range(0, len(positions), batch_size):
+        yield expand_batch(samples.raw_batch(positions[start:start + batch_size]), device)
 
 
 def open_data(spec: DataSpec) -> ImageDataset:
@@ -141,10 +176,14 @@ def patch_params(spec: DataSpec) -> PatchParams:
 
 
 def load_boxes(dataset: ImageDataset, spec: DataSpec, workdir: WorkDir,
-               workers: int | None = None, progress: bool = False) -> BoxTable:
-    """Cached key boxes for the whole dataset (detected on first use)."""
+               workers: int | None = None, progress: bool = False,
+               also_counts: Sequence[int] = ()) -> BoxTable:
+    """Cached key boxes for the whole dataset (detected on first use), after attaching its
+    decoded-image cache (decoded on first use), which detection then reads from."""
+    if dataset.decoded_path is None:
+        dataset.attach_decoded(build_decoded_cache(dataset, workdir.cache, progress=progress))
     return prepare_boxes(dataset, patch_params(spec), workdir.cache, workers=workers,
-                         progress=progress)
+                         progress=progress, also_counts=also_counts)
 
 
 def make_sample_dataset(
@@ -155,9 +194,11 @@ def make_sample_dataset(
     patch_source: PatchSource = "key",
     flip: bool = True,
     dataset: ImageDataset | None = None,
+    also_counts: Sequence[int] = (),
 ) -> PatchSampleDataset:
-    """The samples of one split, with boxes from the cache (detecting them if needed)."""
+    """The samples of one split, with boxes from the cache (detecting them if needed, together
+    with the boxes for ``also_counts`` patches per image)."""
     dataset = dataset or open_data(spec)
-    boxes = load_boxes(dataset, spec, workdir)
+    boxes = load_boxes(dataset, spec, workdir, also_counts=also_counts)
     return PatchSampleDataset(dataset, boxes, dataset.split_indices(split), seed,
                               patch_source=patch_source, flip=flip, n_patches=spec.n_patches)

@@ -60,7 +60,14 @@ from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_f
 from kpbench.nets import Discriminator, PatchGenerator, build_networks
 from kpbench.paths import WorkDir
 from kpbench.runtime import derive_seed, pick_device, seed_everything
-from kpbench.samples import PATCH_SOURCES, DataSpec, PatchSampleDataset, make_sample_dataset
+from kpbench.samples import (
+    PATCH_SOURCES,
+    DataSpec,
+    PatchSampleDataset,
+    expand_batch,
+    keep_batch,
+    make_sample_dataset,
+)
 from kpbench.variant import INITIALISATIONS, VariantSpec, get_variant
 
 AmpMode = Literal["off", "bf16", "fp16"]
@@ -71,6 +78,7 @@ CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_FILE = "checkpoints/last.pt"
 SAMPLES_DIR = "samples"
+TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_FORMAT = 1
 SAMPLE_ROWS = 8
 
@@ -78,7 +86,7 @@ SAMPLE_ROWS = 8
 # change them and still continue the same run. Everything else must match the stored config.
 OPERATIONAL_FIELDS = frozenset(
     {"epochs", "steps", "amp", "device", "num_workers", "sample_every", "checkpoint_every",
-     "log_every", "diagnostics_every", "workdir", "restart", "progress"}
+     "log_every", "status_every", "tensorboard", "diagnostics_every", "workdir", "restart", "progress"}
 )
 
 
@@ -110,6 +118,8 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 10
+    status_every: int = 50  # plain status lines when the output is not a terminal
+    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard package)
     diagnostics_every: int | None = None  # None: four times per epoch (kpbench.diagnostics)
     workdir: Path | str | None = None  # None: KPBENCH_WORKDIR or the current directory
     restart: bool = False  # discard an existing run with this identity
@@ -125,8 +135,8 @@ class TrainConfig:
             (self.amp in AMP_MODES, f"unknown amp mode {self.amp!r}; use off, bf16 or fp16"),
             (self.patch_source in PATCH_SOURCES,
              f"unknown patch source {self.patch_source!r}; use key or random"),
-            (min(self.sample_every, self.checkpoint_every, self.log_every) >= 1,
-             "sample_every, checkpoint_every and log_every must be at least 1"),
+            (min(self.sample_every, self.checkpoint_every, self.log_every, self.status_every) >= 1,
+             "sample_every, checkpoint_every, log_every and status_every must be at least 1"),
             (self.diagnostics_every is None or self.diagnostics_every >= 1,
              "diagnostics_every must be at least 1"),
             (self.lambda_decay_epochs is None or self.lambda_decay_epochs >= 1,
@@ -537,6 +547,41 @@ class RunLog:
                 handle.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
+class TensorBoardLog:
+    """The log's numbers as TensorBoard scalars (``--tensorboard``): losses, images/s and data
+    share per log line, diagnostics when measured. Optional; log.jsonl stays the record."""
+
+    def __init__(self, directory: Path, enabled: bool) -> None:
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise KpbenchError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                               f"({error})") from error
+        self.writer = SummaryWriter(log_dir=str(directory))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = int(entry["step"])
+        for group in ("losses", "diagnostics"):
+            for name, value in entry.get(group, {}).items():
+                self.writer.add_scalar(f"{group}/{name}", value, step)
+        for name in ("images_per_s", "data_share", "lambda"):
+            if name in entry:
+                self.writer.add_scalar(f"speed/{name}" if name != "lambda" else "schedule/lambda",
+                                       entry[name], step)
+
+    def __enter__(self) -> TensorBoardLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 @dataclass
 class LogWindow:
     """Loss and timing sums since the last log line."""
@@ -579,10 +624,10 @@ def _diagnostic_batch(config: TrainConfig, spec: VariantSpec,
 def _sample_inputs(dataset: PatchSampleDataset, seed: int, z_dim: int) -> dict[str, Tensor]:
     """The fixed inputs of every sample grid: the first training samples (epoch 0) and a fixed z."""
     dataset.set_epoch(0)
-    items = [dataset[i] for i in range(min(SAMPLE_ROWS, len(dataset)))]
-    inputs = {k: torch.stack([item[k] for item in items]) for k in ("patches", "image", "mask")}
+    batch = expand_batch(dataset.raw_batch(np.arange(min(SAMPLE_ROWS, len(dataset)))), torch.device("cpu"))
+    inputs = {k: batch[k] for k in ("patches", "image", "mask")}
     z_generator = torch.Generator().manual_seed(derive_seed(seed, "sample-z"))
-    inputs["z"] = torch.rand(len(items), z_dim, generator=z_generator) * 2 - 1
+    inputs["z"] = torch.rand(len(batch["image"]), z_dim, generator=z_generator) * 2 - 1
     return inputs
 
 
@@ -633,22 +678,72 @@ class TrainingInterrupted(KpbenchError):
     exit_code = 130
 
 
-def _progress_bar(enabled: bool, total: int, done: int) -> tuple[Any, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class ProgressView:
+    """The trainer's console output. On a terminal: a rich progress bar whose status shows the
+    last step. Otherwise (a log file, a pipe): one plain line every ``every`` steps and at the end,
+    with the mean losses, images/s and data share since the previous line, so a background run
+    can be followed with ``tail -f``."""
 
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[status]}"), disable=not enabled)
-    return progress, progress.add_task("train", total=total, completed=done, status="")
+    def __init__(self, enabled: bool, name: str, total: int, done: int, every: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console()
+        self.plain = enabled and not self.console.is_terminal
+        self.name, self.total, self.every = name, total, every
+        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(),
+                            TextColumn("{task.fields[status]}"), console=self.console,
+                            disable=not enabled or self.plain)
+        self.task = self.bar.add_task("train", total=total, completed=done, status="")
+        self.window = LogWindow()
+        self.started, self.first_step = time.perf_counter(), done
+
+    def __enter__(self) -> ProgressView:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def step(self, step: int, losses: dict[str, float], data_s: float, compute_s: float,
+             images_per_step: int, diagnostics: dict[str, float]) -> str:
+        """Record one finished step; returns its status text (for a caller's own view)."""
+        self.window.add(losses, data_s, compute_s)
+        text = _status(losses, images_per_step, data_s + compute_s, diagnostics)
+        self.bar.update(self.task, completed=step, status=text)
+        if self.plain and (step % self.every == 0 or step == self.total):
+            self.console.print(self.line(step, images_per_step, diagnostics), highlight=False, markup=False,
+                               soft_wrap=True)
+            self.window = LogWindow()
+        return text
+
+    def line(self, step: int, images_per_step: int, diagnostics: dict[str, float]) -> str:
+        window = self.window
+        seconds = window.data_s + window.compute_s
+        mean = {name: value / window.steps for name, value in window.losses.items()}
+        elapsed = time.perf_counter() - self.started
+        remaining = elapsed / max(step - self.first_step, 1) * (self.total - step)
+        return (f"{self.name} step {step}/{self.total} | "
+                f"{images_per_step * window.steps / max(seconds, 1e-9):.1f} img/s, "
+                f"data {window.data_s / max(seconds, 1e-9):.0%} | "
+                + _status(mean, 0, 1.0, diagnostics, rate=False)
+                + f" | {_clock(elapsed)} elapsed, {_clock(remaining)} left")
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def _status(losses: dict[str, float], images: int, seconds: float,
-            diagnostics: dict[str, float] | None = None) -> str:
+            diagnostics: dict[str, float] | None = None, rate: bool = True) -> str:
     shown = ("d/total", "g/total", "g/adversarial", "g/spatial", "g/appearance", "g/reconstruction")
     text = " ".join(f"{name}={losses[name]:.3g}" for name in shown if name in losses)
     if diagnostics and "mask_iou" in diagnostics:
         text += (f" | held-out IoU {diagnostics['mask_iou']:.2f} (prior {diagnostics['prior_mask_iou']:.2f})"
                  f" cover {diagnostics['mask_coverage']:.2f}")
-    return f"{text} {images / max(seconds, 1e-9):.1f} img/s"
+    return f"{text} {images / max(seconds, 1e-9):.1f} img/s" if rate else text
 
 
 def _barrier(dist_info: Dist) -> None:
@@ -743,6 +838,7 @@ class TrainingSession:
         self.other_real: Tensor | None = None  # the previous batch's real images (y')
         self.resumed_order: Tensor | None = None  # the interrupted epoch's data order, as saved
         self.log = RunLog(plan.run_dir / LOG_FILE, dist_info.main)
+        self.scalars = TensorBoardLog(plan.run_dir / TENSORBOARD_DIR, config.tensorboard and dist_info.main)
         self.last_saved: int | None = None
         self.sample_inputs = _sample_inputs(dataset, config.seed, spec.z_dim) if dist_info.main else {}
         self.diagnostics = _diagnostic_batch(config, spec, dataset) if dist_info.main else None
@@ -798,15 +894,11 @@ class TrainingSession:
         else:
             self.log.write({"event": "start", "step": 0, "total_steps": plan.total_steps,
                             "world_size": self.dist.world})
-        progress, task = _progress_bar(self.config.progress and self.dist.main, plan.total_steps, state.step)
-        with StopRequest() as stop, progress:
-            def show(status: str) -> None:
-                progress.update(task, completed=state.step, status=status)
-                if self.on_step is not None:
-                    self.on_step(state.step, plan.total_steps, status)
-
+        view = ProgressView(self.config.progress and self.dist.main, plan.run_dir.name, plan.total_steps,
+                            state.step, self.config.status_every)
+        with StopRequest() as stop, view, self.scalars:
             while state.step < plan.total_steps:
-                self.run_epoch(stop, show)
+                self.run_epoch(stop, view)
         self.log.write({"event": "done", "step": state.step})
         _barrier(self.dist)  # no rank tears the group down while another still writes
         return plan.run_dir
@@ -823,12 +915,13 @@ class TrainingSession:
             self.dataset,
             batch_sampler=RankBatchSampler(order, config.batch_size, self.dist, start=state.batch_in_epoch),
             num_workers=config.num_workers,
+            collate_fn=keep_batch,  # the dataset reads whole batches (__getitems__)
             pin_memory=self.device.type == "cuda",
             # Worker seeds from (seed, epoch), not from the global RNG (flips need no RNG anyway).
             generator=torch.Generator().manual_seed(derive_seed(config.seed, "loader", state.epoch)),
         )
 
-    def run_epoch(self, stop: StopRequest, show: Callable[[str], None]) -> None:
+    def run_epoch(self, stop: StopRequest, view: ProgressView) -> None:
         config, plan, state, spec = self.config, self.plan, self.state, self.spec
         window = LogWindow()
         batches = iter(self.epoch_loader())
@@ -837,7 +930,7 @@ class TrainingSession:
             item = next(batches, None)
             if item is None:
                 break
-            item = {k: item[k].to(self.device, non_blocking=True) for k in ("patches", "image", "mask")}
+            item = expand_batch(item, self.device)  # patches and masks cut on the device
             real = item["image"]
             if self.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
@@ -862,7 +955,9 @@ class TrainingSession:
             window.add(losses, fetched - started, finished - fetched)
             done = state.step >= plan.total_steps
             if state.step % config.log_every == 0 or done or stop_now:
-                self.log.write(window.entry(state, config.batch_size))
+                entry = window.entry(state, config.batch_size)
+                self.log.write(entry)
+                self.scalars.add(entry)
                 window = LogWindow()
             if state.step % self.diagnostics_every == 0 or done:
                 self.run_diagnostics()
@@ -871,7 +966,10 @@ class TrainingSession:
                                   self.sample_inputs, self.device)
             if state.step % config.checkpoint_every == 0 or done or stop_now:
                 self.save_checkpoint()
-            show(_status(losses, config.batch_size, finished - started, self.last_diagnostics))
+            status = view.step(state.step, losses, fetched - started, finished - fetched, config.batch_size,
+                               self.last_diagnostics)
+            if self.on_step is not None:
+                self.on_step(state.step, plan.total_steps, status)
             if stop_now:
                 self.log.write({"event": "interrupted", "step": state.step})
                 raise TrainingInterrupted(
@@ -886,8 +984,10 @@ class TrainingSession:
         values = measure(self.generator, self.diagnostics, self.device,
                          true_appearance_mask=self.spec.appearance_mask == "true")
         step = self.state.step
-        self.log.write({"event": "diagnostics", "step": step, "epoch": self.state.epoch,
-                        "samples": len(self.diagnostics.z), "diagnostics": values})
+        entry = {"event": "diagnostics", "step": step, "epoch": self.state.epoch,
+                 "samples": len(self.diagnostics.z), "diagnostics": values}
+        self.log.write(entry)
+        self.scalars.add(entry)
         self.last_diagnostics = values
         if step > self.plan.steps_per_epoch:  # the first epoch is warm-up
             message = self.collapse_watch.update(step, values)

@@ -13,6 +13,7 @@ gain from training is visible.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,12 +21,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from torch.utils.data import DataLoader, Subset
 
 from kpbench.baselines import patch_pixels
+from kpbench.metrics import module_digest
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import ResultRow
 from kpbench.runtime import derive_seed
+from kpbench.samples import sample_batches
 
 NAME = "classification"
 
@@ -95,7 +97,7 @@ def cross_validated_correct(features: np.ndarray, labels: np.ndarray, folds: int
 def run(context: EvalContext) -> list[ResultRow]:
     samples = context.samples("all")
     options = context.options
-    extractor_names = ("encoder:trained", "encoder:random_init", "raw_pixels")
+    extractor_names = ("encoder:trained", "encoder:random_init", "raw_pixels")  # rows, in this order
     labels = samples.dataset.labels[samples.indices]  # (L,) without decoding any image
     reason = shortfall(labels, options.min_per_class, options.classify_samples)
     if reason is not None:
@@ -114,21 +116,30 @@ def run(context: EvalContext) -> list[ResultRow]:
     note = (f"{used} classes x {per_class} samples (min {options.min_per_class} per class), "
             f"{folds}-fold stratified CV, chance {1 / len(classes):.3g}")
 
-    random_encoder = context.run.untrained(seed=context.seed)
-    extractors = dict(zip(extractor_names, (context.run.encode, random_encoder.encode, patch_pixels)))
-    features: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
-    loader = DataLoader(Subset(samples, positions.tolist()), batch_size=options.batch_size,
-                        shuffle=False, num_workers=0)
-    with torch.no_grad():
-        for batch in loader:
-            patches = batch["patches"].to(context.device)  # (B, N, 3, S, S)
-            for name, extract in extractors.items():
-                features[name].append(extract(patches).float().cpu().numpy())
     _, dense_labels = np.unique(selected, return_inverse=True)  # (M,) class ids 0..C-1
+
+    def scores(extract: Callable[[torch.Tensor], torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample held-out correctness and per-fold accuracy of features from ``extract``."""
+        with torch.no_grad():
+            features = [extract(batch["patches"]).float().cpu().numpy()  # (B, D) from (B, N, 3, S, S)
+                        for batch in sample_batches(samples, positions, options.batch_size, context.device)]
+        return cross_validated_correct(np.concatenate(features), dense_labels, folds, context.seed)
+
+    # Only the trained encoder depends on the run; the random encoder (per seed and architecture,
+    # named by its weights) and raw pixels are scored once per evaluation and shared.
+    selection = (options.min_per_class, options.classify_samples, options.folds, context.seed,
+                 positions.tobytes())
+    random_encoder = context.run.untrained(seed=context.seed)
+    results = {
+        "encoder:trained": scores(context.run.encode),
+        "encoder:random_init": context.shared(
+            (NAME, "random_init", random_encoder.generator.fusion,
+             module_digest(random_encoder.generator.encoder), *selection),
+            lambda: scores(random_encoder.encode)),
+        "raw_pixels": context.shared((NAME, "raw_pixels", *selection), lambda: scores(patch_pixels)),
+    }
     rows = []
-    for name, chunks in features.items():
-        correct, per_fold = cross_validated_correct(np.concatenate(chunks), dense_labels, folds,
-                                                    context.seed)
+    for name, (correct, per_fold) in results.items():
         rows.append(context.sample_row(NAME, name, "accuracy", correct, extractor=name, note=note))
         rows.append(context.row(NAME, name, "accuracy_std", float(per_fold.std()), len(correct),
                                 name, note))

@@ -29,13 +29,14 @@ def run(context: EvalContext) -> list[ResultRow]:
     accumulator = MetricAccumulator()
     rows: list[ResultRow] = []
     trained_n = context.data_spec.n_patches
-    for count in range(1, context.options.max_patches + 1):
+    counts = list(range(1, context.options.max_patches + 1))
+    for count in counts:
         if count != trained_n and not context.run.supports_variable_n:
             for metric in context.reconstruction_metric_names:
                 rows.append(context.row(NAME, condition_name(count), metric, math.nan, 0,
                                         note=f"{context.variant} takes exactly N={trained_n} patches"))
             continue
-        samples = context.samples("test", n_patches=count)
+        samples = context.samples("test", n_patches=count, also_counts=counts)  # one detection pass
         for number, batch in enumerate(context.batches(samples)):
             generated, mask = context.generate(batch["patches"], tag=f"{NAME}-{number}")
             accumulator.add(condition_name(count),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import torch
 from kpbench.baselines import NearestNeighbour, input_dependence, swap
 from kpbench.diagnostics import prior_mask
 from kpbench.metrics import mask_iou
+from kpbench.paths import WorkDir
+from kpbench.samples import DataSpec, make_sample_dataset
 from kpbench.stats import bootstrap_ci, cell_interval, separated
 
 
@@ -54,19 +57,15 @@ def test_input_dependence_is_zero_for_a_model_that_ignores_its_input() -> None:
     assert torch.equal(swap(torch.arange(4)), torch.tensor([3, 0, 1, 2]))  # nobody keeps their own
 
 
-def test_nearest_neighbour_finds_the_training_item_with_the_same_patches() -> None:
-    generator = torch.Generator().manual_seed(1)
-    items = [{"image": torch.rand(3, 16, 16, generator=generator) * 2 - 1,
-              "mask": torch.zeros(1, 16, 16)} for _ in range(10)]
-    for number, item in enumerate(items):
-        item["patches"] = item["image"][None].repeat(2, 1, 1, 1)
-        item["mask"][0, number] = 1  # each item's mask is distinct
-
-    neighbour = NearestNeighbour.fit(items, batch_size=4)
-    query = torch.stack([items[7]["patches"], items[2]["patches"]])
+def test_nearest_neighbour_finds_the_training_item_with_the_same_patches(tmp_path: Path) -> None:
+    samples = make_sample_dataset(DataSpec(source="builtin:24"), "train", 0, WorkDir(tmp_path), flip=False)
+    neighbour = NearestNeighbour.fit(samples, batch_size=4)
+    first, second = samples[7], samples[2]
+    query = torch.stack([first["patches"], second["patches"]])
     images, masks = neighbour.by_patches(query + 0.01)
-    assert torch.equal(images[0], items[7]["image"]) and torch.equal(masks[1], items[2]["mask"])
-    assert torch.equal(neighbour.by_image(items[5]["image"][None])[0], items[5]["image"])
+    assert torch.equal(images[0], first["image"]) and torch.equal(masks[1], second["mask"])
+    assert not torch.equal(masks[0], masks[1])
+    assert torch.equal(neighbour.by_image(samples[5]["image"][None])[0], samples[5]["image"])
 
 
 def test_bootstrap_interval_covers_a_known_mean_at_about_the_stated_rate() -> None:

@@ -111,7 +111,7 @@ def test_key_and_random_trained_runs_coexist_and_are_compared(tmp_path: Path) ->
     random_run = train(tiny(tmp_path, patch_source="random"))
     assert random_run.name == "full-builtin48-random-w0.0625-b4-seed0" != key_run.name
     options = EvalOptions(max_samples=8, fid_samples=8, extractor="random-conv", device="cpu")
-    written = evaluate(WorkDir.resolve(tmp_path), ["patches"], options=options)
+    written = evaluate(WorkDir.resolve(tmp_path), ["patches"], options=options).written
     assert set(written) == {key_run, random_run}
     report = build_report(WorkDir.resolve(tmp_path), "conditions", include_images=False)
     frame = pd.read_csv(report.csv)

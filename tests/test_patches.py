@@ -243,6 +243,27 @@ def test_prepare_boxes_on_a_folder_matches_detector_and_hits_cache(tmp_path: Pat
     np.testing.assert_array_equal(again.relax_level, table.relax_level)
 
 
+def test_other_counts_detected_in_the_same_pass_equal_their_own_detection(tmp_path: Path) -> None:
+    """``also_counts`` reuses one set of proposals per image: each N's table equals detecting with
+    that N alone (including images whose filters had to be relaxed), and no image is read twice."""
+    dataset = photo_dataset()
+    params = PatchParams(n_patches=2, min_area=0.2, max_area=0.25, nms_iou=0.2)  # strict: N=5 relaxes
+    table = prepare_boxes(dataset, params, tmp_path, workers=1, progress=False, also_counts=[1, 2, 5])
+    assert sorted(dataset.loaded) == list(range(len(dataset)))
+    for count in (1, 2, 5):
+        dataset.loaded.clear()
+        other = dataclasses.replace(params, n_patches=count)
+        cached = prepare_boxes(dataset, other, tmp_path, workers=1, progress=False)
+        assert dataset.loaded == []  # made in the first pass
+        detector = KeyPatchDetector(other)
+        for index in range(len(dataset)):
+            expected = detector.detect(dataset.images[index])
+            np.testing.assert_array_equal(cached.boxes[index], expected.boxes)
+            assert cached.relax_level[index] == expected.relax_level
+    assert (cached.relax_level > 0).any()  # the N=5 table needed relaxing somewhere
+    np.testing.assert_array_equal(table.boxes, prepare_boxes(dataset, params, tmp_path, progress=False).boxes)
+
+
 def test_cache_is_invalidated_by_any_parameter(tmp_path: Path) -> None:
     dataset = photo_dataset()
     params = PatchParams()

@@ -42,7 +42,7 @@ def test_registry_has_every_protocol_and_rejects_unknown_names() -> None:
 
 
 def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
-    written = evaluate(workdir, ["all"], options=OPTIONS)
+    written = evaluate(workdir, ["all"], options=OPTIONS).written
     assert len(written) == 2 and all(len(files) == len(EXPECTED_PROTOCOLS) for files in written.values())
     rows = read_rows(workdir.runs)
     assert list(rows.columns) == [*COLUMNS, "run"]
@@ -215,3 +215,42 @@ def test_shortfall_explains_unusable_labels() -> None:
     assert len(select_balanced(one_class, 5, 2000, seed=0)) == 0
     assert shortfall(one_class, 4, 2000) is None
     assert "--classify-samples 6 cannot hold 2 classes x 4" in shortfall(one_class, 4, 6)
+
+
+def test_run_independent_work_is_done_once_per_evaluation(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raw-pixel features and the random encoder's (same seed and encoder architecture) are
+    computed once for two runs; only the trained encoder runs per run."""
+    import protocols.classification as classification
+    from kpbench.runs import TrainedRun
+
+    work = WorkDir.resolve(tmp_path)
+    for variant in ("full", "nomask"):  # the same encoder architecture
+        train(TrainConfig(variant=variant, data=DATA, width=0.0625, batch_size=4, steps=1,
+                          num_workers=0, workdir=str(work.root), progress=False))
+    pixel_calls, encode_calls = [], []
+    original_pixels, original_encode = classification.patch_pixels, TrainedRun.encode
+
+    def counting_pixels(patches):
+        pixel_calls.append(len(patches))
+        return original_pixels(patches)
+
+    def counting_encode(self, patches):
+        encode_calls.append(("random" if self.step == 0 else self.spec.name, len(patches)))
+        return original_encode(self, patches)
+
+    monkeypatch.setattr(classification, "patch_pixels", counting_pixels)
+    monkeypatch.setattr(TrainedRun, "encode", counting_encode)
+    outcome = evaluate(work, ["classification"], options=OPTIONS)
+    selected = sum(pixel_calls)  # the balanced selection, once
+    assert selected >= 20
+
+    def encoded(kind: str) -> int:
+        return sum(size for name, size in encode_calls if name == kind)
+
+    assert encoded("random") == encoded("full") == encoded("nomask") == selected
+    assert set(outcome.seconds) == {"load", "classification"} and len(outcome.written) == 2
+    # Both runs carry the shared rows, with the same numbers.
+    rows = read_rows(work.runs).query("protocol == 'classification' and metric == 'accuracy'")
+    shared = rows[rows.condition != "encoder:trained"].groupby("condition")["value"].nunique()
+    assert shared.tolist() == [1, 1] and len(rows) == 6

@@ -359,13 +359,18 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(workdir: Path,
         def __len__(self) -> int:
             return len(self.inner)
 
-        def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-            item = dict(self.inner[index])
-            item["image"] = torch.full_like(item["image"], float("nan"))
-            return item
+        def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
+            return {**self.inner.raw_batch(positions), "poisoned": torch.ones(1)}
 
-    real_factory = train_module.make_sample_dataset
+    def expand_poisoned(raw: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        batch = real_expand(raw, device)
+        if "poisoned" in raw:  # training batches only, not the fixed sample and diagnostic inputs
+            batch["image"] = torch.full_like(batch["image"], float("nan"))
+        return batch
+
+    real_factory, real_expand = train_module.make_sample_dataset, train_module.expand_batch
     monkeypatch.setattr(train_module, "make_sample_dataset", lambda *a, **k: Poisoned(real_factory(*a, **k)))
+    monkeypatch.setattr(train_module, "expand_batch", expand_poisoned)
     with pytest.raises(KpbenchError, match=r"non-finite loss .* at step 4.*last good checkpoint \(step 3\)"):
         train(make_config(workdir, steps=6))
     assert (run_dir / CHECKPOINT_FILE).read_bytes() == saved
@@ -546,3 +551,30 @@ def test_a_second_trainer_of_a_locked_run_refuses_and_a_stale_lock_is_taken_over
     assert train(make_config(workdir, steps=1)) == run_dir  # a stale lock is taken over
     with RunLock(run_dir, "eval"):  # and released after training
         pass
+
+
+def test_without_a_terminal_training_prints_plain_status_lines(workdir: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(workdir, steps=5, progress=True, status_every=2)
+    train(config)
+    lines = [line for line in capsys.readouterr().out.splitlines() if " step " in line]
+    name = run_path(config).name
+    assert [line.split(" | ")[0] for line in lines] == [f"{name} step {k}/5" for k in (2, 4, 5)]
+    for line in lines:
+        assert "img/s" in line and "data " in line and "d/total=" in line and "left" in line
+    assert "━" not in capsys.readouterr().out  # no progress-bar frames in a log file
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(workdir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = make_config(workdir, steps=3, tensorboard=True, diagnostics_every=3)
+    run_dir = train(config)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"losses/g/total", "losses/d/total", "speed/images_per_s", "speed/data_share",
+            "diagnostics/mask_iou"} <= tags
+    assert [event.step for event in events.Scalars("losses/g/total")] == [1, 2, 3]
+    logged = [entry for entry in read_log(run_dir) if "losses" in entry]
+    assert events.Scalars("losses/g/total")[-1].value == pytest.approx(logged[-1]["losses"]["g/total"])
