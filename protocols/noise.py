@@ -40,22 +40,28 @@ def condition_name(target: str, sigma: float) -> str:
 
 def run(context: EvalContext) -> list[ResultRow]:
     accumulator = MetricAccumulator()
-    samples = context.samples("test")
+    batches = list(context.batches(context.samples("test")))  # cut once, used by every condition
     # The floor of the curves: each image given the next image's patches (no noise). Noise that
     # brings a metric down to this level has destroyed all the information the input carried.
-    for number, batch in enumerate(context.batches(samples)):
+    for number, batch in enumerate(batches):
         generated, mask = context.generate(swap(batch["patches"]), tag=f"{NAME}-{number}")
         accumulator.add(SWAPPED, reconstruction_metrics(generated, batch["image"], mask, batch["mask"]))
+    clean: dict[int, dict[str, torch.Tensor]] = {}  # sigma 0 is the same input for every target
     for target in TARGETS:
         for sigma in context.options.sigmas:
             condition = condition_name(target, sigma)
-            for number, batch in enumerate(context.batches(samples)):
+            for number, batch in enumerate(batches):
+                if sigma == 0 and number in clean:
+                    accumulator.add(condition, clean[number])
+                    continue
                 noisy = add_noise(batch["patches"], sigma, target,
                                   context.noise_generator(f"{NAME}-{condition}-{number}"))
                 # Same z for every sigma: only the input noise changes along the curve.
                 generated, mask = context.generate(noisy, tag=f"{NAME}-{number}")
-                accumulator.add(condition, reconstruction_metrics(generated, batch["image"], mask,
-                                                                  batch["mask"]))
+                values = reconstruction_metrics(generated, batch["image"], mask, batch["mask"])
+                accumulator.add(condition, values)
+                if sigma == 0:
+                    clean[number] = values
     return accumulator.rows(context, NAME)
 
 

@@ -108,6 +108,25 @@ def test_psnr_ssim_known_values() -> None:
     assert metrics.ssim(generated, real).tolist() == pytest.approx([1.0, c1 / (0.01 + c1)])
 
 
+def test_batched_psnr_ssim_equal_scikit_image(photos: dict[str, np.ndarray]) -> None:
+    """The batched torch versions against scikit-image's own functions, image by image."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    real = torch.stack([torch.from_numpy(np.ascontiguousarray(photo[:64, :64])).permute(2, 0, 1)
+                        for photo in photos.values()]).double() / 127.5 - 1  # (B, 3, 64, 64)
+    generator = torch.Generator().manual_seed(0)
+    generated = (real + 0.3 * torch.randn(real.shape, generator=generator, dtype=torch.float64)).clamp(-1, 1)
+    generated[0] = real[0]  # identical: PSNR inf, SSIM 1
+    true_hwc, test_hwc = real.permute(0, 2, 3, 1).numpy(), generated.permute(0, 2, 3, 1).numpy()
+    with np.errstate(divide="ignore"):
+        expected_psnr = [peak_signal_noise_ratio(t, g, data_range=2.0) for t, g in zip(true_hwc, test_hwc)]
+    expected_ssim = [structural_similarity(t, g, data_range=2.0, channel_axis=-1)
+                     for t, g in zip(true_hwc, test_hwc)]
+    np.testing.assert_allclose(metrics.psnr(generated, real).numpy(), expected_psnr, rtol=1e-12)
+    np.testing.assert_allclose(metrics.ssim(generated, real).numpy(), expected_ssim, rtol=1e-9, atol=1e-12)
+    assert 0.05 < metrics.ssim(generated, real)[1:].max() < 0.9  # a real test, not all ones
+
+
 # ---- FID / KID ---------------------------------------------------------------------------------
 
 
