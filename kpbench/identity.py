@@ -1,7 +1,7 @@
 """Run identity: which settings make two runs different models, and the run's directory name.
 
 A run's identity is everything that changes what it learns: the variant and every field of its
-TrainConfig except the operational ones (``train.OPERATIONAL_FIELDS``: length, device, workers,
+TrainConfig except the operational ones (``config.OPERATIONAL_FIELDS``: length, device, workers,
 logging). Its directory name is the variant, then one readable tag per identity setting that
 differs from the default, in a fixed order, then the seed::
 
@@ -81,13 +81,13 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _defaults() -> dict[str, Any]:
-    from kpbench.train import TrainConfig  # lazily: train imports this module
+    from kpbench.config import TrainConfig  # lazily: train imports this module
 
     return _flatten(TrainConfig().to_dict())
 
 
 def _identity_fields(config: Mapping[str, Any]) -> dict[str, Any]:
-    from kpbench.train import OPERATIONAL_FIELDS
+    from kpbench.config import OPERATIONAL_FIELDS
 
     return {k: v for k, v in _flatten(config).items()
             if k.split(".")[0] not in OPERATIONAL_FIELDS and k not in ("variant", "seed")}

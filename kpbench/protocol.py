@@ -22,7 +22,7 @@ import torch
 
 from kpbench.errors import KpbenchError
 from kpbench.lock import RunLock
-from kpbench.paths import WorkDir
+from kpbench.paths import RunDir, WorkDir
 from kpbench.results import ResultRow, write_rows
 from kpbench.runs import TrainedRun
 from kpbench.runtime import derive_seed, pick_device
@@ -100,6 +100,11 @@ class EvalContext:
     def __post_init__(self) -> None:
         self.variant = self.run.spec.name
         self.seed = int(self.run.config.seed)
+
+    @property
+    def files(self) -> RunDir:
+        """Where this run's files live (results, grids, provenance)."""
+        return RunDir(self.run_dir)
 
     # --- data -------------------------------------------------------------------------
     @property
@@ -335,9 +340,6 @@ def evaluate(
     return outcome
 
 
-PROVENANCE_FILE = "provenance.json"
-
-
 def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
     """Record what the rows of ``context.run_dir`` came from in ``results/provenance.json``:
     data (manifest hash, side, split sizes), training length, device, package versions and,
@@ -347,7 +349,7 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
 
     from kpbench.io import atomic_write_json
 
-    path = context.run_dir / "results" / PROVENANCE_FILE
+    path = context.files.provenance
     record = json.loads(path.read_text()) if path.is_file() else {}
     dataset = context.samples("test").dataset  # already opened by the protocols
     record["data"] = {

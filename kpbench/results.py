@@ -19,8 +19,9 @@ from typing import Literal
 import pandas as pd
 
 from kpbench.io import atomic_write_text
+from kpbench.paths import RunDir
 
-RESULTS_DIRNAME = "results"
+RESULTS_DIRNAME = RunDir.RESULTS_DIR  # kept for readers that glob across runs
 COLUMNS: tuple[str, ...] = (
     "variant", "seed", "protocol", "condition", "metric", "value", "n", "extractor", "note",
     "ci_low", "ci_high",
@@ -81,7 +82,7 @@ def is_baseline(variant: str) -> bool:
 def write_rows(run_dir: Path, protocol: str, rows: Iterable[ResultRow]) -> Path:
     """Replace ``<run_dir>/results/<protocol>.csv`` with ``rows`` (atomically)."""
     frame = pd.DataFrame([asdict(row) for row in rows], columns=list(COLUMNS))
-    path = Path(run_dir) / RESULTS_DIRNAME / f"{protocol}.csv"
+    path = RunDir(Path(run_dir)).results_csv(protocol)
     return atomic_write_text(path, frame.to_csv(index=False))
 
 
@@ -101,10 +102,6 @@ def read_rows(runs_root: Path) -> pd.DataFrame:
     for column in ("extractor", "note", "condition"):
         frame[column] = frame[column].fillna("").astype(str)
     return frame[[*COLUMNS, "run"]]
-
-
-def is_missing(value: float) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 assert tuple(field.name for field in fields(ResultRow)) == COLUMNS

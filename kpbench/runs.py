@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kpbench.config import TrainConfig
 from kpbench.errors import KpbenchError
 from kpbench.identity import stored_tags
 from kpbench.lock import LOCKS_DIRNAME, current_holder
 from kpbench.nets import PatchGenerator, build_networks
-from kpbench.results import RESULTS_DIRNAME
+from kpbench.paths import RunDir
 from kpbench.runtime import pick_device
-from kpbench.train import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, SPEC_FILE, TrainConfig, read_checkpoint
 from kpbench.variant import VariantSpec
 
 
@@ -160,7 +160,8 @@ def _log_progress(log: Path) -> tuple[int, bool]:
 
 def describe_run(run_dir: Path) -> RunInfo | None:
     """A run's identity and progress, or None when ``run_dir`` holds no run (no config.json)."""
-    config_path = run_dir / CONFIG_FILE
+    files = RunDir(run_dir)
+    config_path = files.config
     if not config_path.is_file():
         return None
     try:
@@ -169,12 +170,12 @@ def describe_run(run_dir: Path) -> RunInfo | None:
         variant, seed = str(config["variant"]), int(config["seed"])
     except (ValueError, KeyError, TypeError) as error:
         raise KpbenchError(f"{config_path} is not a kpbench run config ({error})") from None
-    checkpoint = run_dir / CHECKPOINT_FILE
+    checkpoint = files.checkpoint
     weights_time = checkpoint.stat().st_mtime if checkpoint.is_file() else None
     evaluated = {}
-    for path in sorted((run_dir / RESULTS_DIRNAME).glob("*.csv")):
+    for path in sorted(files.results.glob("*.csv")):
         evaluated[path.stem] = weights_time is not None and path.stat().st_mtime >= weights_time
-    step, done = _log_progress(run_dir / LOG_FILE)
+    step, done = _log_progress(files.log)
     return RunInfo(run_dir, variant, seed, stored_tags(stored), step, int(stored.get("total_steps", 0)),
                    int(stored.get("steps_per_epoch", 0)), checkpoint.is_file(), done,
                    current_holder(run_dir), evaluated)
@@ -203,15 +204,15 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "cpu") -> 
     """The generator of a trained run, from its last checkpoint, in eval mode on ``device``
     (``None`` / "auto": CUDA when present)."""
     run_dir = Path(run_dir)
-    checkpoint_path = run_dir / CHECKPOINT_FILE
-    for path in (run_dir / SPEC_FILE, run_dir / CONFIG_FILE, checkpoint_path):
+    files = RunDir(run_dir)
+    for path in (files.spec, files.config, files.checkpoint):
         if not path.exists():
             raise KpbenchError(f"no trained run at {run_dir} ({path.name} is missing); "
                                f"train it first: {_train_hint(run_dir)}")
-    spec = VariantSpec.from_dict(json.loads((run_dir / SPEC_FILE).read_text()))
-    config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text())["config"])
+    spec = VariantSpec.from_dict(json.loads(files.spec.read_text()))
+    config = TrainConfig.from_dict(json.loads(files.config.read_text())["config"])
     device = device if isinstance(device, torch.device) else pick_device(device)
-    checkpoint = read_checkpoint(checkpoint_path)
+    checkpoint = files.read_checkpoint()
     generator = build_untrained_generator(spec, config)
     generator.load_state_dict(checkpoint["models"]["generator"])
     return TrainedRun(run_dir, spec, config, int(checkpoint["step"]), generator.to(device).eval(), device)

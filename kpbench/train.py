@@ -2,7 +2,7 @@
 the variant, the settings that differ from the defaults and the seed (``full-random-n5-seed1``;
 kpbench.identity).
 
-Run directory::
+Run directory (its layout is kpbench.paths.RunDir)::
 
     spec.json              the resolved VariantSpec
     config.json            the resolved TrainConfig, data manifest hash, world size, run length
@@ -40,9 +40,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from kpbench.config import OPERATIONAL_FIELDS, TrainConfig
 from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
 from kpbench.errors import KpbenchError
 from kpbench.identity import legacy_identity, legacy_run_name, run_name, run_tags
@@ -58,117 +59,18 @@ from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from kpbench.lock import RunLock
 from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
 from kpbench.nets import Discriminator, PatchGenerator, build_networks
-from kpbench.paths import WorkDir
+from kpbench.paths import RunDir, WorkDir
 from kpbench.runtime import derive_seed, pick_device, seed_everything
 from kpbench.samples import (
-    PATCH_SOURCES,
-    DataSpec,
     PatchSampleDataset,
     expand_batch,
     keep_batch,
     make_sample_dataset,
 )
-from kpbench.variant import INITIALISATIONS, VariantSpec, get_variant
+from kpbench.variant import VariantSpec, get_variant
 
-AmpMode = Literal["off", "bf16", "fp16"]
-AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
-
-SPEC_FILE = "spec.json"
-CONFIG_FILE = "config.json"
-LOG_FILE = "log.jsonl"
-CHECKPOINT_FILE = "checkpoints/last.pt"
-SAMPLES_DIR = "samples"
-TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_FORMAT = 1
 SAMPLE_ROWS = 8
-
-# Fields that change how a run is executed or how long it is, not what it learns: a rerun may
-# change them and still continue the same run. Everything else must match the stored config.
-OPERATIONAL_FIELDS = frozenset(
-    {"epochs", "steps", "amp", "device", "num_workers", "sample_every", "checkpoint_every",
-     "log_every", "status_every", "tensorboard", "diagnostics_every", "workdir", "restart", "progress"}
-)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything ``train`` needs; defaults are the paper's (batch 64, Adam 2e-4 / (0.5, 0.999),
-    1 D + 2 G updates per iteration, flips). ``batch_size`` is global: with torchrun each of the
-    W processes takes batch_size / W samples of every batch."""
-
-    variant: str = "full"
-    data: DataSpec = field(default_factory=DataSpec)
-    seed: int = 0
-    width: float = 1.0  # channel multiplier of every network
-    batch_size: int = 64
-    epochs: int = 25  # training length, unless ``steps`` is set
-    steps: int | None = None  # iterations (1 D + 2 G updates each); overrides ``epochs``
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    d_steps: int = 1
-    g_steps: int = 2
-    # Epochs over which lambda decays; None = the run's length when it is first started.
-    lambda_decay_epochs: int | None = None
-    patch_source: str = "key"  # key | random
-    init: str | None = None  # weight initialisation; None = the variant's (kpbench.nets.INITIALISERS)
-    flip: bool = True
-    amp: AmpMode = "off"
-    device: str | None = None  # None / "auto": CUDA when present
-    num_workers: int = 2
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    log_every: int = 10
-    status_every: int = 50  # plain status lines when the output is not a terminal
-    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard package)
-    diagnostics_every: int | None = None  # None: four times per epoch (kpbench.diagnostics)
-    workdir: Path | str | None = None  # None: KPBENCH_WORKDIR or the current directory
-    restart: bool = False  # discard an existing run with this identity
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.width > 0, f"width must be positive, got {self.width}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
-            (self.d_steps >= 0 and self.g_steps >= 1, "need d_steps >= 0 and g_steps >= 1"),
-            (self.amp in AMP_MODES, f"unknown amp mode {self.amp!r}; use off, bf16 or fp16"),
-            (self.patch_source in PATCH_SOURCES,
-             f"unknown patch source {self.patch_source!r}; use key or random"),
-            (min(self.sample_every, self.checkpoint_every, self.log_every, self.status_every) >= 1,
-             "sample_every, checkpoint_every, log_every and status_every must be at least 1"),
-            (self.diagnostics_every is None or self.diagnostics_every >= 1,
-             "diagnostics_every must be at least 1"),
-            (self.lambda_decay_epochs is None or self.lambda_decay_epochs >= 1,
-             "lambda_decay_epochs must be at least 1"),
-            (self.init is None or self.init in INITIALISATIONS,
-             f"unknown initialisation {self.init!r}; use {', '.join(INITIALISATIONS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise KpbenchError(message)
-
-    @property
-    def size(self) -> int:
-        return self.data.size
-
-    @property
-    def n_patches(self) -> int:
-        return self.data.n_patches
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["betas"] = list(self.betas)
-        values["workdir"] = None if self.workdir is None else str(self.workdir)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        values["data"] = DataSpec(**values.get("data", {}))
-        values["betas"] = tuple(values.get("betas", (0.5, 0.999)))
-        return cls(**values)
 
 
 # --- distributed (torchrun) ----------------------------------------------------------------------
@@ -418,8 +320,8 @@ class RunPlan:
     resume: bool
 
     @property
-    def checkpoint(self) -> Path:
-        return self.run_dir / CHECKPOINT_FILE
+    def files(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
 def _identity(config: dict[str, Any], spec_init: str) -> dict[str, Any]:
@@ -452,9 +354,10 @@ def adopt_legacy_run(run_dir: Path, config: TrainConfig, spec: VariantSpec) -> N
     holds another run (e.g. trained at another width) moves to its own name, so it is neither
     continued nor offered for deletion."""
     for folder in dict.fromkeys([run_dir, run_dir.parent / legacy_run_name(spec.name, config.seed)]):
-        if not (folder / CONFIG_FILE).is_file():
+        config_path = RunDir(folder).config
+        if not config_path.is_file():
             continue
-        stored = json.loads((folder / CONFIG_FILE).read_text())
+        stored = json.loads(config_path.read_text())
         if "tags" in stored:  # written under the current naming
             continue
         if run_name(*legacy_identity(stored, config.lambda_decay_epochs)) == run_dir.name:
@@ -472,6 +375,7 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
     """Start, continue or refuse. A run continues when its checkpoint exists and its spec, config
     (all but OPERATIONAL_FIELDS), data manifest and world size match; ``restart`` discards it."""
     run_dir = run_dir_for(config, spec)
+    files = RunDir(run_dir)
     # From the request (a decay resolved below is no tag) and the variant's own initialisation.
     tags = run_tags(config.to_dict(), get_variant(spec.name).init)
     steps_per_epoch = len(dataset) // config.batch_size
@@ -484,8 +388,8 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
     _barrier(dist_info)
 
     stored = None
-    if (run_dir / CONFIG_FILE).exists() and (run_dir / CHECKPOINT_FILE).exists():
-        stored = json.loads((run_dir / CONFIG_FILE).read_text())
+    if files.config.exists() and files.checkpoint.exists():
+        stored = json.loads(files.config.read_text())
     decay = config.lambda_decay_epochs
     if decay is None:  # resolved when the run starts and kept when a rerun extends it
         decay = (stored["config"]["lambda_decay_epochs"] if stored
@@ -509,22 +413,14 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
     if dist_info.main:
         if stored is None and run_dir.exists():  # files without a checkpoint: nothing to continue
             shutil.rmtree(run_dir)
-        (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
-        (run_dir / CHECKPOINT_FILE).parent.mkdir(exist_ok=True)
-        atomic_write_json(run_dir / SPEC_FILE, spec.to_dict())
-        atomic_write_json(run_dir / CONFIG_FILE, identity | {
+        files.samples.mkdir(parents=True, exist_ok=True)
+        files.checkpoint.parent.mkdir(exist_ok=True)
+        atomic_write_json(files.spec, spec.to_dict())
+        atomic_write_json(files.config, identity | {
             "name": run_dir.name, "tags": tags, "config": config.to_dict(),
             "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
             "train_images": len(dataset)})
     return RunPlan(run_dir, config, steps_per_epoch, total_steps, resume=stored is not None)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint as plain tensors and containers (``weights_only``: no code is unpickled)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated or foreign file: name it rather than guess
-        raise KpbenchError(f"cannot read checkpoint {path}: {error}") from error
 
 
 class RunLog:
@@ -837,8 +733,8 @@ class TrainingSession:
         self.state = RunState(lam=self.lam(0))
         self.other_real: Tensor | None = None  # the previous batch's real images (y')
         self.resumed_order: Tensor | None = None  # the interrupted epoch's data order, as saved
-        self.log = RunLog(plan.run_dir / LOG_FILE, dist_info.main)
-        self.scalars = TensorBoardLog(plan.run_dir / TENSORBOARD_DIR, config.tensorboard and dist_info.main)
+        self.log = RunLog(plan.files.log, dist_info.main)
+        self.scalars = TensorBoardLog(plan.files.tensorboard, config.tensorboard and dist_info.main)
         self.last_saved: int | None = None
         self.sample_inputs = _sample_inputs(dataset, config.seed, spec.z_dim) if dist_info.main else {}
         self.diagnostics = _diagnostic_batch(config, spec, dataset) if dist_info.main else None
@@ -862,7 +758,7 @@ class TrainingSession:
             dist.all_gather_object(ranks, rank_state)
         if self.dist.main:
             state = self.state
-            atomic_torch_save(self.plan.checkpoint, {
+            atomic_torch_save(self.plan.files.checkpoint, {
                 "format": CHECKPOINT_FORMAT, "step": state.step, "epoch": state.epoch,
                 "batch_in_epoch": state.batch_in_epoch, "lambda": state.lam,
                 "data_order": epoch_order(len(self.dataset), self.config.seed, state.epoch),
@@ -871,7 +767,7 @@ class TrainingSession:
         self.last_saved = self.state.step
 
     def restore(self) -> None:
-        checkpoint = read_checkpoint(self.plan.checkpoint)
+        checkpoint = self.plan.files.read_checkpoint()
         self.trainer.load_state_dict(checkpoint["models"])
         self.state = RunState(checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"],
                               checkpoint["lambda"])
@@ -962,7 +858,7 @@ class TrainingSession:
             if state.step % self.diagnostics_every == 0 or done:
                 self.run_diagnostics()
             if self.dist.main and (state.step % config.sample_every == 0 or done or stop_now):
-                write_sample_grid(plan.run_dir / SAMPLES_DIR / f"step-{state.step:06d}.png", self.generator,
+                write_sample_grid(plan.files.samples / f"step-{state.step:06d}.png", self.generator,
                                   self.sample_inputs, self.device)
             if state.step % config.checkpoint_every == 0 or done or stop_now:
                 self.save_checkpoint()
@@ -1013,7 +909,7 @@ class TrainingSession:
             return
         step = self.state.step + 1
         self.log.write({"event": "non-finite", "step": step, "losses": losses})
-        kept = (f"the last good checkpoint (step {self.last_saved}) is kept at {self.plan.checkpoint}"
+        kept = (f"the last good checkpoint (step {self.last_saved}) is kept at {self.plan.files.checkpoint}"
                 if self.last_saved is not None else "no checkpoint had been written yet")
         raise KpbenchError(f"non-finite loss ({', '.join(bad)}) at step {step}: training stopped; {kept}; "
                            "try a lower learning rate, or --amp off")

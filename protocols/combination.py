@@ -56,7 +56,7 @@ def run(context: EvalContext) -> list[ResultRow]:
             accumulator.add(condition, values)
             if number == 0:
                 columns = [patches[:8], generated[:8]] + ([mask[:8]] if mask is not None else [])
-                save_grid(context.run_dir / "results" / NAME / f"{sources}-images.png", columns)
+                save_grid(context.files.grids(NAME) / f"{sources}-images.png", columns)
     return accumulator.rows(context, NAME)
 
 

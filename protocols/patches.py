@@ -83,7 +83,7 @@ def _order_dependence(context: EvalContext, patches: torch.Tensor, generated: to
 def _save_grids(context: EvalContext, source: str, batch: dict[str, torch.Tensor], generated: torch.Tensor,
                 mask: torch.Tensor | None, nn_image: torch.Tensor, neighbour) -> None:
     rows = slice(0, GRID_ROWS)
-    folder = context.run_dir / "results" / NAME
+    folder = context.files.grids(NAME)
     columns = [draw_boxes(batch["image"][rows], batch["boxes"][rows]), batch["patches"][rows],
                generated[rows]]
     if mask is not None:

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from kpbench.cli import app
 from kpbench.errors import KpbenchError
 from kpbench.identity import distinguishing_tags, label, run_name, run_tags
-from kpbench.paths import WorkDir
+from kpbench.paths import RunDir, WorkDir
 from kpbench.protocol import EvalOptions, evaluate, find_runs
 from kpbench.report import build_report
 from kpbench.runs import list_runs, load_run
 from kpbench.samples import DataSpec
-from kpbench.train import CONFIG_FILE, LOG_FILE, TrainConfig, train
+from kpbench.train import TrainConfig, train
 
 DATA = DataSpec(source="builtin:48")
 
@@ -92,17 +92,17 @@ def test_a_run_under_its_old_name_keeps_loading_and_continues_under_its_new_name
     run_dir = train(tiny(tmp_path))
     legacy = run_dir.parent / "full-seed0"
     run_dir.rename(legacy)
-    stored = json.loads((legacy / CONFIG_FILE).read_text())
+    stored = json.loads(RunDir(legacy).config.read_text())
     for key in ("name", "tags"):  # config.json as written before names carried settings
         del stored[key]
     del stored["spec"]["image_skips"]  # ... and before the spec had the Fig. 5 switch
-    (legacy / CONFIG_FILE).write_text(json.dumps(stored))
+    RunDir(legacy).config.write_text(json.dumps(stored))
     # Evaluation finds it by its config, whatever the folder is called.
     assert find_runs(WorkDir.resolve(tmp_path), ["full"], [0]) == [legacy]
     assert load_run(legacy).step == 2
     # Training it further adopts the folder under the new name and resumes.
     assert train(tiny(tmp_path, steps=3)) == run_dir and not legacy.exists()
-    events = [json.loads(line).get("event") for line in (run_dir / LOG_FILE).read_text().splitlines()]
+    events = [json.loads(line).get("event") for line in RunDir(run_dir).log.read_text().splitlines()]
     assert "resume" in events and load_run(run_dir).step == 3
 
 
@@ -156,13 +156,13 @@ def _make_legacy(run_dir: Path, name: str = "full-seed0", spec_init: str | None 
     when ``spec_init`` is None)."""
     legacy = run_dir.parent / name
     run_dir.rename(legacy)
-    stored = json.loads((legacy / CONFIG_FILE).read_text())
+    stored = json.loads(RunDir(legacy).config.read_text())
     del stored["name"], stored["tags"]
     if spec_init is None:
         del stored["spec"]["init"]
     else:
         stored["spec"]["init"] = spec_init
-    (legacy / CONFIG_FILE).write_text(json.dumps(stored))
+    RunDir(legacy).config.write_text(json.dumps(stored))
     return legacy
 
 

@@ -24,12 +24,10 @@ from kpbench import variant as variant_module
 from kpbench.errors import KpbenchError
 from kpbench.losses import generator_loss, lambda_at, make_fakes
 from kpbench.nets import GeneratorOutput, build_networks
-from kpbench.paths import WorkDir
+from kpbench.paths import RunDir, WorkDir
 from kpbench.runs import load_run
 from kpbench.samples import DataSpec, make_sample_dataset
 from kpbench.train import (
-    CHECKPOINT_FILE,
-    LOG_FILE,
     Batch,
     TrainConfig,
     Trainer,
@@ -105,11 +103,11 @@ def fixed_batch(workdir: Path, n: int = 4) -> Batch:
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / LOG_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in RunDir(run_dir).log.read_text().splitlines()]
 
 
 def checkpoint(run_dir: Path) -> dict[str, Any]:
-    return torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)
+    return RunDir(run_dir).read_checkpoint()
 
 
 def assert_same(a: Any, b: Any, path: str = "") -> None:
@@ -319,7 +317,7 @@ def test_interrupted_run_saves_and_resumes(workdir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    log_path = run_path(TrainConfig.from_dict(json.loads(config_path.read_text()))) / LOG_FILE
+    log_path = RunDir(run_path(TrainConfig.from_dict(json.loads(config_path.read_text())))).log
     deadline = time.monotonic() + 120
     def steps_logged() -> int:
         return sum("losses" in line for line in log_path.read_text().splitlines()) if log_path.exists() else 0
@@ -347,7 +345,7 @@ def test_interrupted_run_saves_and_resumes(workdir: Path) -> None:
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(workdir: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = train(make_config(workdir, steps=3, checkpoint_every=2))
-    saved = (run_dir / CHECKPOINT_FILE).read_bytes()
+    saved = RunDir(run_dir).checkpoint.read_bytes()
 
     class Poisoned(torch.utils.data.Dataset):
         def __init__(self, inner: Any) -> None:
@@ -373,7 +371,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(workdir: Path,
     monkeypatch.setattr(train_module, "expand_batch", expand_poisoned)
     with pytest.raises(KpbenchError, match=r"non-finite loss .* at step 4.*last good checkpoint \(step 3\)"):
         train(make_config(workdir, steps=6))
-    assert (run_dir / CHECKPOINT_FILE).read_bytes() == saved
+    assert RunDir(run_dir).checkpoint.read_bytes() == saved
     assert checkpoint(run_dir)["step"] == 3
     assert read_log(run_dir)[-1]["event"] == "non-finite"
 
