@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import multiprocessing
-import os
 import re
 import shutil
 import sys
@@ -36,6 +35,7 @@ from rich.progress import (
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write, atomic_write_bytes, stable_hash
 from kpbench.patches import KeyPatchDetector, PatchParams
+from kpbench.runtime import cpu_count
 
 MAX_CHUNK_SIZE = 256  # images per work item and per part file
 MIN_CHUNK_SIZE = 8
@@ -137,7 +137,7 @@ def _detect_and_save(dataset: Dataset, targets: list[tuple[PatchParams, Path]], 
     done = np.ones(len(dataset), dtype=bool)
     for table, (_, path) in zip(tables, targets):
         done &= _load_parts(path.with_suffix(".parts"), table)
-    workers = workers or _usable_cores()
+    workers = workers or cpu_count()
     if chunk_size is None:
         chunk_size = int(np.clip(-(-len(dataset) // (workers * CHUNKS_PER_WORKER)), MIN_CHUNK_SIZE,
                                  MAX_CHUNK_SIZE))
@@ -199,10 +199,6 @@ def _spans(indices: np.ndarray, chunk_size: int) -> Iterator[tuple[int, int]]:
         for start in range(0, len(run), chunk_size):
             piece = run[start:start + chunk_size]
             yield int(piece[0]), int(piece[-1]) + 1
-
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _save_arrays(path: Path, **arrays: np.ndarray) -> None:

@@ -7,12 +7,13 @@ into exit code 130; nothing here holds logic of its own.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +21,9 @@ from rich.markup import escape
 
 from kpbench.errors import KpbenchError
 from kpbench.paths import WORKDIR_ENV, WorkDir
+
+if TYPE_CHECKING:
+    from kpbench.samples import DataSpec
 
 app = typer.Typer(
     name="kpbench",
@@ -90,26 +94,63 @@ EdgeModelOption = Annotated[
 SplitSeedOption = Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split.")]
 
 
-def _data_spec(source: str, size: int, preset: str, crop: int | None, patches: int,
-               edge_model: Path | None, split_seed: int) -> Any:
-    from kpbench.samples import DataSpec
+@dataclass(frozen=True)
+class DataOptions:
+    """How images are preprocessed and patched: the options ``data prepare``, ``data show`` and
+    ``train`` share (declared once in :data:`DATA_PARAMETERS`)."""
 
-    if edge_model is not None and not edge_model.is_file():
-        raise KpbenchError(f"edge model {edge_model} not found")
-    return DataSpec(source=source, size=size, preset=preset, crop=crop, n_patches=patches,
-                    edge_model=str(edge_model) if edge_model else None, split_seed=split_seed)
+    size: int = 64
+    preset: str = "default"
+    crop: int | None = None
+    patches: int = 3
+    edge_model: Path | None = None
+    split_seed: int = 0
+
+    def spec(self, source: str) -> DataSpec:
+        from kpbench.samples import DataSpec
+
+        if self.edge_model is not None and not self.edge_model.is_file():
+            raise KpbenchError(f"edge model {self.edge_model} not found")
+        return DataSpec(source=source, size=self.size, preset=self.preset, crop=self.crop,
+                        n_patches=self.patches, edge_model=str(self.edge_model) if self.edge_model else None,
+                        split_seed=self.split_seed)
+
+
+DATA_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                      default=getattr(DataOptions, name))
+    for name, annotation in (("size", SizeOption), ("preset", PresetOption), ("crop", CropOption),
+                             ("patches", PatchesOption), ("edge_model", EdgeModelOption),
+                             ("split_seed", SplitSeedOption))
+]
+
+
+def with_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the data options in place of its ``data_options: DataOptions`` parameter."""
+    signature = inspect.signature(command, eval_str=True)
+    parameters = []
+    for parameter in signature.parameters.values():
+        if parameter.name == "data_options":
+            parameters += DATA_PARAMETERS
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        options = DataOptions(**{parameter.name: kwargs.pop(parameter.name) for parameter in DATA_PARAMETERS})
+        return command(data_options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return wrapper
 
 
 @data_app.command("prepare")
 @user_errors
+@with_data_options
 def data_prepare(
     source: Annotated[str, typer.Argument(help="Folder of images, or 'builtin[:COUNT]'.")],
-    size: SizeOption = 64,
-    preset: PresetOption = "default",
-    crop: CropOption = None,
-    patches: PatchesOption = 3,
-    edge_model: EdgeModelOption = None,
-    split_seed: SplitSeedOption = 0,
+    data_options: DataOptions = DataOptions(),
     workers: Annotated[int | None, typer.Option(help="Detection processes (default: all cores).")] = None,
     workdir: WorkdirOption = None,
 ) -> None:
@@ -118,7 +159,7 @@ def data_prepare(
     from kpbench.data import describe
     from kpbench.samples import load_boxes, open_data
 
-    spec = _data_spec(source, size, preset, crop, patches, edge_model, split_seed)
+    spec = data_options.spec(source)
     work = WorkDir.resolve(workdir)
     dataset = open_data(spec)
     manifest_path = dataset.write_manifest(work.cache / "manifests")
@@ -131,25 +172,21 @@ def data_prepare(
 
 @data_app.command("show")
 @user_errors
+@with_data_options
 def data_show(
     source: Annotated[str, typer.Argument(help="Folder of images, or 'builtin[:COUNT]'.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG contact sheet to write.")] = Path(
         "patches.png"
     ),
     count: Annotated[int, typer.Option(min=1, max=400, help="Images on the sheet.")] = 24,
-    size: SizeOption = 64,
-    preset: PresetOption = "default",
-    crop: CropOption = None,
-    patches: PatchesOption = 3,
-    edge_model: EdgeModelOption = None,
-    split_seed: SplitSeedOption = 0,
+    data_options: DataOptions = DataOptions(),
     workdir: WorkdirOption = None,
 ) -> None:
     """Write a contact sheet of images with their key-patch boxes drawn and numbered."""
     from kpbench.boxcache import render_contact_sheet
     from kpbench.samples import load_boxes, open_data
 
-    spec = _data_spec(source, size, preset, crop, patches, edge_model, split_seed)
+    spec = data_options.spec(source)
     work = WorkDir.resolve(workdir)
     dataset = open_data(spec)
     table = load_boxes(dataset, spec, work, progress=True)
@@ -199,6 +236,7 @@ def show_command(
 
 @app.command("train")
 @user_errors
+@with_data_options
 def train_command(
     variant: Annotated[str, typer.Option("--variant", "-v", help="Variant to train (see `kpbench list`).")],
     data: Annotated[str, typer.Option("--data", "-d", help="Folder of images, or 'builtin[:COUNT]'.")] = (
@@ -214,12 +252,7 @@ def train_command(
     batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 64,
     width: Annotated[float, typer.Option(min=0.01, help="Channel multiplier (1 = the authors' code's "
                      "channel counts).")] = 1.0,
-    size: SizeOption = 64,
-    preset: PresetOption = "default",
-    crop: CropOption = None,
-    patches: PatchesOption = 3,
-    edge_model: EdgeModelOption = None,
-    split_seed: SplitSeedOption = 0,
+    data_options: DataOptions = DataOptions(),
     patch_source: Annotated[str, typer.Option(help="Train on 'key' or 'random' patches.")] = "key",
     lambda_decay_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs over which lambda decays "
                                    "0.64 -> 0.0064 (the paper: its 25 training epochs) (default: the "
@@ -253,7 +286,7 @@ def train_command(
     from kpbench.variant import get_variant
 
     get_variant(variant)
-    spec = _data_spec(data, size, preset, crop, patches, edge_model, split_seed)
+    spec = data_options.spec(data)
     if workers is None:
         workers = 2 if pick_device(device).type == "cuda" else 0
     base = TrainConfig(

@@ -18,7 +18,7 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from kpbench.nets import GeneratorOutput
-    from kpbench.variant import VariantSpec
+    from kpbench.variant import FakeKind, VariantSpec
 
 
 def l1_per_sample(a: Tensor, b: Tensor) -> Tensor:
@@ -60,9 +60,9 @@ def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
 
 
 # Equation (4)'s fake images from g = G_I(x), the real y, the true mask M and another real image
-# y' from outside the mini-batch. Names match kpbench.variant.EQUATION_4_FAKES.
+# y' from outside the mini-batch, one per kpbench.variant.FakeKind.
 FakeMaker = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-FAKE_KINDS: dict[str, FakeMaker] = {
+FAKE_KINDS: dict[FakeKind, FakeMaker] = {
     "generated": lambda g, y, m, y2: g,
     "generated_in_mask": lambda g, y, m, y2: m * g + (1 - m) * y,
     "generated_outside_mask": lambda g, y, m, y2: (1 - m) * g + m * y,
@@ -71,7 +71,7 @@ FAKE_KINDS: dict[str, FakeMaker] = {
 }
 
 
-def make_fakes(kinds: tuple[str, ...], generated: Tensor, real: Tensor, mask: Tensor, other_real: Tensor
+def make_fakes(kinds: tuple[FakeKind, ...], generated: Tensor, real: Tensor, mask: Tensor, other_real: Tensor
                ) -> dict[str, Tensor]:
     """The discriminator's fake images, ``{kind: (B, 3, S, S)}``. Pass ``generated`` detached:
     the discriminator step must not build or reach the generator's graph."""

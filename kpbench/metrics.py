@@ -64,6 +64,7 @@ from torch_fidelity.utils import create_feature_extractor
 
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_torch_save, sha256_file, stable_hash
+from kpbench.runtime import pick_device
 
 # FID's covariance needs more samples than feature dimensions (2048 for Inception) to be full
 # rank; below that FID is biased upwards and only comparable at equal N.
@@ -397,13 +398,6 @@ register_extractor(
 # --------------------------------------------------------------------------------------------
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    # torch-fidelity defaults to cuda=True; here the device follows what is available.
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @lru_cache(maxsize=1 << 10)
 def _file_digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
     # Hashing Inception's 95 MB on every call would cost ~0.3 s, so an unchanged file (same
@@ -456,7 +450,7 @@ def load_extractor(
     if path is not None:
         stat = path.stat()
         file_hash = _file_digest(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    dev = _pick_device(device)
+    dev = pick_device(device)  # torch-fidelity defaults to cuda=True; here it follows what is available
     module = _build(name, None if path is None else str(path), file_hash, str(dev))
     # Code-only nets have no file: hash what the code built.
     return LoadedExtractor(spec, module, dev, path, file_hash or module_digest(module))

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from kpbench.data import SUPPORTED_SIZES
 from kpbench.variant import ENCODER_FUSIONS, ORDER_INVARIANT_FUSIONS
 
 if TYPE_CHECKING:
     from kpbench.variant import VariantSpec
 
-SUPPORTED_SIZES = (64, 128, 256)
 BASE_CHANNELS = 64
 MAX_CHANNELS = 512
 

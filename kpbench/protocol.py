@@ -345,9 +345,9 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
     data (manifest hash, side, split sizes), training length, device, package versions and,
     when FID ran, the feature extractor and its weights hash. Earlier entries are kept."""
     import json
-    from importlib.metadata import PackageNotFoundError, version
 
     from kpbench.io import atomic_write_json
+    from kpbench.runtime import package_versions
 
     path = context.files.provenance
     record = json.loads(path.read_text()) if path.is_file() else {}
@@ -367,14 +367,7 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
     if context.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(context.device)})"
     record["device"] = device
-    versions = {}
-    for package in ("torch", "torchvision", "torch-fidelity", "scikit-learn",
-                    "opencv-contrib-python-headless", "kpbench"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
-    record["versions"] = versions
+    record["versions"] = {package: found or "not installed" for package, found in package_versions().items()}
     if "fid" in protocol_names:
         from kpbench import metrics
 

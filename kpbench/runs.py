@@ -211,7 +211,7 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "cpu") -> 
                                f"train it first: {_train_hint(run_dir)}")
     spec = VariantSpec.from_dict(json.loads(files.spec.read_text()))
     config = TrainConfig.from_dict(json.loads(files.config.read_text())["config"])
-    device = device if isinstance(device, torch.device) else pick_device(device)
+    device = pick_device(device)
     checkpoint = files.read_checkpoint()
     generator = build_untrained_generator(spec, config)
     generator.load_state_dict(checkpoint["models"]["generator"])

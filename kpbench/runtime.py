@@ -26,8 +26,11 @@ def derive_seed(*parts: int | str) -> int:
     return int(stable_hash(list(parts), length=15), 16)
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """``None``/"auto" -> CUDA when present, else CPU. An explicit unavailable device is an error."""
+def pick_device(name: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto" -> CUDA when present, else CPU. An explicit unavailable device is an error;
+    a ``torch.device`` is taken as it is."""
+    if isinstance(name, torch.device):
+        return name
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -37,6 +40,26 @@ def pick_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise KpbenchError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device
+
+
+# Packages whose versions provenance records and reports show.
+PACKAGES: tuple[str, ...] = (
+    "kpbench", "torch", "torchvision", "torch-fidelity", "numpy", "pandas", "scikit-learn",
+    "scikit-image", "opencv-contrib-python-headless", "pillow",
+)
+
+
+def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package, None for one that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 def cpu_count() -> int:

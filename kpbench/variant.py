@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from kpbench.errors import KpbenchError
 
@@ -33,15 +33,11 @@ AppearanceMask = Literal["predicted", "true"]
 Initialisation = Literal["pytorch", "dcgan", "pytorch04"]
 INITIALISATIONS: tuple[str, ...] = ("pytorch", "dcgan", "pytorch04")
 
-# The discriminator's fake images of equation (4); g = G_I(x), y = real, y' = another real image
-# (from outside the mini-batch), M = the true mask. The names are the keys of losses.FAKE_KINDS.
-EQUATION_4_FAKES: tuple[str, ...] = (
-    "generated",  # G_I(x)
-    "generated_in_mask",  # M * G_I(x) + (1 - M) * y
-    "generated_outside_mask",  # (1 - M) * G_I(x) + M * y
-    "other_in_mask",  # M * y' + (1 - M) * y
-    "other_outside_mask",  # (1 - M) * y' + M * y
-)
+# The discriminator's fake images of equation (4); kpbench.losses.FAKE_KINDS says how each is made.
+FakeKind = Literal[
+    "generated", "generated_in_mask", "generated_outside_mask", "other_in_mask", "other_outside_mask",
+]
+EQUATION_4_FAKES: tuple[FakeKind, ...] = get_args(FakeKind)
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,7 @@ class VariantSpec:
     encoder_fusion: EncoderFusion = "sum"
     mask_decoder: bool = True
     discriminator: DiscriminatorKind = "image"
-    fake_kinds: tuple[str, ...] = EQUATION_4_FAKES
+    fake_kinds: tuple[FakeKind, ...] = EQUATION_4_FAKES
     spatial_weight: float = 1.0
     appearance_weight: float = 1.0
     appearance_mask: AppearanceMask = "predicted"

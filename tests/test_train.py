@@ -1,4 +1,4 @@
-"""Variants, losses and the training loop: objectives per DESIGN.md, overfitting, resume, stops, DDP."""
+"""Variants, losses and the training loop: each variant's objective, overfitting, resume, stops, DDP."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ DATA = DataSpec(source="builtin:64")  # 58 training images
 VARIANTS = ["full", "naive_gan", "nomask", "autoencoder", "cgan",
             "depth_concat", "siamese_concat", "independent_masks", "noskip"]
 
-# What DESIGN.md prescribes for each variant.
+# The components and objective each variant must have.
 EXPECTED = {
     "full": {"discriminator": "image", "fakes": set(EQUATION_4_FAKES), "mask": True,
              "terms": {"adversarial", "spatial", "appearance"}},
