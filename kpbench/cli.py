@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from kpbench.choices import Amp, Extractor, Init, Launcher, PatchSource, Preset
 from kpbench.errors import KpbenchError
 from kpbench.paths import WORKDIR_ENV, WorkDir
 
@@ -76,7 +77,7 @@ WorkdirOption = Annotated[
 ]
 SizeOption = Annotated[int, typer.Option("--size", "-s", help="Image side S in pixels: 64, 128 or 256.")]
 PresetOption = Annotated[
-    str, typer.Option("--preset", help="Preset for crop and key-patch filters: 'default' (short side, "
+    Preset, typer.Option("--preset", help="Preset for crop and key-patch filters: 'default' (short side, "
                       "centre crop), 'celeba' (centre 108 px of the aligned 178x218 images, boxes "
                       "sized like the authors'), 'waterfall' (tall boxes allowed).")
 ]
@@ -100,7 +101,7 @@ class DataOptions:
     ``train`` share (declared once in :data:`DATA_PARAMETERS`)."""
 
     size: int = 64
-    preset: str = "default"
+    preset: Preset = Preset.DEFAULT
     crop: int | None = None
     patches: int = 3
     edge_model: Path | None = None
@@ -111,7 +112,7 @@ class DataOptions:
 
         if self.edge_model is not None and not self.edge_model.is_file():
             raise KpbenchError(f"edge model {self.edge_model} not found")
-        return DataSpec(source=source, size=self.size, preset=self.preset, crop=self.crop,
+        return DataSpec(source=source, size=self.size, preset=Preset(self.preset).value, crop=self.crop,
                         n_patches=self.patches, edge_model=str(self.edge_model) if self.edge_model else None,
                         split_seed=self.split_seed)
 
@@ -253,16 +254,18 @@ def train_command(
     width: Annotated[float, typer.Option(min=0.01, help="Channel multiplier (1 = the authors' code's "
                      "channel counts).")] = 1.0,
     data_options: DataOptions = DataOptions(),
-    patch_source: Annotated[str, typer.Option(help="Train on 'key' or 'random' patches.")] = "key",
+    patch_source: Annotated[PatchSource, typer.Option(help="Train on key or random patches.")] = (
+        PatchSource.KEY
+    ),
     lambda_decay_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs over which lambda decays "
                                    "0.64 -> 0.0064 (the paper: its 25 training epochs) (default: the "
                                    "run's length). A short run that stands for the first part of the "
                                    "paper's schedule sets 25.")] = None,
-    init: Annotated[str | None, typer.Option(help="Weight initialisation: 'pytorch' (today's PyTorch "
+    init: Annotated[Init | None, typer.Option(help="Weight initialisation: 'pytorch' (today's PyTorch "
                     "defaults; the authors' code left initialisation to the framework), 'pytorch04' "
                     "(PyTorch 0.3/0.4's defaults, which their code ran on) or 'dcgan' (N(0, 0.02)) "
                     "(default: the variant's).")] = None,
-    amp: Annotated[str, typer.Option(help="Mixed precision on CUDA: off, bf16 or fp16.")] = "off",
+    amp: Annotated[Amp, typer.Option(help="Mixed precision on CUDA.")] = Amp.OFF,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes (default: 0 on "
                        "the CPU, where they would take cores from training; 2 on CUDA).")] = None,
@@ -281,18 +284,15 @@ def train_command(
     workdir: WorkdirOption = None,
 ) -> None:
     """Train one variant with one seed; run again to resume from the last checkpoint."""
-    from kpbench.runtime import pick_device
     from kpbench.train import TrainConfig, train
     from kpbench.variant import get_variant
 
     get_variant(variant)
     spec = data_options.spec(data)
-    if workers is None:
-        workers = 2 if pick_device(device).type == "cuda" else 0
     base = TrainConfig(
         variant=variant, data=spec, seed=seed, width=width, batch_size=batch_size, epochs=epochs,
-        steps=steps, patch_source=patch_source, init=init, lambda_decay_epochs=lambda_decay_epochs,
-        amp=amp, device=device, num_workers=workers,
+        steps=steps, patch_source=PatchSource(patch_source).value, init=init.value if init else None,
+        lambda_decay_epochs=lambda_decay_epochs, amp=Amp(amp).value, device=device, num_workers=workers,
         sample_every=sample_every, checkpoint_every=checkpoint_every, diagnostics_every=diagnostics_every,
         status_every=status_every, tensorboard=tensorboard, workdir=str(WorkDir.resolve(workdir).root),
         restart=restart,
@@ -329,13 +329,12 @@ def eval_command(
     run: Annotated[list[str] | None, typer.Option("--run", "-r", help="Only these runs, by folder name "
                    "(repeatable; see `kpbench runs`).")] = None,
     max_samples: Annotated[int, typer.Option(min=1, help="Test images per condition.")] = 256,
-    sigmas: Annotated[str, typer.Option(help="Noise sigmas on the [-1, 1] scale, comma separated.")] = (
-        "0,0.05,0.1,0.2,0.4,0.8"
-    ),
+    sigmas: Annotated[list[float] | None, typer.Option("--sigmas", help="Noise sigma on the [-1, 1] "
+                      "scale (repeatable; default: 0, 0.05, 0.1, 0.2, 0.4 and 0.8).")] = None,
     fid_samples: Annotated[int, typer.Option(min=2, help="Generated images for FID/KID (capped by the "
                            "test split).")] = 2048,
-    extractor: Annotated[str, typer.Option(help="FID/KID feature extractor: inception (standard), "
-                         "inception-fidhelper, random-conv (plumbing only).")] = "inception",
+    extractor: Annotated[Extractor, typer.Option(help="FID/KID feature extractor: inception (standard), "
+                         "inception-fidhelper, random-conv (plumbing only).")] = Extractor.INCEPTION,
     inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
                                  "weights-inception-2015-12-05-6726825d.pth (env "
                                  "KPBENCH_INCEPTION_WEIGHTS).")] = None,
@@ -351,14 +350,12 @@ def eval_command(
     """Run evaluation protocols on trained runs; rows go to runs/<run>/results/<protocol>.csv."""
     from kpbench.protocol import EvalOptions, evaluate
 
-    try:
-        sigma_values = tuple(float(value) for value in sigmas.split(",") if value.strip())
-    except ValueError:
-        raise KpbenchError(f"--sigmas must be comma-separated numbers, got {sigmas!r}") from None
-    options = EvalOptions(max_samples=max_samples, sigmas=sigma_values, fid_samples=fid_samples,
-                          extractor=extractor, inception_weights=inception_weights,
+    options = EvalOptions(max_samples=max_samples, fid_samples=fid_samples,
+                          extractor=Extractor(extractor).value, inception_weights=inception_weights,
                           classify_samples=classify_samples, min_per_class=min_per_class, folds=folds,
                           device=device)
+    if sigmas:
+        options = replace(options, sigmas=tuple(sigmas))
     chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
     outcome = evaluate(WorkDir.resolve(workdir), protocol, variant, chosen_seeds or None, options,
                        on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run)
@@ -378,10 +375,10 @@ def run_command(
                     "plan's dataset NAME (repeatable); overrides the file's source.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cells, what is already done and "
                        "each cell's estimated training cost; run nothing.")] = False,
-    launcher: Annotated[str, typer.Option(help="local (one cell after another, here), slurm (one "
+    launcher: Annotated[Launcher, typer.Option(help="local (one cell after another, here), slurm (one "
                         "submitit job per cell; torchrun inside when the plan's "
                         "launcher.processes_per_cell > 1), submitit-local or submitit-debug (the "
-                        "slurm path on this machine).")] = "local",
+                        "slurm path on this machine).")] = Launcher.LOCAL,
     device: Annotated[str | None, typer.Option(help="Device for the --dry-run timing (auto, cpu, cuda); "
                       "training uses the plan's train.device.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the plan's runs and "
@@ -401,7 +398,8 @@ def run_command(
     if dry_run:
         _print_dry_run(plan, device)
         return
-    result = run_plan(plan, launcher, say=lambda text: console.print(text, highlight=False, markup=False))
+    result = run_plan(plan, Launcher(launcher).value,
+                      say=lambda text: console.print(text, highlight=False, markup=False))
     _print_plan_summary(result)
     if result.failed or result.report_errors:
         raise KpbenchError(f"{len(result.failed)} of {len(result.outcomes)} cells failed"
@@ -570,7 +568,7 @@ def demo_command(
     size: Annotated[int | None, typer.Option("--size", "-s", help="Image side: 64, 128 or 256.")] = None,
     images: Annotated[int | None, typer.Option(min=16, help="Built-in images to generate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Training batch size.")] = None,
-    extractor: Annotated[str | None, typer.Option(help="FID/KID extractor (default inception; "
+    extractor: Annotated[Extractor | None, typer.Option(help="FID/KID extractor (default inception; "
                          "without its weights the FID cells say how to get them).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the demo's runs, "
@@ -581,7 +579,8 @@ def demo_command(
     from kpbench.report import print_summary
 
     plan = plan_with(TINY_PLAN if tiny else DemoPlan(), steps=steps, width=width, size=size,
-                     images=images, batch_size=batch_size, extractor=extractor, device=device)
+                     images=images, batch_size=batch_size,
+                     extractor=extractor.value if extractor else None, device=device)
     work = WorkDir.resolve(workdir or default_demo_workdir())
     result = run_demo(plan, work, say=lambda text: console.print(text, highlight=False),
                       progress=not tiny)

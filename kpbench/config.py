@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from kpbench.choices import Amp, choice_values
 from kpbench.errors import KpbenchError
 from kpbench.samples import PATCH_SOURCES, DataSpec
 from kpbench.variant import INITIALISATIONS
 
 AmpMode = Literal["off", "bf16", "fp16"]
-AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
+AMP_MODES: tuple[str, ...] = choice_values(Amp)
 
 # Fields that change how a run is executed or how long it is, not what it learns: a rerun may
 # change them and still continue the same run. Everything else must match the stored config.
@@ -46,7 +47,7 @@ class TrainConfig:
     flip: bool = True
     amp: AmpMode = "off"
     device: str | None = None  # None / "auto": CUDA when present
-    num_workers: int = 2
+    num_workers: int | None = None  # data loader processes; None: 0 on the CPU, 2 on CUDA
     sample_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 10
@@ -60,6 +61,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.width > 0, f"width must be positive, got {self.width}"),
+            (self.num_workers is None or self.num_workers >= 0,
+             f"num_workers must be at least 0, got {self.num_workers}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}"),

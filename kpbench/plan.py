@@ -41,13 +41,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from kpbench.choices import Launcher, choice_values
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.protocol import ALL, EvalOptions, list_protocols
 from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, TrainingInterrupted
 
-LAUNCHERS: tuple[str, ...] = ("local", "slurm", "submitit-local", "submitit-debug")
+LAUNCHERS: tuple[str, ...] = choice_values(Launcher)
 TRAIN_FIELDS = ({f.name for f in fields(TrainConfig)}
                 - {"variant", "seed", "data", "workdir", "restart", "progress"})
 DATA_FIELDS = {f.name for f in fields(DataSpec)}

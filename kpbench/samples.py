@@ -19,6 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from kpbench.boxcache import BoxTable, prepare_boxes
+from kpbench.choices import PatchSource as PatchSourceChoice
+from kpbench.choices import choice_values
 from kpbench.data import ImageDataset, Split, make_preprocess, open_dataset
 from kpbench.errors import KpbenchError
 from kpbench.imagecache import build_decoded_cache
@@ -27,7 +29,7 @@ from kpbench.paths import WorkDir
 from kpbench.runtime import derive_seed
 
 PatchSource = Literal["key", "random"]
-PATCH_SOURCES: tuple[str, ...] = ("key", "random")
+PATCH_SOURCES: tuple[str, ...] = choice_values(PatchSourceChoice)
 
 
 @dataclass(frozen=True)

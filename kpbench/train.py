@@ -100,6 +100,14 @@ def init_distributed(device_type: str) -> tuple[Dist, bool]:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))), created
 
 
+def data_workers(num_workers: int | None, device: torch.device) -> int:
+    """Data loader processes: as configured, or by default none on the CPU (they would take cores
+    from training) and 2 on CUDA."""
+    if num_workers is not None:
+        return num_workers
+    return 2 if device.type == "cuda" else 0
+
+
 class RankBatchSampler(Sampler[list[int]]):
     """Batches of one epoch for one rank: global batch b of ``order`` is split into W equal
     slices and this rank takes its slice (DistributedSampler's sharding, per batch). Starts at
@@ -810,7 +818,7 @@ class TrainingSession:
         return DataLoader(
             self.dataset,
             batch_sampler=RankBatchSampler(order, config.batch_size, self.dist, start=state.batch_in_epoch),
-            num_workers=config.num_workers,
+            num_workers=data_workers(config.num_workers, self.device),
             collate_fn=keep_batch,  # the dataset reads whole batches (__getitems__)
             pin_memory=self.device.type == "cuda",
             # Worker seeds from (seed, epoch), not from the global RNG (flips need no RNG anyway).

@@ -14,6 +14,7 @@ import importlib
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
+from kpbench.choices import Init, choice_values
 from kpbench.errors import KpbenchError
 
 # How the N patches are combined, after the paper's Fig. 4 (kpbench.nets.PatchGenerator):
@@ -31,7 +32,7 @@ AppearanceMask = Literal["predicted", "true"]
 # and transposed convs: see docs/fidelity.md; "pytorch04" reproduces them); "dcgan" is N(0, 0.02),
 # defined in the authors' code but never called.
 Initialisation = Literal["pytorch", "dcgan", "pytorch04"]
-INITIALISATIONS: tuple[str, ...] = ("pytorch", "dcgan", "pytorch04")
+INITIALISATIONS: tuple[str, ...] = choice_values(Init)
 
 # The discriminator's fake images of equation (4); kpbench.losses.FAKE_KINDS says how each is made.
 FakeKind = Literal[

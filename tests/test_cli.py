@@ -92,3 +92,132 @@ def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
     counter.feed(html_path.read_text())
     assert counter.tables >= 6 and counter.images >= 5
     assert (tmp_path / "reports" / "demo" / "results.csv").stat().st_size > 1000
+
+
+# --- what each flag asks the library for ---------------------------------------------------------
+
+
+def captured_calls(monkeypatch, module: object, name: str, returns, *args: object) -> list:
+    """Run the CLI with ``module.name`` replaced by a stand-in; its calls as (args, kwargs)."""
+    calls = []
+
+    def stand_in(*call_args, **call_kwargs):
+        calls.append((call_args, call_kwargs))
+        return returns
+
+    monkeypatch.setattr(module, name, stand_in)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return calls
+
+
+def captured_train_configs(monkeypatch, tmp_path: Path, *args: str) -> list:
+    import kpbench.train
+
+    calls = captured_calls(monkeypatch, kpbench.train, "train", tmp_path / "runs" / "run", "train", *args,
+                           "-w", tmp_path)
+    return [call_args[0] for call_args, _ in calls]
+
+
+def test_train_defaults_are_the_library_defaults(monkeypatch, tmp_path: Path) -> None:
+    from kpbench.samples import DataSpec
+    from kpbench.train import TrainConfig
+
+    configs = captured_train_configs(monkeypatch, tmp_path, "--variant", "full")
+    assert configs == [TrainConfig(variant="full", data=DataSpec(), workdir=str(tmp_path.resolve()))]
+    assert configs[0].num_workers is None  # resolved by the training code: 0 on the CPU, 2 on CUDA
+
+
+def test_train_flags_give_exactly_their_config(monkeypatch, tmp_path: Path) -> None:
+    from kpbench.samples import DataSpec
+    from kpbench.train import TrainConfig
+
+    edge_model = tmp_path / "model.yml.gz"
+    edge_model.write_bytes(b"")
+    configs = captured_train_configs(
+        monkeypatch, tmp_path, "--variant", "nomask", "--data", "builtin:32", "--seeds", "2,0",
+        "--steps", "7", "--epochs", "3", "--batch-size", "8", "--width", "0.25", "--size", "128",
+        "--preset", "celeba", "--crop", "100", "--patches", "4", "--edge-model", str(edge_model),
+        "--split-seed", "5", "--patch-source", "random", "--lambda-decay-epochs", "25",
+        "--init", "dcgan", "--amp", "bf16", "--device", "cpu", "--workers", "1", "--sample-every", "9",
+        "--checkpoint-every", "11", "--diagnostics-every", "13", "--status-every", "17", "--tensorboard",
+        "--restart",
+    )
+    data = DataSpec(source="builtin:32", size=128, preset="celeba", crop=100, split_seed=5, n_patches=4,
+                    edge_model=str(edge_model))
+    expected = TrainConfig(
+        variant="nomask", data=data, seed=0, width=0.25, batch_size=8, epochs=3, steps=7,
+        lambda_decay_epochs=25, patch_source="random", init="dcgan", amp="bf16", device="cpu",
+        num_workers=1, sample_every=9, checkpoint_every=11, log_every=10, status_every=17, tensorboard=True,
+        diagnostics_every=13, workdir=str(tmp_path.resolve()), restart=True,
+    )
+    assert configs == [expected, TrainConfig.from_dict(expected.to_dict() | {"seed": 2})]
+    # Choices reach the library as plain strings, as config.json stores them.
+    assert all(type(value) is str for value in (expected.amp, configs[0].amp, configs[0].patch_source,
+                                                 configs[0].init, configs[0].data.preset))
+
+
+def help_text(*command: str) -> str:
+    """The help of ``command``, wide enough that no choice list is wrapped."""
+    return runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"}).stdout
+
+
+def test_choice_flags_list_and_check_their_values(tmp_path: Path) -> None:
+    helped = help_text("train")
+    for listed in ("<off|bf16|fp16>", "<key|random>", "<default|celeba|waterfall>",
+                   "<pytorch|dcgan|pytorch04>"):
+        assert listed in helped, listed
+    assert "<inception|inception-fidhelper|random-conv>" in help_text("eval")
+    assert "<local|slurm|submitit-local|submitit-debug>" in help_text("run")
+    wrong = invoke("train", "--variant", "full", "--amp", "fp8", "-w", tmp_path)
+    assert wrong.exit_code == 2 and "fp8" in wrong.output
+
+
+def captured_evaluations(monkeypatch, tmp_path: Path, *args: str) -> list:
+    import kpbench.protocol
+
+    calls = captured_calls(monkeypatch, kpbench.protocol, "evaluate", kpbench.protocol.Evaluation(),
+                           "eval", *args, "-w", tmp_path)
+    return [(*call_args, call_kwargs["names"]) for call_args, call_kwargs in calls]
+
+
+def test_eval_defaults_are_the_library_defaults(monkeypatch, tmp_path: Path) -> None:
+    from kpbench.paths import WorkDir
+    from kpbench.protocol import EvalOptions
+
+    calls = captured_evaluations(monkeypatch, tmp_path, "--protocol", "all")
+    assert calls == [(WorkDir.resolve(tmp_path), ["all"], None, None, EvalOptions(), None)]
+
+
+def test_eval_flags_give_exactly_their_options(monkeypatch, tmp_path: Path) -> None:
+    from kpbench.paths import WorkDir
+    from kpbench.protocol import EvalOptions
+
+    weights = tmp_path / "weights.pth"
+    calls = captured_evaluations(
+        monkeypatch, tmp_path, "-p", "noise", "-p", "fid", "-v", "full", "-v", "nomask", "--seed", "3",
+        "--seeds", "0-1", "--run", "full-seed0", "--max-samples", "16", "--sigmas", "0", "--sigmas", "0.3",
+        "--fid-samples", "64", "--extractor", "random-conv", "--inception-weights", str(weights),
+        "--classify-samples", "40", "--min-per-class", "3", "--folds", "4", "--device", "cpu",
+    )
+    options = EvalOptions(max_samples=16, sigmas=(0.0, 0.3), fid_samples=64, extractor="random-conv",
+                          inception_weights=weights, classify_samples=40, min_per_class=3, folds=4,
+                          device="cpu")
+    assert calls == [(WorkDir.resolve(tmp_path), ["noise", "fid"], ["full", "nomask"], [3, 0, 1], options,
+                      ["full-seed0"])]
+    assert type(calls[0][4].extractor) is str
+
+
+def test_choices_are_the_librarys() -> None:
+    from typing import get_args
+
+    from kpbench import config, samples, variant
+    from kpbench.choices import Extractor, Preset, choice_values
+    from kpbench.metrics import list_extractors
+    from kpbench.patches import PATCH_PRESETS
+
+    assert set(choice_values(Preset)) == set(PATCH_PRESETS)
+    assert set(choice_values(Extractor)) <= set(list_extractors())  # tests register more
+    assert get_args(config.AmpMode) == config.AMP_MODES
+    assert get_args(samples.PatchSource) == samples.PATCH_SOURCES
+    assert get_args(variant.Initialisation) == variant.INITIALISATIONS

@@ -576,3 +576,10 @@ def test_tensorboard_event_files_hold_the_logged_scalars(workdir: Path) -> None:
     assert [event.step for event in events.Scalars("losses/g/total")] == [1, 2, 3]
     logged = [entry for entry in read_log(run_dir) if "losses" in entry]
     assert events.Scalars("losses/g/total")[-1].value == pytest.approx(logged[-1]["losses"]["g/total"])
+
+
+def test_data_workers_default_to_none_on_the_cpu_and_two_on_cuda() -> None:
+    assert TrainConfig().num_workers is None
+    assert train_module.data_workers(None, torch.device("cpu")) == 0
+    assert train_module.data_workers(None, torch.device("cuda")) == 2
+    assert train_module.data_workers(3, torch.device("cpu")) == 3

@@ -1,0 +1,64 @@
+"""The named choices of kpbench's settings, as enums the command line lists in ``--help``.
+
+Kept free of heavy imports so the CLI can offer them without loading torch. The library's
+tuples (``config.AMP_MODES``, ``samples.PATCH_SOURCES``, ``variant.INITIALISATIONS``,
+``plan.LAUNCHERS``) are their values; ``patches.PATCH_PRESETS`` and the built-in feature
+extractors of ``kpbench.metrics`` are checked against them by the tests.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Amp(StrEnum):
+    """Mixed precision on CUDA."""
+
+    OFF = "off"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class PatchSource(StrEnum):
+    """Where the patches of a sample come from."""
+
+    KEY = "key"
+    RANDOM = "random"
+
+
+class Preset(StrEnum):
+    """Crop and key-patch filters for a kind of data (``kpbench.patches.PATCH_PRESETS``)."""
+
+    DEFAULT = "default"
+    CELEBA = "celeba"
+    WATERFALL = "waterfall"
+
+
+class Init(StrEnum):
+    """Weight initialisation (``kpbench.nets.INITIALISERS``)."""
+
+    PYTORCH = "pytorch"
+    DCGAN = "dcgan"
+    PYTORCH04 = "pytorch04"
+
+
+class Extractor(StrEnum):
+    """The built-in FID/KID feature extractors (``kpbench.metrics``)."""
+
+    INCEPTION = "inception"
+    INCEPTION_FIDHELPER = "inception-fidhelper"
+    RANDOM_CONV = "random-conv"
+
+
+class Launcher(StrEnum):
+    """How ``kpbench run`` starts a plan's cells."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+    SUBMITIT_LOCAL = "submitit-local"
+    SUBMITIT_DEBUG = "submitit-debug"
+
+
+def choice_values(choice: type[StrEnum]) -> tuple[str, ...]:
+    """The plain string values of an enum, in declaration order."""
+    return tuple(member.value for member in choice)
