@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kpbench.samples import expand_batch, sample_batches
+from kpbench.samples import PatchSampleDataset, expand_batch, sample_batches
 
 PRIOR_MASK = "baseline:prior_mask"
 NEAREST_NEIGHBOUR = "baseline:nearest_neighbour"
@@ -57,12 +57,12 @@ def input_dependence(own: Tensor, swapped: Tensor, real: Tensor) -> Tensor:
 class NearestNeighbour:
     """The training split as patch features and small images; queries return training items."""
 
-    samples: object  # kpbench.samples.PatchSampleDataset of the training split (no flips)
+    samples: PatchSampleDataset  # the training split (no flips)
     features: Tensor  # (M, N * 3 * 8 * 8) patch pixels
     pixels: Tensor  # (M, 3 * 16 * 16) whole images, for the memorisation check
 
     @classmethod
-    def fit(cls, train_samples, batch_size: int = 64) -> NearestNeighbour:
+    def fit(cls, train_samples: PatchSampleDataset, batch_size: int = 64) -> NearestNeighbour:
         features, pixels = [], []
         for batch in sample_batches(train_samples, range(len(train_samples)), batch_size,
                                     torch.device("cpu")):

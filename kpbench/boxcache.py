@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -43,18 +43,23 @@ CHUNKS_PER_WORKER = 16  # enough that the last chunks finish close together
 
 
 class _Manifest(Protocol):
-    hash: str
+    @property
+    def hash(self) -> str: ...
 
 
 class _Preprocess(Protocol):
-    size: int
+    @property
+    def size(self) -> int: ...
 
 
 class Dataset(Protocol):
     """What detection needs from :class:`kpbench.data.ImageDataset` (picklable)."""
 
-    manifest: _Manifest
-    preprocess: _Preprocess
+    @property
+    def manifest(self) -> _Manifest: ...
+
+    @property
+    def preprocess(self) -> _Preprocess: ...
 
     def __len__(self) -> int: ...
 
@@ -79,7 +84,7 @@ class BoxTable:
         return np.stack([flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]], axis=1).astype(np.int32)
 
     def save(self, path: Path, meta: dict) -> Path:
-        arrays = dict(boxes=self.boxes, scores=self.scores, relax_level=self.relax_level,
+        arrays: dict[str, Any] = dict(boxes=self.boxes, scores=self.scores, relax_level=self.relax_level,
                       image_size=np.int64(self.image_size), meta=np.str_(json.dumps(meta, sort_keys=True)))
         return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
@@ -201,7 +206,7 @@ def _spans(indices: np.ndarray, chunk_size: int) -> Iterator[tuple[int, int]]:
             yield int(piece[0]), int(piece[-1]) + 1
 
 
-def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
+def _save_arrays(path: Path, **arrays: Any) -> None:
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
@@ -238,6 +243,7 @@ def _init_worker(dataset: Dataset, params: PatchParams, counts: list[int]) -> No
 
 
 def _worker_detect_span(span: tuple[int, int]) -> DetectedSpan:
+    assert _worker_dataset is not None and _worker_detector is not None, "worker not initialised"
     return _detect_span(_worker_dataset, _worker_detector, _worker_counts, span)
 
 
@@ -255,6 +261,7 @@ def _detections(dataset: Dataset, all_params: list[PatchParams], spans: list[tup
     # cv2.setNumThreads. A fork server is a fresh process, started once, that preloads this
     # module (when it is importable there, as for an installed kpbench) and forks the workers;
     # spawn is the fallback where fork servers do not exist.
+    context: multiprocessing.context.BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["__main__", __name__])

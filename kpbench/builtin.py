@@ -42,7 +42,7 @@ def parse_builtin_source(text: str) -> int:
 
 
 def _hsv_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
-    pixel = np.uint8([[[hue, saturation, value]]])
+    pixel = np.asarray([[[hue, saturation, value]]]).astype(np.uint8)
     red, green, blue = cv2.cvtColor(pixel, cv2.COLOR_HSV2RGB)[0, 0]
     return int(red), int(green), int(blue)
 
@@ -139,7 +139,8 @@ def render_creature(index: int, version: int = BUILTIN_VERSION) -> tuple[np.ndar
 
     # Parts: positions relative to the body centre, each jittered independently.
     base_rgb = _PART_RGB[int(rng.integers(len(_PART_RGB)))]
-    part_rgb = tuple(int(np.clip(c + rng.uniform(-25, 25), 0, 255)) for c in base_rgb)
+    red, green, blue = (int(np.clip(c + rng.uniform(-25, 25), 0, 255)) for c in base_rgb)
+    part_rgb = (red, green, blue)
     eye_radius = int(rng.uniform(25, 31))
     eye_dx, eye_dy = int(rng.uniform(44, 54)), int(rng.uniform(36, 46))
     look = (int(rng.uniform(-6, 6)), int(rng.uniform(-5, 5)))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from kpbench.choices import Amp, choice_values
 from kpbench.errors import KpbenchError
 from kpbench.samples import PATCH_SOURCES, DataSpec
-from kpbench.variant import INITIALISATIONS
+from kpbench.variant import INITIALISATIONS, Initialisation
 
 AmpMode = Literal["off", "bf16", "fp16"]
 AMP_MODES: tuple[str, ...] = choice_values(Amp)
@@ -43,7 +43,7 @@ class TrainConfig:
     # Epochs over which lambda decays; None = the run's length when it is first started.
     lambda_decay_epochs: int | None = None
     patch_source: str = "key"  # key | random
-    init: str | None = None  # weight initialisation; None = the variant's (kpbench.nets.INITIALISERS)
+    init: Initialisation | None = None  # None = the variant's (kpbench.nets.INITIALISERS)
     flip: bool = True
     amp: AmpMode = "off"
     device: str | None = None  # None / "auto": CUDA when present

@@ -224,6 +224,7 @@ class ImageDataset:
         if self._decoded_array is None:
             from kpbench.imagecache import open_decoded
 
+            assert self._decoded_path is not None, "no decoded cache attached"
             self._decoded_array = open_decoded(self._decoded_path)
         return self._decoded_array
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from kpbench.paths import WorkDir
 from kpbench.protocol import ALL, EvalOptions, evaluate, list_protocols
@@ -116,7 +117,7 @@ def run_demo(plan: DemoPlan, workdir: WorkDir, say: Callable[[str], None] = prin
     return result
 
 
-def plan_with(plan: DemoPlan, **overrides: object) -> DemoPlan:
+def plan_with(plan: DemoPlan, **overrides: Any) -> DemoPlan:
     """The plan with the given fields replaced (None values keep the plan's own)."""
     return replace(plan, **{key: value for key, value in overrides.items() if value is not None})
 

@@ -18,6 +18,7 @@ IoU stays below the prior's for a sustained stretch has collapsed (:class:`Colla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from kpbench.losses import l1_per_sample
 from kpbench.metrics import mask_iou
 from kpbench.patches import boxes_to_mask
 from kpbench.runtime import derive_seed
+
+if TYPE_CHECKING:
+    from kpbench.samples import PatchSampleDataset
 
 DIAGNOSTIC_SAMPLES = 64  # held-out images in the fixed diagnostic batch
 MASK_THRESHOLD = 0.5
@@ -39,7 +43,7 @@ def prior_mask(boxes: np.ndarray, size: int) -> Tensor:
     return (masks.mean(0) >= MASK_THRESHOLD).float()
 
 
-def dataset_prior_mask(samples) -> Tensor:  # samples: kpbench.samples.PatchSampleDataset
+def dataset_prior_mask(samples: PatchSampleDataset) -> Tensor:
     """Prior mask of a split's key boxes (no image is decoded: the boxes come from the cache)."""
     boxes = samples.boxes.boxes[samples.indices][:, : samples.n_patches]
     return prior_mask(boxes, samples.size)
@@ -56,7 +60,8 @@ class DiagnosticBatch:
     prior: Tensor
 
     @classmethod
-    def from_samples(cls, test_samples, train_samples, seed: int, z_dim: int,
+    def from_samples(cls, test_samples: PatchSampleDataset, train_samples: PatchSampleDataset, seed: int,
+                     z_dim: int,
                      count: int = DIAGNOSTIC_SAMPLES) -> DiagnosticBatch:
         from kpbench.samples import expand_batch
 

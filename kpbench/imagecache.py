@@ -29,18 +29,23 @@ CHUNK_SIZE = 256  # images decoded between two progress records
 
 
 class _Manifest(Protocol):
-    hash: str
+    @property
+    def hash(self) -> str: ...
 
 
 class _Preprocess(Protocol):
-    size: int
+    @property
+    def size(self) -> int: ...
 
 
 class DecodableDataset(Protocol):
     """What the cache needs from :class:`kpbench.data.ImageDataset`."""
 
-    manifest: _Manifest
-    preprocess: _Preprocess
+    @property
+    def manifest(self) -> _Manifest: ...
+
+    @property
+    def preprocess(self) -> _Preprocess: ...
 
     def __len__(self) -> int: ...
 
@@ -53,7 +58,8 @@ def decoded_cache_path(dataset: DecodableDataset, cache_dir: Path) -> Path:
 
 def open_decoded(path: Path) -> np.ndarray:
     """The cached (L, S, S, 3) uint8 array, memory-mapped read-only."""
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+    return array
 
 
 def build_decoded_cache(dataset: DecodableDataset, cache_dir: Path, progress: bool = False,

@@ -25,7 +25,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write(path: Path | str, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(fileobj)`` on a temp file next to ``path`` and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

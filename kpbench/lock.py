@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from kpbench.errors import KpbenchError
 
@@ -41,7 +42,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.purpose = purpose
         self.path = lock_path(self.run_dir)
-        self._handle = None
+        self._handle: IO[str] | None = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)

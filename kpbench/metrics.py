@@ -265,7 +265,7 @@ class RandomConvFeatures(FeatureExtractorBase):
     def __init__(self, name: str, features_list: Sequence[str], **kwargs: Any) -> None:
         super().__init__(name, features_list)
         generator = torch.Generator().manual_seed(0)
-        weights = []
+        weights: list[torch.nn.Parameter] = []
         for c_in, c_out in zip(self.WIDTHS[:-1], self.WIDTHS[1:]):
             # He-scaled Gaussian 3x3 filters keep activations O(1) through the ReLUs.
             weight = torch.randn(c_out, c_in, 3, 3, generator=generator) * (2 / (9 * c_in)) ** 0.5

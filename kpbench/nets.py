@@ -280,7 +280,8 @@ class PatchGenerator(nn.Module):
         b, n = patches.shape[:2]
         self._check_n(n)
         if self.fusion == "concat":
-            return self.encoder(patches.flatten(1, 2))  # (B, 3N, S, S)
+            levels: list[Tensor] = self.encoder(patches.flatten(1, 2))  # (B, 3N, S, S)
+            return levels
         levels = self.encoder(patches.flatten(0, 1))  # each (B*N, C, h, w)
         if self.fusion == "siamese_concat":
             return [level.unflatten(0, (b, n)).flatten(1, 2) for level in levels]  # (B, N*C, h, w)
@@ -333,7 +334,8 @@ class Discriminator(nn.Module):
 
     def forward(self, image: Tensor, patches: Tensor) -> Tensor:
         x = torch.cat([image, patches.flatten(1, 2).to(image.dtype)], 1) if self.conditional else image
-        return self.body(x)[-1].flatten()
+        logits: Tensor = self.body(x)[-1].flatten()
+        return logits
 
 
 @dataclass

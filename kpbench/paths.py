@@ -127,6 +127,7 @@ class RunDir:
         import torch  # lazily: the layout itself needs no torch
 
         try:
-            return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            checkpoint: dict[str, Any] = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
         except Exception as error:  # truncated or foreign file: name it rather than guess
             raise KpbenchError(f"cannot read checkpoint {self.checkpoint}: {error}") from error
+        return checkpoint

@@ -138,7 +138,8 @@ def load_plan(path: Path | str, workdir: Path | str | None = None,
     protocols = _resolve_protocols(path, eval_table.pop("protocols", [ALL]))
     _check_keys(path, "[eval]", eval_table, EVAL_FIELDS)
     try:
-        options = EvalOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in eval_table.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in eval_table.items()}
+        options = EvalOptions(**values)
     except (TypeError, ValueError) as error:
         raise _fail(path, f"[eval]: {error}") from None
 
@@ -238,8 +239,8 @@ def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dic
         for values in itertools.product(*axes.values()):
             chosen = train_table | dict(zip(axes, values))
             data = replace(dataset.spec, **{k: v for k, v in chosen.items() if k in DATA_FIELDS})
-            train_values = {k: tuple(v) if isinstance(v, list) else v
-                            for k, v in chosen.items() if k in TRAIN_FIELDS}
+            train_values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in chosen.items() if k in TRAIN_FIELDS}
             for variant, seed in itertools.product(variants, seeds):
                 try:
                     config = TrainConfig(variant=variant, seed=seed, data=data,
@@ -472,10 +473,12 @@ def _run_local(plan: Plan, todo: list[Cell], processes: int, say: Callable[[str]
             position["index"] = index
             view.update(current, description=f"  {cell.name}", completed=0, total=1, status="", visible=True)
             started = time.perf_counter()
+            def say_cell(text: str, number: str = f"[{index}/{len(todo)}]") -> None:
+                view.console.print(f"{number} {text}", highlight=False, markup=False)
+
             try:
                 detail = execute_cell(cell, plan.protocols, plan.eval_options, processes, on_step,
-                                      say=lambda text, i=index: view.console.print(
-                                          f"[{i}/{len(todo)}] {text}", highlight=False, markup=False))
+                                      say=say_cell)
                 outcomes.append(Outcome(cell, "ran", detail, time.perf_counter() - started))
             except TrainingInterrupted:
                 raise

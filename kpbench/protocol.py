@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,11 @@ from kpbench.paths import RunDir, WorkDir
 from kpbench.results import ResultRow, write_rows
 from kpbench.runs import TrainedRun
 from kpbench.runtime import derive_seed, pick_device
+
+if TYPE_CHECKING:
+    from kpbench.baselines import NearestNeighbour
+    from kpbench.data import Split
+    from kpbench.samples import DataSpec, PatchSampleDataset, PatchSource
 
 ALL = "all"
 T = TypeVar("T")
@@ -93,7 +98,7 @@ class EvalContext:
     device: torch.device
     # Opened datasets by data spec (N aside), shared across runs: opening a folder indexes and
     # checks every file, which should happen once per evaluation, not once per protocol.
-    datasets: dict = field(default_factory=dict)
+    datasets: dict[Any, Any] = field(default_factory=dict)
     variant: str = field(init=False)
     seed: int = field(init=False)
 
@@ -108,11 +113,11 @@ class EvalContext:
 
     # --- data -------------------------------------------------------------------------
     @property
-    def data_spec(self):  # kpbench.samples.DataSpec
+    def data_spec(self) -> DataSpec:
         return self.run.config.data
 
-    def samples(self, split: str = "test", patch_source: str = "key", n_patches: int | None = None,
-                also_counts: Sequence[int] = ()):
+    def samples(self, split: Split = "test", patch_source: PatchSource = "key", n_patches: int | None = None,
+                also_counts: Sequence[int] = ()) -> PatchSampleDataset:
         """Deterministic (no flip) samples of ``split``, built once per evaluation and shared by
         every run with the same data and seed (random patches depend on the seed). Boxes for
         ``also_counts`` patches per image are detected in the same pass when detection runs."""
@@ -141,7 +146,8 @@ class EvalContext:
         full_key = (replace(self.data_spec, n_patches=0), *key)
         if full_key not in self.datasets:
             self.datasets[full_key] = build()
-        return self.datasets[full_key]
+        value: T = self.datasets[full_key]
+        return value
 
     def prior_mask(self) -> torch.Tensor:
         """The prior mask (1, S, S): mean training mask of the key boxes, thresholded at 0.5."""
@@ -150,20 +156,20 @@ class EvalContext:
         return self.shared(("prior_mask", self.data_spec.n_patches),
                            lambda: dataset_prior_mask(self.samples("train")))
 
-    def nearest_neighbour(self):  # kpbench.baselines.NearestNeighbour
+    def nearest_neighbour(self) -> NearestNeighbour:
         """The nearest-neighbour baseline over the training split (built once per dataset)."""
         from kpbench.baselines import NearestNeighbour
 
         return self.shared(("nearest_neighbour", self.data_spec.n_patches),
                            lambda: NearestNeighbour.fit(self.samples("train")))
 
-    def batches(self, samples, limit: int | None = None,
+    def batches(self, samples: PatchSampleDataset, limit: int | None = None,
                 spread: bool = False) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of at most ``limit`` (default ``options.max_samples``) samples: the first ones,
         or with ``spread`` a seeded random subset (in dataset order), so that a capped sample of
         a dataset stored class by class still covers every class."""
         limit = min(self.options.max_samples if limit is None else limit, len(samples))
-        positions = range(limit)
+        positions: Sequence[int] = range(limit)
         if spread and limit < len(samples):
             rng = np.random.default_rng(derive_seed(self.seed, "subset"))
             positions = np.sort(rng.choice(len(samples), size=limit, replace=False)).tolist()
@@ -323,7 +329,7 @@ def evaluate(
     device = pick_device(options.device)
     outcome = Evaluation()
 
-    datasets: dict = {}  # shared by every run's context
+    datasets: dict[Any, Any] = {}  # shared by every run's context
     for run_dir in find_runs(workdir, variants, seeds, names):
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
             with outcome.timed("load"):

@@ -99,7 +99,8 @@ class PatchSampleDataset(Dataset):
                 f"{self.n_patches} patches requested but the box cache holds {len(key)} per image; "
                 "run `kpbench data prepare` with a larger --patches"
             )
-        return key[: self.n_patches]
+        chosen: np.ndarray = key[: self.n_patches]
+        return chosen
 
     def raw_batch(self, positions: list[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """The CPU half of a batch, cheap enough for the training process itself: ``pixels``
@@ -155,7 +156,7 @@ def expand_batch(raw: dict[str, torch.Tensor], device: torch.device) -> dict[str
     }
 
 
-def sample_batches(samples: PatchSampleDataset, positions: list[int] | np.ndarray, batch_size: int,
+def sample_batches(samples: PatchSampleDataset, positions: Sequence[int] | np.ndarray, batch_size: int,
                    device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of the samples at ``positions`` (in that order), expanded on ``device``."""
     positions = np.asarray(positions, dtype=np.int64)

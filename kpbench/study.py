@@ -101,7 +101,8 @@ def bradley_terry(wins: np.ndarray, iterations: int = 10_000, tolerance: float =
         if done:
             break
     log_strength = np.log(strength)
-    return log_strength - log_strength.mean()
+    scores: np.ndarray = log_strength - log_strength.mean()
+    return scores
 
 
 def pairwise_agreement(choices_by_question: dict[str, list[str]]) -> tuple[float, int]:

@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -140,7 +140,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
 
 
 def capture_rng(z_generator: torch.Generator) -> dict[str, Any]:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     version, state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -727,10 +727,11 @@ class TrainingSession:
         # channels-last speeds up cuDNN convolutions; on the CPU it is slower for these nets.
         self.channels_last = device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        self.generator = nets.generator.to(device, memory_format=memory_format)
+        # Module.to takes memory_format as a keyword; torch's overloads leave it out.
+        self.generator = nets.generator.to(device, memory_format=memory_format)  # type: ignore[call-overload]
         discriminator = nets.discriminator
         if discriminator is not None:
-            discriminator = discriminator.to(device, memory_format=memory_format)
+            discriminator = discriminator.to(device, memory_format=memory_format)  # type: ignore[call-overload]
         wrapped = None
         if dist_info.world > 1:
             wrapped = DistributedDataParallel(self.generator,
@@ -819,7 +820,7 @@ class TrainingSession:
             self.dataset,
             batch_sampler=RankBatchSampler(order, config.batch_size, self.dist, start=state.batch_in_epoch),
             num_workers=data_workers(config.num_workers, self.device),
-            collate_fn=keep_batch,  # the dataset reads whole batches (__getitems__)
+            collate_fn=keep_batch,  # type: ignore[arg-type]  # a whole batch from __getitems__, not a list
             pin_memory=self.device.type == "cuda",
             # Worker seeds from (seed, epoch), not from the global RNG (flips need no RNG anyway).
             generator=torch.Generator().manual_seed(derive_seed(config.seed, "loader", state.epoch)),
@@ -845,9 +846,9 @@ class TrainingSession:
             # no previous one and pairs each image with its neighbour in the batch instead.
             other = self.other_real if self.other_real is not None else real.roll(1, 0)
             lam = self.lam(state.epoch)
-            losses = self.trainer.iteration(Batch(item["patches"], real, item["mask"], z, other), lam)
+            terms = self.trainer.iteration(Batch(item["patches"], real, item["mask"], z, other), lam)
             self.other_real = real
-            losses, stop_now = self.synchronise(losses, stop.requested)
+            losses, stop_now = self.synchronise(terms, stop.requested)
             finished = time.perf_counter()
             self.check_finite(losses)
 

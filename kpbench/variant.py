@@ -127,7 +127,8 @@ class VariantSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VariantSpec:
         known = {f.name for f in fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in data.items() if k in known}
         # spec.json files written before ``init`` existed came from N(0, 0.02)-initialised nets.
         values.setdefault("init", "dcgan")
         return cls(**values)
