@@ -148,10 +148,15 @@ def test_ticks_cover_the_range_with_round_even_steps(lo: float, hi: float) -> No
     assert round(mantissa, 9) in {1, 2, 2.5, 5}
     labels = tick_labels(ticks)
     assert len(set(labels)) == len(ticks) and "-0" not in [label.rstrip(".0") for label in labels]
+    assert all(float(label) == pytest.approx(tick, abs=1e-12) for label, tick in zip(labels, ticks))
 
 
 def test_tick_labels_show_the_decimals_the_spacing_needs() -> None:
     assert tick_labels([0.0, 0.5, 1.0]) == ["0.0", "0.5", "1.0"]
+    # Steps of 2.5 x 10^k need one more decimal than their spacing's magnitude.
+    assert tick_labels([-0.25, 0.0, 0.25]) == ["-0.25", "0.00", "0.25"]
+    assert tick_labels(nice_ticks(0.0, 1.1)) == ["0.00", "0.25", "0.50", "0.75", "1.00", "1.25"]
+    assert tick_labels([0.0, 2.5, 5.0, 7.5]) == ["0.0", "2.5", "5.0", "7.5"]
     assert tick_labels([0.0, 20.0, 40.0]) == ["0", "20", "40"]
     assert tick_labels([3.0]) == ["3"]
 

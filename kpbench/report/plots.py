@@ -75,12 +75,24 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def tick_labels(ticks: Sequence[float]) -> list[str]:
-    """The fewest decimals (at least those of the spacing) that keep every tick distinct."""
+    """The fewest decimals (at least those of the spacing) that show every tick as it is (0.25,
+    not 0.2) and keep them distinct; past 6 decimals, the fewest significant digits that do."""
     spacing = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
-    decimals = max(0, -math.floor(math.log10(spacing)))
-    while decimals < 6 and len({f"{tick:.{decimals}f}" for tick in ticks}) < len(ticks):
-        decimals += 1
-    return [f"{tick:.{decimals}f}" for tick in ticks]
+
+    def exact(style: str) -> list[str] | None:
+        labels = [f"{tick:{style}}" for tick in ticks]
+        shown = len(set(labels)) == len(ticks) and all(
+            abs(float(label) - tick) <= spacing * 1e-6 for label, tick in zip(labels, ticks)
+        )
+        return labels if shown else None
+
+    for decimals in range(max(0, -math.floor(math.log10(spacing))), 7):
+        if labels := exact(f".{decimals}f"):
+            return labels
+    for digits in range(1, 13):
+        if labels := exact(f".{digits}g"):
+            return labels
+    return [f"{tick:g}" for tick in ticks]
 
 
 def svg_line_plot(lines: list[PlotLine], x_label: str, y_label: str, markers: bool = True,
