@@ -40,6 +40,7 @@ from kpbench.report.formatting import (
 from kpbench.report.plots import DASHES, PALETTE, REFERENCE_COLOR, PlotLine, svg_line_plot
 from kpbench.report.provenance import environment, merge_runs
 from kpbench.report.sources import ReportData, RunLog, Sources
+from kpbench.results import is_baseline
 
 PROTOCOL_HEADINGS: dict[str, str] = {"user_study": "User study"}
 PRIOR_DASH, EMPTY_DASH = "6 3", "2 3"
@@ -107,7 +108,7 @@ def _anchor(index: int, text: str) -> str:
 
 def _variant(variant: str) -> dict[str, Any]:
     """A variant's name for a table cell: ``floor`` for baselines (shown as ``prior mask (floor)``)."""
-    floor = variant.startswith("baseline:")
+    floor = is_baseline(variant)
     name = variant_label(variant).removesuffix(" (floor)") if floor else variant
     return {"id": variant, "name": name, "floor": floor}
 
@@ -116,7 +117,7 @@ def _row(variant: str, previous: str | None) -> dict[str, Any]:
     """A row's variant and, for a baseline, whether it is the first after a trained variant (set
     off by a rule)."""
     shown = _variant(variant)
-    first_floor = shown["floor"] and previous is not None and not previous.startswith("baseline:")
+    first_floor = shown["floor"] and previous is not None and not is_baseline(previous)
     return {"variant": shown, "first_floor": first_floor}
 
 
@@ -218,7 +219,7 @@ def _plots(data: ReportData, stats: pd.DataFrame, axis: Axis) -> dict[str, Any]:
     metrics = ordered(on_axis["metric"], METRIC_ORDER)
     metrics = [m for m in metrics if not m.endswith("_std")] or metrics
     colors = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(data.trained)}
-    colors |= {v: REFERENCE_COLOR for v in data.variants if v.startswith("baseline:")}
+    colors |= {v: REFERENCE_COLOR for v in data.variants if is_baseline(v)}
     series_names = list(dict.fromkeys(axis.series[c] for c in on_axis["condition"]))
     dashes = {s: DASHES[i % len(DASHES)] for i, s in enumerate(series_names)}
     figures = []
