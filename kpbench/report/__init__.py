@@ -1,0 +1,209 @@
+"""Comparison reports: every result row under ``runs/`` -> ``reports/<name>/``.
+
+``build_report`` reads the tidy rows that protocols wrote next to each run and writes
+
+    index.html   one self-contained page (inline CSS and SVG, images as data URIs, no scripts)
+    results.csv  every tidy row, as read
+    results.md   the paper's claims, the summary and one table per protocol, in Markdown
+
+Numbers are aggregated over seeds: a run's rows are first averaged per seed (value, ci_low and
+ci_high; a protocol writes one row per cell, so this only matters for duplicates), then each
+cell shows the mean, the sample standard deviation (ddof=1, "±") over the seeds that have a
+value, and a 95 % interval from :func:`kpbench.stats.cell_interval`: the rows' bootstrap
+intervals over test images, widened to the t-interval of the seed means when there are several
+seeds. A NaN value is shown as "n/a" with its row's note (why it is missing and how to fix it)
+as a footnote.
+
+A variant is marked *best* in a column only when the metric has a direction
+(:data:`kpbench.results.METRIC_DIRECTION`; spreads such as ``kid_std`` are never ranked), it
+has the best mean among the trained variants, and its interval is separated
+(:func:`kpbench.stats.separated`) from every other trained variant's interval in that column.
+Baselines (variants ``baseline:<name>``) are floors: listed after the trained variants, never
+best and never competitors for it.
+
+The page also shows the paper's claims as judged by :func:`kpbench.claims.check_claims`, and
+training curves from each run's ``log.jsonl`` diagnostics (held-out mask IoU and spatial L1
+against the prior and empty masks), with any mask-collapse warnings.
+
+Everything that comes from data (variant names, conditions, notes, file names, JSON values, log
+messages) is escaped by the template engine where it enters the page (Jinja2, autoescaping on), and
+Markdown-escaped where it enters ``results.md``.
+
+The package, in the order a report is built:
+
+    aggregation  rows -> per-cell statistics, best marks, summary and table layouts (pure pandas)
+    formatting   numbers and names as text, footnote numbering
+    sources      the files besides the rows (logs, images, specs, configs, provenance), read in one
+                 pass that also collects the files that could not be read
+    plots        script-free SVG line plots (ticks and ranges in :func:`plots.plot_frame`)
+    provenance   the runs' recorded provenance merged, and the environment that wrote the report
+    html         the page laid out as plain values, rendered by ``templates/*.html.j2`` + ``style.css``
+    markdown     ``results.md``
+    terminal     :func:`print_summary`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from kpbench.errors import KpbenchError
+from kpbench.io import atomic_write_text
+from kpbench.paths import WorkDir
+from kpbench.report.aggregation import (
+    BASELINE_ORDER,
+    CELL_KEYS,
+    COLUMN_KEYS,
+    HEADLINE_CONDITIONS,
+    METRIC_ORDER,
+    PROTOCOL_ORDER,
+    STAT_COLUMNS,
+    SUMMARY_PROTOCOLS,
+    Axis,
+    Headline,
+    aggregate,
+    default_headlines,
+    extractor_tables,
+    judge_claims,
+    label_runs,
+    numeric_axis,
+    own_notes,
+    shared_notes,
+    summary_table,
+    variant_order,
+)
+from kpbench.report.formatting import (
+    ARROWS,
+    METRIC_LABELS,
+    VERDICT_MARKS,
+    column_decimals,
+    format_interval,
+    format_mean_std,
+    format_n,
+    format_number,
+    metric_heading,
+    metric_label,
+    ordered,
+    variant_label,
+)
+from kpbench.report.html import PROTOCOL_HEADINGS, render_html
+from kpbench.report.markdown import md_escape, render_markdown
+from kpbench.report.plots import DASHES, PALETTE, REFERENCE_COLOR, PlotLine, svg_line_plot
+from kpbench.report.sources import (
+    IMAGE_CAPTIONS,
+    IMAGE_ORDER,
+    IMAGE_TYPES,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGES_PER_GROUP,
+    ReportData,
+    flatten,
+    gather,
+    read_run_log,
+)
+from kpbench.report.terminal import TERMINAL_METRICS, print_summary
+from kpbench.results import read_rows
+
+__all__ = [
+    "ARROWS", "BASELINE_ORDER", "CELL_KEYS", "COLUMN_KEYS", "DASHES", "DEFAULT_DESCRIPTIONS",
+    "HEADLINE_CONDITIONS", "IMAGE_CAPTIONS", "IMAGE_ORDER", "IMAGE_TYPES", "MAX_IMAGES_PER_GROUP",
+    "MAX_IMAGE_BYTES", "METRIC_LABELS", "METRIC_ORDER", "PALETTE", "PROTOCOL_HEADINGS", "PROTOCOL_ORDER",
+    "REFERENCE_COLOR", "STAT_COLUMNS", "SUMMARY_PROTOCOLS", "TERMINAL_METRICS", "VERDICT_MARKS", "Axis",
+    "Headline", "PlotLine", "ReportResult", "aggregate", "build_report", "column_decimals",
+    "default_headlines", "extractor_tables", "flatten", "format_interval", "format_mean_std", "format_n",
+    "format_number", "label_runs", "md_escape", "metric_heading", "metric_label", "numeric_axis",
+    "ordered", "own_notes", "print_summary", "read_run_log", "shared_notes", "summary_table",
+    "svg_line_plot", "variant_label", "variant_order",
+]
+
+DEFAULT_DESCRIPTIONS: dict[str, str] = {
+    "user_study": "The user study (kpbench study make / analyze): participants chose the more "
+    "realistic of two images made from the same patches, blind to the models. Preference: the "
+    "share of judgments a model won against another, with a Wilson interval (the note gives the "
+    "two-sided binomial p-value against 0.5); realism: the share it won against the real image; "
+    "bt_score: its Bradley-Terry log strength over all pairs with a participant-bootstrap "
+    "interval; patch_recognition: how often participants told correctly whether an image "
+    "contains given patches; agreement: participants' pairwise agreement per question (chance "
+    "0.5). The Wilson intervals and binomial tests count every judgment as independent; when "
+    "few participants judge the same pairs they are too narrow, so read them next to the "
+    "participant-bootstrap Bradley-Terry intervals. A second study of the same runs replaces "
+    "the first one's rows (the note names the study).",
+    "patches": "The same trained model fed its key patches (EdgeBoxes) versus random patches of "
+    "the same count and size distribution. A model that relies on meaningful parts loses "
+    "quality with random ones.",
+    "noise": "Gaussian noise of increasing sigma added to the input patches (all of them, or "
+    "one only). Read them against the swapped-input floor: a curve that starts at the floor "
+    "belongs to a model that ignores its input, not to a robust one.",
+    "classification": "The part encoder as a feature extractor from patches alone: a linear "
+    "classifier under stratified k-fold cross-validation, compared with a randomly initialised "
+    "encoder of the same architecture and with raw patch pixels.",
+    "fid": "FID and KID of generated images against held-out real images. FID is biased for "
+    "N < 2048 samples (its covariance is not full rank); KID is unbiased.",
+    "num_patches": "N = 1..5 input patches at test time. The summed part encoder accepts any N; "
+    "a model with a fixed input layout cannot.",
+    "combination": "Patches taken from two or three different images and combined into one "
+    "input: can the model compose parts it never saw together?",
+}
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    directory: Path
+    html: Path
+    csv: Path
+    markdown: Path
+    summary: pd.DataFrame  # see :func:`summary_table`
+
+
+def build_report(
+    workdir: WorkDir,
+    name: str = "latest",
+    title: str | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    headlines: Sequence[Headline] | None = None,
+    include_images: bool = True,
+) -> ReportResult:
+    """Read every result row under ``workdir.runs`` and write ``reports/<name>/``.
+
+    ``descriptions`` (protocol -> text) extend and override :data:`DEFAULT_DESCRIPTIONS`;
+    ``headlines`` replace the default summary columns (:func:`default_headlines`);
+    ``include_images=False`` leaves out the image grids (e.g. when they show photos that must
+    not be redistributed).
+    """
+    _check_report_name(name)
+    rows = read_rows(workdir.runs)
+    if rows.empty:
+        raise KpbenchError(f"no result rows under {workdir.runs}: run `kpbench eval` first")
+    rows, run_labels = label_runs(rows, workdir.runs)
+    stats = aggregate(rows)
+    summary = summary_table(rows, headlines, stats=stats)
+    claims, claims_error = judge_claims(rows)
+    data = ReportData(
+        workdir=workdir,
+        name=name,
+        title=title or f"kpbench report: {name}",
+        rows=rows,
+        stats=stats,
+        summary=summary,
+        descriptions={**DEFAULT_DESCRIPTIONS, **(descriptions or {})},
+        variants=variant_order(rows["variant"]),
+        protocols=ordered(rows["protocol"], PROTOCOL_ORDER),
+        claims=claims,
+        claims_error=claims_error,
+        run_labels=run_labels,
+    )
+    sources = gather(data, include_images)  # every file read, every problem known, before rendering
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    directory = workdir.report_dir(name)
+    html_path = atomic_write_text(directory / "index.html", render_html(data, sources, generated))
+    csv_path = atomic_write_text(directory / "results.csv", rows.to_csv(index=False))
+    md_path = atomic_write_text(directory / "results.md", render_markdown(data, generated))
+    return ReportResult(directory, html_path, csv_path, md_path, summary)
+
+
+def _check_report_name(name: str) -> None:
+    if not name or name in {".", ".."} or Path(name).name != name or "\\" in name:
+        raise KpbenchError(f"report name must be a plain folder name, got {name!r}")

@@ -1,0 +1,392 @@
+"""Result rows -> statistics per cell and the tables' layout: pure pandas, no files, no markup.
+
+A run's rows are first averaged per seed (value, ci_low and ci_high; a protocol writes one row
+per cell, so this only matters for duplicates), then each cell gets the mean, the sample standard
+deviation (ddof=1) over the seeds that have a value, and a 95 % interval from
+:func:`kpbench.stats.cell_interval`. See :func:`best_flags` for when a variant is marked best.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kpbench.claims import ClaimResult, check_claims
+from kpbench.identity import distinguishing_tags
+from kpbench.identity import label as run_label
+from kpbench.report.formatting import (
+    column_decimals,
+    format_interval,
+    format_mean_std,
+    format_n,
+    metric_label,
+    ordered,
+)
+from kpbench.results import is_baseline, metric_direction
+from kpbench.runs import list_runs
+from kpbench.stats import cell_interval, separated
+
+# Display order; names not listed follow alphabetically, baselines (``baseline:*``) always last.
+BASELINE_ORDER: tuple[str, ...] = ("baseline:prior_mask", "baseline:nearest_neighbour")
+PROTOCOL_ORDER: tuple[str, ...] = (
+    "patches", "fid", "classification", "noise", "num_patches", "combination", "user_study",
+)
+METRIC_ORDER: tuple[str, ...] = (
+    "mask_iou", "appearance_l1", "psnr", "ssim", "l1", "image_dependence", "mask_dependence",
+    "image_order_dependence", "mask_order_dependence",
+    "preference", "preference_p_value", "realism", "realism_p_value", "bt_score", "patch_recognition",
+    "agreement", "fid", "kid", "kid_std", "precision", "recall", "accuracy", "accuracy_std",
+)
+# Protocols whose headline numbers form the summary (all protocols when none of these has rows).
+SUMMARY_PROTOCOLS: tuple[str, ...] = ("patches", "fid", "classification")
+# A protocol's headline condition; otherwise the first condition its rows list.
+HEADLINE_CONDITIONS: dict[str, str] = {"patches": "key", "num_patches": "N=3"}
+
+CELL_KEYS: list[str] = ["protocol", "condition", "extractor", "metric", "variant"]
+STAT_COLUMNS: tuple[str, ...] = (
+    "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max", "notes",
+)
+COLUMN_KEYS: list[str] = ["protocol", "condition", "extractor", "metric"]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One summary column: a metric of a protocol under one condition and feature extractor."""
+
+    protocol: str
+    condition: str
+    metric: str
+    extractor: str = ""
+
+    @property
+    def key(self) -> str:
+        return "/".join((self.protocol, self.condition, self.metric, self.extractor))
+
+    @property
+    def label(self) -> str:
+        return metric_label(self.metric)
+
+    @property
+    def context(self) -> str:
+        extractor = "" if self.extractor == self.condition else self.extractor
+        return " · ".join(part for part in (self.protocol, self.condition, extractor) if part)
+
+
+def label_runs(rows: pd.DataFrame, runs_root: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows whose ``variant`` is the run's label (kpbench.identity): its variant and the identity
+    settings that not every run in the report shares, so ``full`` and ``full-random`` (trained
+    on random patches) are compared side by side and seeds of one label are aggregated.
+    Baseline rows keep only data settings (``baseline:prior_mask-n5``). Also returns run folder
+    name -> label. Folders without a config.json (hand-made rows) keep their variant."""
+    infos = {info.name: info for info in list_runs(runs_root, problems=[])}  # the report names bad files
+    tags = distinguishing_tags({name: info.tags for name, info in infos.items()})
+    rows = rows.copy()
+
+    def relabel(variant: str, run: str) -> str:
+        return run_label(variant, tags[run], data_only=is_baseline(variant)) if run in tags else variant
+
+    rows["variant"] = [relabel(v, r) for v, r in zip(rows["variant"], rows["run"])]
+    return rows, {name: relabel(info.variant, name) for name, info in infos.items()}
+
+
+def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (protocol, condition, extractor, metric, variant) with ``mean``, ``std``
+    (sample std over seeds, NaN for one seed), ``low``/``high`` (the 95 % interval of
+    :func:`kpbench.stats.cell_interval`, NaN when none can be formed), ``seeds`` (seeds with a
+    row), ``valued`` (seeds with a value, behind ``mean``), ``n_min``, ``n_max`` (samples per
+    seed), ``notes`` (distinct notes, newline-joined) and ``best``."""
+    rows = rows.copy()
+    for column in ("ci_low", "ci_high"):  # hand-built frames may lack the interval columns
+        rows[column] = pd.to_numeric(rows[column], errors="coerce") if column in rows else math.nan
+    # Duplicates of one seed are averaged first (value and bounds alike).
+    per_seed = (
+        rows.groupby([*CELL_KEYS, "seed"], sort=False)
+        .agg(value=("value", "mean"), ci_low=("ci_low", "mean"), ci_high=("ci_high", "mean"),
+             n=("n", "max"))
+        .reset_index()
+    )
+    records = []
+    for key, group in per_seed.groupby(CELL_KEYS, sort=False):
+        cell = cell_interval(group["value"].to_numpy(), group["ci_low"].to_numpy(),
+                             group["ci_high"].to_numpy())
+        records.append({
+            **dict(zip(CELL_KEYS, key)),
+            "mean": group["value"].mean(),
+            "std": group["value"].std(),
+            "low": cell.low,
+            "high": cell.high,
+            "seeds": len(group),
+            "valued": int(group["value"].count()),
+            "n_min": group["n"].min(),
+            "n_max": group["n"].max(),
+        })
+    stats = pd.DataFrame.from_records(
+        records, columns=[*CELL_KEYS, "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max"]
+    )
+    notes = rows.groupby(CELL_KEYS, sort=False)["note"].agg(join_notes).rename("notes")
+    stats = stats.join(notes, on=CELL_KEYS)
+    stats["best"] = best_flags(stats)
+    return stats
+
+
+def join_notes(notes: pd.Series) -> str:
+    return "\n".join(dict.fromkeys(note for note in notes if note))
+
+
+def best_flags(stats: pd.DataFrame) -> pd.Series:
+    """True where a trained variant has the best mean of its column and an interval separated
+    (:func:`kpbench.stats.separated`) from every other trained variant's with a value there. No
+    mark where the metric has no direction, fewer than two trained variants have a value, or
+    the leader's interval overlaps (or a rival has no interval). Baselines take no part."""
+    best = pd.Series(False, index=stats.index)
+    for (_, _, _, metric), group in stats.groupby(COLUMN_KEYS, sort=False):
+        direction = metric_direction(metric)
+        trained = group[~group["variant"].map(is_baseline) & group["mean"].notna()]
+        if direction is None or len(trained) < 2:
+            continue
+        leader = trained["mean"].idxmax() if direction == "higher" else trained["mean"].idxmin()
+        low, high = trained.at[leader, "low"], trained.at[leader, "high"]
+        rivals = trained.drop(index=leader)
+        distinct = (rivals["mean"] != trained.at[leader, "mean"]).all()
+        apart = all(separated(low, high, lo, hi) for lo, hi in zip(rivals["low"], rivals["high"]))
+        best.loc[leader] = bool(distinct and apart)
+    return best
+
+
+def variant_order(variants: Iterable[str]) -> list[str]:
+    """Distinct variants (run labels) in display order: trained ones by their variant's
+    registration order (``kpbench list``; full first), each variant's default-settings run before
+    its other labels, unknown names last; then baselines (:data:`BASELINE_ORDER`, then the rest)."""
+    from kpbench.variant import list_variants
+
+    registered = [spec.name for spec in list_variants()]
+    names = list(dict.fromkeys(variants))
+    trained = [v for v in names if not is_baseline(v)]
+    baselines = [v for v in names if is_baseline(v)]
+    return (sorted(trained, key=lambda label: label_rank(label, registered))
+            + sorted(baselines, key=lambda label: label_rank(label, BASELINE_ORDER)))
+
+
+def label_rank(label: str, order: Sequence[str]) -> tuple[int, str, str]:
+    """Sort key of a run label among names in ``order``: the longest name the label is or starts
+    with (``full-random`` -> ``full``, ``baseline:prior_mask-n2`` -> ``baseline:prior_mask``)
+    gives its place, the plain name before its labelled runs; unknown labels last."""
+    for name in sorted(order, key=len, reverse=True):
+        if label == name or label.startswith(name + "-"):
+            return order.index(name), name, label[len(name):]
+    return len(order), label, ""
+
+
+def default_headlines(rows: pd.DataFrame) -> list[Headline]:
+    """Summary columns: for each protocol in :data:`SUMMARY_PROTOCOLS` (every protocol when none
+    has rows), every metric except within-run spreads (``*_std``) under the protocol's headline
+    condition: :data:`HEADLINE_CONDITIONS`, else the first condition its rows list."""
+    protocols = ordered(rows["protocol"], PROTOCOL_ORDER)
+    chosen = [protocol for protocol in protocols if protocol in SUMMARY_PROTOCOLS] or protocols
+    headlines = []
+    for protocol in chosen:
+        of_protocol = rows[rows["protocol"] == protocol]
+        conditions = list(dict.fromkeys(of_protocol["condition"]))
+        preferred = HEADLINE_CONDITIONS.get(protocol)
+        condition = preferred if preferred in conditions else conditions[0]
+        of_condition = of_protocol[of_protocol["condition"] == condition]
+        for extractor in dict.fromkeys(of_condition["extractor"]):
+            metrics = of_condition.loc[of_condition["extractor"] == extractor, "metric"]
+            for metric in ordered(metrics, METRIC_ORDER):
+                if not metric.endswith("_std"):
+                    headlines.append(Headline(protocol, condition, metric, extractor))
+    return headlines
+
+
+def summary_table(
+    rows: pd.DataFrame,
+    headlines: Sequence[Headline] | None = None,
+    *,
+    stats: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Variants x headline metrics, long form: one row per (column, variant) in display order,
+    with ``column`` (:attr:`Headline.key`), ``label``, ``context``, ``direction``, the
+    :func:`aggregate` statistics, ``text`` (mean ± std as shown in the report) and
+    ``interval`` (``"[low, high]"``, "" when there is none). Baselines come last."""
+    stats = aggregate(rows) if stats is None else stats
+    indexed = stats.set_index(CELL_KEYS).sort_index()
+    records = []
+    for headline in default_headlines(rows) if headlines is None else headlines:
+        for variant in variant_order(rows["variant"]):
+            key = (headline.protocol, headline.condition, headline.extractor, headline.metric, variant)
+            if key not in indexed.index:
+                continue
+            cell = indexed.loc[key]
+            records.append({
+                "column": headline.key,
+                "label": headline.label,
+                "context": headline.context,
+                "direction": metric_direction(headline.metric) or "",
+                **dict(zip(CELL_KEYS, key)),
+                **{name: cell[name] for name in STAT_COLUMNS},
+                "best": bool(cell["best"]),
+            })
+    summary = pd.DataFrame.from_records(records)
+    if not summary.empty:
+        decimals = {
+            column: column_decimals(group["mean"], group["std"])
+            for column, group in summary.groupby("column", sort=False)
+        }
+        summary["text"] = [
+            format_mean_std(mean, std, decimals[column])
+            for column, mean, std in zip(summary["column"], summary["mean"], summary["std"])
+        ]
+        summary["interval"] = [
+            format_interval(low, high, decimals[column])
+            for column, low, high in zip(summary["column"], summary["low"], summary["high"])
+        ]
+    return summary
+
+
+def shared_notes(cells: pd.DataFrame) -> str:
+    """Notes carried by every value of a column (two or more): said once, in its heading."""
+    valued = [notes.split("\n") for notes in cells.loc[cells["mean"].notna(), "notes"]]
+    if len(valued) < 2:
+        return ""
+    return "\n".join(note for note in valued[0] if note and all(note in other for other in valued[1:]))
+
+
+def own_notes(cell: Any, shared: str) -> str:
+    """A cell's notes less those its column's heading gives; a missing value keeps them all."""
+    if not shared or math.isnan(cell["mean"]):
+        return cell["notes"]
+    dropped = set(shared.split("\n"))
+    return "\n".join(note for note in cell["notes"].split("\n") if note not in dropped)
+
+
+@dataclass(frozen=True)
+class SummaryColumn:
+    key: str
+    metric: str
+    context_lines: list[str]  # protocol · condition, extractor, n
+    n_uniform: bool  # every variant evaluated on the same n (else each cell says its n)
+    decimals: int | None
+    shared_notes: str  # notes on every value of the column, referenced from its heading
+
+
+def summary_grid(summary: pd.DataFrame) -> tuple[list[SummaryColumn], list[tuple[str, list[Any]]]]:
+    """The long summary as columns and, per variant, one cell (a row of ``summary``) or None per
+    column."""
+    columns = []
+    for key, cells in summary.groupby("column", sort=False):
+        first = cells.iloc[0]
+        n_min, n_max = cells["n_min"].min(), cells["n_max"].max()
+        lines = [
+            " · ".join(part for part in (first["protocol"], first["condition"]) if part),
+            "" if first["extractor"] == first["condition"] else first["extractor"],
+            f"n={format_n(n_min, n_max)}",
+        ]
+        columns.append(SummaryColumn(
+            key=str(key),
+            metric=first["metric"],
+            context_lines=[line for line in lines if line],
+            n_uniform=n_min == n_max,
+            decimals=column_decimals(cells["mean"], cells["std"]),
+            shared_notes=shared_notes(cells),
+        ))
+    cells_by_key = {(row["column"], row["variant"]): row for _, row in summary.iterrows()}
+    rows = [
+        (variant, [cells_by_key.get((column.key, variant)) for column in columns])
+        for variant in variant_order(summary["variant"])  # baselines last, whichever columns they have
+    ]
+    return columns, rows
+
+
+def extractor_tables(stats: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """A protocol's cells as tables: one per feature extractor where a condition was measured
+    with several (numbers from different extractors are not comparable), else one table
+    (e.g. classification, where the features are the condition). Each table comes with its
+    extractor, or "" when it has none or several."""
+    extractors = list(dict.fromkeys(stats["extractor"]))
+    pairs = stats[["condition", "extractor"]].drop_duplicates()
+    if len(extractors) > 1 and pairs["condition"].duplicated().any():
+        return [(extractor, stats[stats["extractor"] == extractor]) for extractor in extractors]
+    return [(extractors[0] if len(extractors) == 1 else "", stats)]
+
+
+_PAIR = re.compile(r"([A-Za-z_]\w*)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.])")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A numeric parameter parsed from conditions such as ``"sigma=0.1"`` or ``"N=3, mode=one"``:
+    ``x`` maps a condition to its value, ``series`` to the rest of the condition (one line each)."""
+
+    key: str
+    x: dict[str, float]
+    series: dict[str, str]
+
+    def sort(self, conditions: list[str]) -> list[str]:
+        """Conditions on the axis grouped by series and sorted by value; others keep their place
+        in front."""
+        series_order = list(dict.fromkeys(self.series[c] for c in conditions if c in self.x))
+        on_axis = sorted(
+            (c for c in conditions if c in self.x),
+            key=lambda c: (series_order.index(self.series[c]), self.x[c]),
+        )
+        return [c for c in conditions if c not in self.x] + on_axis
+
+
+def numeric_axis(conditions: Sequence[str]) -> Axis | None:
+    """The first ``key=number`` parameter that takes at least two values across ``conditions``."""
+    parsed = {c: {m.group(1): float(m.group(2)) for m in _PAIR.finditer(c)} for c in conditions}
+    keys = dict.fromkeys(key for pairs in parsed.values() for key in pairs)
+    for key in keys:
+        x = {c: pairs[key] for c, pairs in parsed.items() if key in pairs}
+        if len(set(x.values())) >= 2:
+            pattern = re.compile(rf"(?<!\w){re.escape(key)}\s*=\s*[^\s,;/|]+")
+            series = {c: pattern.sub("", c).strip(" ,;/|:") for c in x}
+            return Axis(key, x, series)
+    return None
+
+
+@dataclass(frozen=True)
+class ProtocolGrid:
+    """One protocol table: metric columns with their decimals and heading notes, and per
+    condition (in ``conditions`` order) each variant's statistics indexed by metric."""
+
+    metrics: list[str]
+    decimals: dict[str, int | None]
+    shared_notes: dict[str, str]
+    groups: list[tuple[str, list[tuple[str, pd.DataFrame]]]]
+
+
+def protocol_grid(stats: pd.DataFrame, variants: Sequence[str], axis: Axis | None) -> ProtocolGrid:
+    """``stats`` of one table laid out by condition (in axis order when there is one) and variant
+    (in ``variants`` order)."""
+    by_metric = dict(list(stats.groupby("metric")))
+    metrics = ordered(stats["metric"], METRIC_ORDER)
+    decimals = {m: column_decimals(by_metric[m]["mean"], by_metric[m]["std"]) for m in metrics}
+    conditions = list(dict.fromkeys(stats["condition"]))
+    if axis is not None:
+        conditions = axis.sort(conditions)
+    indexed = stats.set_index(["condition", "variant", "metric"]).sort_index()
+    present = set(zip(stats["condition"], stats["variant"]))
+    groups = [
+        (condition, [
+            (variant, indexed.loc[(condition, variant)])
+            for variant in variants if (condition, variant) in present
+        ])
+        for condition in conditions
+    ]
+    return ProtocolGrid(metrics, decimals, {m: shared_notes(by_metric[m]) for m in metrics}, groups)
+
+
+def judge_claims(rows: pd.DataFrame) -> tuple[list[ClaimResult], str]:
+    """:func:`kpbench.claims.check_claims` of ``rows``, or ([], why) when the rows cannot be
+    judged (e.g. one cell measured under several extractors)."""
+    try:
+        return check_claims(rows), ""
+    except ValueError as error:
+        return [], str(error)
