@@ -21,7 +21,6 @@ import pandas as pd
 from kpbench.io import atomic_write_text
 from kpbench.paths import RunDir
 
-RESULTS_DIRNAME = RunDir.RESULTS_DIR  # kept for readers that glob across runs
 COLUMNS: tuple[str, ...] = (
     "variant", "seed", "protocol", "condition", "metric", "value", "n", "extractor", "note",
     "ci_low", "ci_high",
@@ -90,7 +89,7 @@ def read_rows(runs_root: Path) -> pd.DataFrame:
     """Every row under ``runs_root/*/results/*.csv`` as one frame with :data:`COLUMNS` and
     ``run``, the folder of the run the row came from."""
     frames = []
-    for path in sorted(Path(runs_root).glob(f"*/{RESULTS_DIRNAME}/*.csv")):
+    for path in sorted(Path(runs_root).glob(f"*/{RunDir.RESULTS_DIR}/*.csv")):
         frame = pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"])
         frames.append(frame.assign(run=path.parent.parent.name))
     frames = [frame for frame in frames if not frame.empty]

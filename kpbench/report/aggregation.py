@@ -192,9 +192,9 @@ def default_headlines(rows: pd.DataFrame) -> list[Headline]:
     headlines = []
     for protocol in chosen:
         of_protocol = rows[rows["protocol"] == protocol]
-        conditions = list(dict.fromkeys(of_protocol["condition"]))
+        conditions: list[str] = [str(value) for value in dict.fromkeys(of_protocol["condition"])]
         preferred = HEADLINE_CONDITIONS.get(protocol)
-        condition = preferred if preferred in conditions else conditions[0]
+        condition = preferred if preferred is not None and preferred in conditions else conditions[0]
         of_condition = of_protocol[of_protocol["condition"] == condition]
         for extractor in dict.fromkeys(of_condition["extractor"]):
             metrics = of_condition.loc[of_condition["extractor"] == extractor, "metric"]
@@ -260,7 +260,7 @@ def shared_notes(cells: pd.DataFrame) -> str:
 def own_notes(cell: Any, shared: str) -> str:
     """A cell's notes less those its column's heading gives; a missing value keeps them all."""
     if not shared or math.isnan(cell["mean"]):
-        return cell["notes"]
+        return str(cell["notes"])
     dropped = set(shared.split("\n"))
     return "\n".join(note for note in cell["notes"].split("\n") if note not in dropped)
 

@@ -173,8 +173,8 @@ def _svg_line(line: PlotLine, px: Callable[[float], float], py: Callable[[float]
                 f'stroke-width="1.8"{dash}>{"" if markers else title}</polyline>'
             )
         elif points and not markers:  # a lone point would not show as a line
-            x, y = points[0].split(",")
-            parts.append(f'<circle cx="{x}" cy="{y}" r="2.6" fill="{color}">{title}</circle>')
+            lone_x, lone_y = points[0].split(",")
+            parts.append(f'<circle cx="{lone_x}" cy="{lone_y}" r="2.6" fill="{color}">{title}</circle>')
     if not markers:
         return "".join(parts)
     for x, mean, std in line.points:

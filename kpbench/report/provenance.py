@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
-REPORT_PACKAGES: tuple[str, ...] = (
-    "kpbench", "torch", "torchvision", "torch-fidelity", "numpy", "pandas", "scikit-learn",
-    "scikit-image", "opencv-contrib-python-headless", "pillow",
-)
+from kpbench.runtime import package_versions
 
 
 def merge_runs(per_run: dict[tuple[str, int], dict[str, str]]) -> dict[str, dict[str, list[str]]]:
@@ -28,7 +24,8 @@ def environment() -> dict[str, str]:
         "kpbench git revision": git_revision(Path(__file__).resolve().parent),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        **{f"version {name}": version for name, version in package_versions().items()},
+        # Installed packages only (kpbench.runtime.PACKAGES, the list provenance records too).
+        **{f"version {name}": version for name, version in package_versions().items() if version},
     }
 
 
@@ -45,13 +42,3 @@ def git_revision(path: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return f"{revision} (uncommitted changes)" if status else revision
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in REPORT_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions

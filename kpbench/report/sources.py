@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 
 from kpbench.claims import ClaimResult
-from kpbench.paths import WorkDir
+from kpbench.paths import RunDir, WorkDir
 from kpbench.report.aggregation import PROTOCOL_ORDER, variant_order
 from kpbench.report.formatting import ordered
-from kpbench.results import RESULTS_DIRNAME, is_baseline
+from kpbench.results import is_baseline
 
 IMAGE_TYPES: dict[str, str] = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
@@ -71,7 +71,7 @@ class ReportData:
         """The folder of the run shown as ``variant`` (a label) with ``seed``."""
         names = sorted(self.rows.loc[(self.rows["variant"] == variant) & (self.rows["seed"] == seed), "run"])
         if names:
-            return self.workdir.runs / names[0]
+            return self.workdir.runs / str(names[0])
         labelled = sorted(n for n, text in self.run_labels.items() if text == variant)
         matching = [n for n in labelled if n.endswith(f"-seed{seed}")]
         return self.workdir.runs / (matching[0] if matching else f"{variant}-seed{seed}")
@@ -141,15 +141,15 @@ def gather(data: ReportData, include_images: bool = True) -> Sources:
     panels, omitted = (image_panels(data, problems) if include_images else (None, []))
     full_spec = None
     specs: dict[str, dict[str, str] | None] = {}
-    reference = _first_run_json(data, "full", "spec.json", problems)
+    reference = _first_run_json(data, "full", RunDir.SPEC_FILE, problems)
     if reference is not None:
         full_spec = reference[0], flatten(reference[1])
         for variant in data.trained:
             if variant != "full":
-                found = _first_run_json(data, variant, "spec.json", problems)
+                found = _first_run_json(data, variant, RunDir.SPEC_FILE, problems)
                 specs[variant] = flatten(found[1]) if found else None
-    configs = _flat_per_run(data, "config.json", problems)
-    provenance = _flat_per_run(data, f"{RESULTS_DIRNAME}/provenance.json", problems)
+    configs = _flat_per_run(data, RunDir.CONFIG_FILE, problems)
+    provenance = _flat_per_run(data, f"{RunDir.RESULTS_DIR}/{RunDir.PROVENANCE_FILE}", problems)
     return Sources(logs, panels, omitted, full_spec, specs, configs, provenance, problems)
 
 
@@ -242,7 +242,7 @@ def run_logs(data: ReportData, problems: list[str]) -> list[RunLog]:
         return []
     logs = [
         read_run_log(path, problems, data.run_labels.get(path.parent.name))
-        for path in sorted(data.workdir.runs.glob("*/log.jsonl"))
+        for path in sorted(data.workdir.runs.glob(f"*/{RunDir.LOG_FILE}"))
         if path.is_file()
     ]
     rank = {variant: index for index, variant in enumerate(variant_order(log.variant for log in logs))}
@@ -272,10 +272,10 @@ def image_panels(data: ReportData, problems: list[str]) -> tuple[list[ImagePanel
     omitted = []
     for variant in data.trained:
         run_dir = data.run_dir(variant, data.seeds(variant)[0])
-        samples = image_files(run_dir / "samples")
+        samples = image_files(RunDir(run_dir).samples)
         if samples:
             panels.setdefault("training samples, latest", []).append((variant, samples[-1], run_dir))
-        results = run_dir / RESULTS_DIRNAME
+        results = RunDir(run_dir).results
         folders = {p.name: p for p in results.iterdir() if p.is_dir()} if results.is_dir() else {}
         for name in ordered(folders, PROTOCOL_ORDER):
             images = image_files(folders[name])
@@ -289,8 +289,8 @@ def image_panels(data: ReportData, problems: list[str]) -> tuple[list[ImagePanel
             if len(images) > MAX_IMAGES_PER_GROUP:
                 omitted.append(f"{variant}: {len(images) - MAX_IMAGES_PER_GROUP} more in results/{name}/")
     embedded = []
-    for heading, images in panels.items():
-        read = [_embed(variant, path, run_dir, problems) for variant, path, run_dir in images]
+    for heading, shown in panels.items():
+        read = [_embed(variant, path, run_dir, problems) for variant, path, run_dir in shown]
         embedded.append(ImagePanel(heading, captions.get(heading, ""), [i for i in read if i is not None]))
     return embedded, omitted
 
