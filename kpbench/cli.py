@@ -220,18 +220,19 @@ def list_command() -> None:
 def show_command(
     variant: Annotated[str, typer.Argument(help="Variant name (see `kpbench list`).")],
 ) -> None:
-    """Print a variant's resolved spec and how it differs from the full model."""
+    """Print a variant's resolved spec and how it differs from the reference (full) model."""
     import json
 
-    from kpbench.variant import get_variant, spec_diff
+    from kpbench.variant import get_variant, reference_variant, spec_diff
 
     spec = get_variant(variant)
+    reference = reference_variant()
     console.print_json(json.dumps(spec.to_dict()))
-    differences = spec_diff(spec, get_variant("full"))
+    differences = spec_diff(spec, reference)
     if not differences:
-        console.print(f"{spec.name}: the full model (no differences)", highlight=False)
-    for field_name, (full_value, value) in differences.items():
-        console.print(f"  {field_name}: {full_value!r} (full) -> {value!r}", highlight=False)
+        console.print(f"{spec.name}: the {reference.name} model (no differences)", highlight=False)
+    for field_name, (reference_value, value) in differences.items():
+        console.print(f"  {field_name}: {reference_value!r} ({reference.name}) -> {value!r}", highlight=False)
 
 
 @app.command("train")

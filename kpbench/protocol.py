@@ -1,7 +1,10 @@
 """Evaluation protocols: a tiny registry and the context every protocol runs in.
 
 A protocol is a named function ``run(context) -> list[ResultRow]`` living in its own file under
-``protocols/`` (``protocols/noise.py`` etc.), registered with :func:`register_protocol`.
+``protocols/`` (``protocols/noise.py`` etc.), registered with :func:`register_protocol`; every file
+there is found and imported when the registry is first read (no list to extend). The
+:class:`Protocol` also says how reports show its rows (order, summary columns, headline
+condition, description) and what it adds to a run's provenance.
 :func:`evaluate` loads each trained run, builds the context (test samples, options, device),
 runs the protocol and replaces ``<run>/results/<protocol>.csv`` with its rows.
 """
@@ -22,7 +25,9 @@ import torch
 
 from kpbench.errors import KpbenchError
 from kpbench.lock import RunLock
+from kpbench.metricinfo import register_metric
 from kpbench.paths import RunDir, WorkDir
+from kpbench.plugins import import_package_modules
 from kpbench.results import ResultRow, write_rows
 from kpbench.runs import TrainedRun
 from kpbench.runtime import derive_seed, pick_device
@@ -53,11 +58,37 @@ class EvalOptions:
     device: str | None = None
 
 
+PROTOCOLS_PACKAGE = "protocols"  # the folder of protocol files, one protocol each
+
+
 @dataclass(frozen=True)
 class Protocol:
+    """An evaluation protocol and how reports show its rows.
+
+    ``run`` is None for a row source that ``kpbench eval`` does not run (the user study's rows
+    come from ``kpbench study analyze``): such a protocol only tells reports how to show them.
+    """
+
     name: str
-    description: str  # one paragraph, shown in reports
-    run: Callable[[EvalContext], list[ResultRow]]
+    description: str  # one paragraph, shown by ``kpbench list`` (and in reports, unless report_description)
+    run: Callable[[EvalContext], list[ResultRow]] | None
+    # --- reports ---
+    order: float = math.inf  # sections and summary columns by order, then name
+    summary: bool = False  # its headline metrics are summary columns
+    # The summary's metrics of this protocol; None: every metric but within-run spreads (``*_std``).
+    summary_metrics: tuple[str, ...] | None = None
+    headline_condition: str | None = None  # the summary's condition; None: the first one its rows list
+    heading: str | None = None  # the report section's heading; None: the name
+    report_description: str | None = None  # the report's paragraph; None: ``description``
+    # --- provenance ---
+    # What ``results/provenance.json`` records for this protocol (merged into the record), e.g.
+    # the feature extractor FID used; called after every protocol of an evaluation has run.
+    provenance: Callable[[EvalContext], dict[str, Any]] | None = None
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether ``kpbench eval`` runs it (False for rows written elsewhere)."""
+        return self.run is not None
 
 
 _REGISTRY: dict[str, Protocol] = {}
@@ -71,16 +102,29 @@ def register_protocol(protocol: Protocol) -> Protocol:
 
 
 def _load_registry() -> dict[str, Protocol]:
-    importlib.import_module("protocols")  # its __init__ imports every protocol file
+    import_package_modules(PROTOCOLS_PACKAGE)  # every protocol file registers its protocol
+    importlib.import_module("kpbench.study")  # the user study's rows: shown by reports, not evaluated
     return _REGISTRY
 
 
+def reported_protocols() -> list[Protocol]:
+    """Every registered protocol, including row sources that ``kpbench eval`` does not run, in
+    report order (:attr:`Protocol.order`, then name)."""
+    return sorted(_load_registry().values(), key=lambda protocol: (protocol.order, protocol.name))
+
+
+def protocol_info(name: str) -> Protocol | None:
+    """The registered protocol (evaluated or not) called ``name``, None for rows of an unknown one."""
+    return _load_registry().get(name)
+
+
 def list_protocols() -> list[Protocol]:
-    return list(_load_registry().values())
+    """The protocols ``kpbench eval`` runs, in file-name order."""
+    return [protocol for protocol in _load_registry().values() if protocol.evaluates]
 
 
 def get_protocol(name: str) -> Protocol:
-    registry = _load_registry()
+    registry = {protocol.name: protocol for protocol in list_protocols()}
     if name not in registry:
         known = ", ".join([*registry, ALL])
         raise KpbenchError(f"unknown protocol {name!r}; known protocols: {known}")
@@ -217,6 +261,14 @@ class EvalContext:
                         bootstrap_ci(finite, seed), variant)
 
 
+# The per-sample metrics every reconstruction protocol reports (computed in kpbench.metrics).
+register_metric("mask_iou", "mask IoU", "higher", order=10)
+register_metric("appearance_l1", "appearance L1", "lower", order=20)
+register_metric("psnr", "PSNR", "higher", order=30)
+register_metric("ssim", "SSIM", "higher", order=40)
+register_metric("l1", "L1", "lower", order=50)  # plain L1 of the whole image, in older result files
+
+
 def reconstruction_metrics(
     generated: torch.Tensor,
     real: torch.Tensor | None,
@@ -338,6 +390,7 @@ def evaluate(
             for protocol in protocols:
                 if on_progress:
                     on_progress(f"{run_dir.name}: {protocol.name}")
+                assert protocol.run is not None  # list_protocols and get_protocol give runnable ones
                 with outcome.timed(protocol.name):
                     rows = protocol.run(context)
                 outcome.written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
@@ -348,8 +401,9 @@ def evaluate(
 
 def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
     """Record what the rows of ``context.run_dir`` came from in ``results/provenance.json``:
-    data (manifest hash, side, split sizes), training length, device, package versions and,
-    when FID ran, the feature extractor and its weights hash. Earlier entries are kept."""
+    data (manifest hash, side, split sizes), training length, device, package versions and what
+    each protocol that ran adds (:attr:`Protocol.provenance`: FID its feature extractor and
+    weights hash). Earlier entries are kept."""
     import json
 
     from kpbench.io import atomic_write_json
@@ -374,13 +428,8 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
         device += f" ({torch.cuda.get_device_name(context.device)})"
     record["device"] = device
     record["versions"] = {package: found or "not installed" for package, found in package_versions().items()}
-    if "fid" in protocol_names:
-        from kpbench import metrics
-
-        options = context.options
-        try:
-            loaded = metrics.load_extractor(options.extractor, options.inception_weights, context.device)
-            record["fid_extractor"] = {"name": options.extractor, "weights_sha256": loaded.weights_hash}
-        except metrics.ExtractorUnavailable:
-            record["fid_extractor"] = {"name": options.extractor, "weights_sha256": "unavailable"}
+    for name in protocol_names:
+        protocol = protocol_info(name)
+        if protocol is not None and protocol.provenance is not None:
+            record.update(protocol.provenance(context))
     return atomic_write_json(path, record)

@@ -14,11 +14,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 
 from kpbench.io import atomic_write_text
+from kpbench.metricinfo import Direction, metric_direction
 from kpbench.paths import RunDir
 
 COLUMNS: tuple[str, ...] = (
@@ -27,36 +27,10 @@ COLUMNS: tuple[str, ...] = (
 )
 BASELINE_PREFIX = "baseline:"  # variant names of rows that come from a baseline, not a trained run
 
-Direction = Literal["higher", "lower"]
-
-# Whether a bigger value is better, per metric name. Reports state it next to every column.
-METRIC_DIRECTION: dict[str, Direction] = {
-    "fid": "lower",
-    "kid": "lower",
-    "mask_iou": "higher",
-    "appearance_l1": "lower",
-    "psnr": "higher",
-    "ssim": "higher",
-    "l1": "lower",
-    "accuracy": "higher",
-    "precision": "higher",
-    "recall": "higher",
-    "image_dependence": "higher",
-    "mask_dependence": "higher",
-    # Change under a permutation of the patches: 0 for an order-invariant model (the paper's aim).
-    "image_order_dependence": "lower",
-    "mask_order_dependence": "lower",
-    # The user study (kpbench.study); its agreement has no direction.
-    "preference": "higher",
-    "realism": "higher",
-    "bt_score": "higher",
-    "patch_recognition": "higher",
-}
-# Spreads (kid_std, accuracy_std) have no direction: a smaller spread is not a better model.
-
-
-def metric_direction(metric: str) -> Direction | None:
-    return METRIC_DIRECTION.get(metric)
+# Whether a bigger value is better is registered with each metric
+# (:func:`kpbench.metricinfo.register_metric`); reports state it next to every column.
+__all__ = ["BASELINE_PREFIX", "COLUMNS", "Direction", "ResultRow", "is_baseline", "metric_direction",
+           "read_rows", "write_rows"]
 
 
 @dataclass(frozen=True)

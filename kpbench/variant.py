@@ -4,18 +4,20 @@ The training loop reads everything variant-specific from a :class:`VariantSpec`:
 (Siamese sum or channel-concatenation encoder, with or without the mask decoder), which
 discriminator (none, image only, or conditioned on the patches), which fake images the
 discriminator sees (the paper's equation (4) or a subset), and which loss terms with which weights.
-Each variant lives in its own file under ``variants/`` and registers itself; an ablation is
-``dataclasses.replace(FULL, ...)`` so it reads as a diff against the full model.
+Each variant lives in its own file under ``variants/`` (every file there is imported) and
+registers itself; an ablation is ``dataclasses.replace(FULL, ...)`` so it reads as a diff against
+the full model, the reference variant (:func:`reference_variant`).
 """
 
 from __future__ import annotations
 
-import importlib
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
 from kpbench.choices import Init, choice_values
 from kpbench.errors import KpbenchError
+from kpbench.plugins import import_package_modules
 
 # How the N patches are combined, after the paper's Fig. 4 (kpbench.nets.PatchGenerator):
 #   "sum"            (e) Siamese encoder, every level summed over patches (the paper's choice)
@@ -134,38 +136,69 @@ class VariantSpec:
         return cls(**values)
 
 
+VARIANTS_PACKAGE = "variants"  # the folder of variant files, one variant each
+
 _REGISTRY: dict[str, VariantSpec] = {}
+_ORDER: dict[str, float] = {}  # display order by name (``kpbench list``, reports), then registration
+_REFERENCE: list[str] = []  # the name of the reference variant, once one registers as such
 
 
-def register_variant(spec: VariantSpec) -> VariantSpec:
-    """Add ``spec`` to the registry under ``spec.name`` and return it (use at module level)."""
+def register_variant(spec: VariantSpec, *, order: float = math.inf, reference: bool = False) -> VariantSpec:
+    """Add ``spec`` to the registry under ``spec.name`` and return it (use at module level).
+
+    ``order`` places it in ``kpbench list`` and in reports (lower first; ties and unordered
+    variants by registration). ``reference`` marks the variant the others are ablations of (the
+    paper's full model): ``kpbench show`` and reports show every variant as its difference from it.
+    """
     if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
         raise ValueError(f"variant {spec.name!r} registered twice with different specs")
+    if reference and _REFERENCE and _REFERENCE[0] != spec.name:
+        raise ValueError(f"variant {spec.name!r}: {_REFERENCE[0]!r} is already the reference variant")
     _REGISTRY[spec.name] = spec
+    _ORDER[spec.name] = order
+    if reference and not _REFERENCE:
+        _REFERENCE.append(spec.name)
     return spec
 
 
 def _load_builtin_variants() -> None:
-    # Imported lazily: the variants package imports this module to register itself.
-    importlib.import_module("variants")
+    # Imported lazily: every variant file imports this module to register itself.
+    import_package_modules(VARIANTS_PACKAGE)
 
 
 def list_variants() -> list[VariantSpec]:
-    """All registered variants, in registration order (full first)."""
+    """All registered variants in display order (the reference variant, full, first)."""
     _load_builtin_variants()
-    return list(_REGISTRY.values())
+    position = {name: index for index, name in enumerate(_REGISTRY)}
+    names = sorted(_REGISTRY, key=lambda name: (_ORDER.get(name, math.inf), position[name]))
+    return [_REGISTRY[name] for name in names]
 
 
 def get_variant(name: str) -> VariantSpec:
     _load_builtin_variants()
     if name not in _REGISTRY:
-        raise KpbenchError(f"unknown variant {name!r}; known variants: {', '.join(_REGISTRY)}")
+        known = ", ".join(spec.name for spec in list_variants())
+        raise KpbenchError(f"unknown variant {name!r}; known variants: {known}")
     return _REGISTRY[name]
+
+
+def reference_name() -> str:
+    """The name of the reference variant (``full``): the base of every variant comparison."""
+    _load_builtin_variants()
+    if not _REFERENCE:
+        raise KpbenchError("no reference variant registered (register_variant(..., reference=True))")
+    return _REFERENCE[0]
+
+
+def reference_variant() -> VariantSpec:
+    """The reference variant's spec (see :func:`reference_name`)."""
+    return get_variant(reference_name())
 
 
 def spec_diff(spec: VariantSpec, base: VariantSpec) -> dict[str, tuple[Any, Any]]:
     """Fields where ``spec`` differs from ``base``: ``{field: (base value, spec value)}``,
-    ignoring the name and description (``kpbench show VARIANT`` prints this against full)."""
+    ignoring the name and description (``kpbench show VARIANT`` prints this against the
+    reference variant)."""
     diff = {}
     for f in fields(VariantSpec):
         if f.name in ("name", "description"):

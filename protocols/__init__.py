@@ -1,13 +1,9 @@
-"""Evaluation protocols, one file each; importing this package registers them all.
+"""Evaluation protocols, one file each (``patches``, ``noise``, ``classification``, ``fid``,
+``num_patches``, ``combination``, ...).
 
-| name | file | question it answers |
-|---|---|---|
-| patches | patches.py | key patches vs random patches of the same count and size distribution |
-| noise | noise.py | robustness to Gaussian noise on all patches, or on one |
-| classification | classification.py | how good the part encoder is as a feature extractor |
-| fid | fid.py | FID/KID of generated vs held-out real images |
-| num_patches | num_patches.py | N = 1..5 patches at test time |
-| combination | combination.py | patches taken from two or three different images |
+Every module in this folder is imported when the protocol registry is first read
+(:func:`kpbench.protocol.list_protocols`) and registers its :class:`kpbench.protocol.Protocol`:
+what it measures, how reports show its rows, and the metrics it computes
+(:func:`kpbench.metricinfo.register_metric`). To add a protocol, add a file here: nothing else
+lists it. ``kpbench list`` prints each protocol's question.
 """
-
-from protocols import classification, combination, fid, noise, num_patches, patches  # noqa: F401

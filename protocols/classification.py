@@ -23,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kpbench.baselines import patch_pixels
+from kpbench.metricinfo import register_metric
 from kpbench.metrics import module_digest
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import ResultRow
@@ -30,6 +31,9 @@ from kpbench.runtime import derive_seed
 from kpbench.samples import sample_batches
 
 NAME = "classification"
+
+register_metric("accuracy", "accuracy", "higher", order=220)
+register_metric("accuracy_std", "accuracy std", None, order=230)  # a spread over folds: no direction
 
 
 def shortfall(labels: np.ndarray, min_per_class: int, max_total: int) -> str | None:
@@ -153,4 +157,10 @@ PROTOCOL = register_protocol(Protocol(
     "--min-per-class images, balanced to the same number of images each: the trained part "
     "encoder vs a randomly initialised one of the same architecture vs raw patch pixels.",
     run=run,
+    order=30,
+    summary=True,
+    report_description=
+    "The part encoder as a feature extractor from patches alone: a linear classifier under "
+    "stratified k-fold cross-validation, compared with a randomly initialised encoder of the "
+    "same architecture and with raw patch pixels.",
 ))

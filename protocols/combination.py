@@ -66,4 +66,8 @@ PROTOCOL = register_protocol(Protocol(
     "the union of the parts' own boxes, and appearance L1 inside each part's box against the "
     "image it came from. Shows whether the model composes parts it never saw together.",
     run=run,
+    order=60,
+    report_description=
+    "Patches taken from two or three different images and combined into one input: can the "
+    "model compose parts it never saw together?",
 ))

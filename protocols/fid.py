@@ -9,13 +9,21 @@ cannot be found offline, the rows carry no number but a note saying why and how 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from kpbench import metrics
+from kpbench.metricinfo import register_metric
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import ResultRow
 
 NAME = "fid"
 CONDITION = "key patches"
+
+register_metric("fid", "FID", "lower", order=170)
+register_metric("kid", "KID", "lower", order=180)
+register_metric("kid_std", "KID std", None, order=190)  # a spread: no direction
+register_metric("precision", "precision", "higher", order=200)
+register_metric("recall", "recall", "higher", order=210)
 
 
 def run(context: EvalContext) -> list[ResultRow]:
@@ -48,6 +56,17 @@ def run(context: EvalContext) -> list[ResultRow]:
     ]
 
 
+def provenance(context: EvalContext) -> dict[str, Any]:
+    """The feature extractor behind the FID rows and its weights' hash."""
+    options = context.options
+    try:
+        loaded = metrics.load_extractor(options.extractor, options.inception_weights, context.device)
+        weights = loaded.weights_hash
+    except metrics.ExtractorUnavailable:
+        weights = "unavailable"
+    return {"fid_extractor": {"name": options.extractor, "weights_sha256": weights}}
+
+
 PROTOCOL = register_protocol(Protocol(
     name=NAME,
     description="FID and KID (torch-fidelity) of images generated from the test images' key "
@@ -55,4 +74,10 @@ PROTOCOL = register_protocol(Protocol(
     "(coverage) of the generated features (torch-fidelity, k = 3). FID is biased below 2048 "
     "samples and only comparable at equal N and extractor; KID is unbiased.",
     run=run,
+    order=20,
+    summary=True,
+    report_description=
+    "FID and KID of generated images against held-out real images. FID is biased for N < 2048 "
+    "samples (its covariance is not full rank); KID is unbiased.",
+    provenance=provenance,
 ))

@@ -72,4 +72,9 @@ PROTOCOL = register_protocol(Protocol(
     "the floor where the input says nothing about the image. A robust model degrades gradually "
     "from sigma 0 towards that floor; one that sits at the floor at sigma 0 ignores its input.",
     run=run,
+    order=40,
+    report_description=
+    "Gaussian noise of increasing sigma added to the input patches (all of them, or one "
+    "only). Read them against the swapped-input floor: a curve that starts at the floor "
+    "belongs to a model that ignores its input, not to a robust one.",
 ))

@@ -50,4 +50,9 @@ PROTOCOL = register_protocol(Protocol(
     "with a fixed N. The true mask is the union of the N boxes used, so mask IoU measures "
     "whether every given part is placed.",
     run=run,
+    order=50,
+    headline_condition="N=3",
+    report_description=
+    "N = 1..5 input patches at test time. The summed part encoder accepts any N; a model with "
+    "a fixed input layout cannot.",
 ))

@@ -24,6 +24,7 @@ import torch
 from kpbench import metrics
 from kpbench.baselines import NEAREST_NEIGHBOUR, PRIOR_MASK, input_dependence, prior_mask_batch, swap
 from kpbench.grids import draw_boxes, save_grid
+from kpbench.metricinfo import register_metric
 from kpbench.protocol import (
     EvalContext,
     MetricAccumulator,
@@ -35,6 +36,12 @@ from kpbench.results import ResultRow
 
 NAME = "patches"
 GRID_ROWS = 8
+
+register_metric("image_dependence", "image dependence", "higher", order=60)
+register_metric("mask_dependence", "mask dependence", "higher", order=70)
+# Change under a permutation of the patches: 0 for an order-invariant model (the paper's aim).
+register_metric("image_order_dependence", "image order dependence", "lower", order=80)
+register_metric("mask_order_dependence", "mask order dependence", "lower", order=90)
 
 
 def run(context: EvalContext) -> list[ResultRow]:
@@ -107,4 +114,11 @@ PROTOCOL = register_protocol(Protocol(
     "generated, mask, nearest-neighbour answer; memorisation: generated next to the closest "
     "training image.",
     run=run,
+    order=10,
+    summary=True,
+    headline_condition="key",
+    report_description=
+    "The same trained model fed its key patches (EdgeBoxes) versus random patches of the same "
+    "count and size distribution. A model that relies on meaningful parts loses quality with "
+    "random ones.",
 ))

@@ -1,18 +1,10 @@
 """The registered variants: the paper's full model, the four ablations of its objective and
 components, and the architecture ablations of its Fig. 4 and Fig. 5.
 
-Importing this package registers each one with :mod:`kpbench.variant`, in the order below (the
-order ``kpbench list`` shows). Every ablation is a diff against ``variants.full.FULL``
-(``dataclasses.replace``), so ``kpbench show VARIANT`` can print exactly what changed.
-To add a variant, add a file here and its module name to ``MODULES``.
+Every module in this folder is imported when the variant registry is first read
+(:func:`kpbench.variant.list_variants`), and registers its variant with
+:func:`kpbench.variant.register_variant`, which also gives its place in ``kpbench list`` (``order``).
+Every ablation is a diff against ``variants.full.FULL`` (``dataclasses.replace``), the reference
+variant, so ``kpbench show VARIANT`` can print exactly what changed. To add a variant, add a file
+here: nothing else lists it.
 """
-
-import importlib
-
-MODULES: tuple[str, ...] = (
-    "full", "naive_gan", "nomask", "autoencoder", "cgan",
-    "depth_concat", "siamese_concat", "independent_masks", "noskip",
-)
-
-for _module in MODULES:
-    importlib.import_module(f"{__name__}.{_module}")

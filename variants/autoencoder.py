@@ -15,5 +15,6 @@ AUTOENCODER = register_variant(
         fake_kinds=(),
         adversarial_weight=0.0,
         reconstruction_weight=1.0,
-    )
+    ),
+    order=40,
 )

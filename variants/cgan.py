@@ -25,5 +25,6 @@ CGAN = register_variant(
         spatial_weight=0.0,
         appearance_weight=0.0,
         reconstruction_weight=1.0,
-    )
+    ),
+    order=50,
 )

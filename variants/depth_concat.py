@@ -21,5 +21,6 @@ DEPTH_CONCAT = register_variant(
         description="Fig. 4(b): the full model with the N patches depth-concatenated into one "
         "encoder (B, 3N, S, S) instead of the Siamese sum; fixed N, order-dependent.",
         encoder_fusion="concat",
-    )
+    ),
+    order=60,
 )

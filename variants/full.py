@@ -17,5 +17,7 @@ FULL = register_variant(
         appearance_mask="predicted",
         reconstruction_weight=0.0,
         adversarial_weight=1.0,
-    )
+    ),
+    order=10,
+    reference=True,  # the paper's model: every ablation is compared with it
 )

@@ -23,5 +23,6 @@ INDEPENDENT_MASKS = register_variant(
         "masks are merged by a pixel-wise max (image decoder: summed code, max-merged skips); "
         "order-invariant, masks not predicted jointly.",
         encoder_fusion="independent",
-    )
+    ),
+    order=80,
 )

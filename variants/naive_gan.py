@@ -12,5 +12,6 @@ NAIVE_GAN = register_variant(
         description="Full model, but the discriminator sees only real images and G_I(x) "
         "(no mixed fakes of equation (4)).",
         fake_kinds=("generated",),
-    )
+    ),
+    order=20,
 )

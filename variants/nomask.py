@@ -14,5 +14,6 @@ NOMASK = register_variant(
         mask_decoder=False,
         spatial_weight=0.0,
         appearance_mask="true",
-    )
+    ),
+    order=30,
 )

@@ -21,5 +21,6 @@ NOSKIP = register_variant(
         description="Fig. 5: the full model whose image decoder has no skip connections (decodes "
         "from E and z alone); the mask decoder keeps its U-net.",
         image_skips=False,
-    )
+    ),
+    order=90,
 )

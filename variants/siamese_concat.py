@@ -22,5 +22,6 @@ SIAMESE_CONCAT = register_variant(
         "embeddings are concatenated in input order (B, N*C) instead of summed; fixed N, "
         "order-dependent.",
         encoder_fusion="siamese_concat",
-    )
+    ),
+    order=70,
 )

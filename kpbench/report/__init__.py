@@ -15,7 +15,7 @@ seeds. A NaN value is shown as "n/a" with its row's note (why it is missing and 
 as a footnote.
 
 A variant is marked *best* in a column only when the metric has a direction
-(:data:`kpbench.results.METRIC_DIRECTION`; spreads such as ``kid_std`` are never ranked), it
+(registered with it, :mod:`kpbench.metricinfo`; spreads such as ``kid_std`` are never ranked), it
 has the best mean among the trained variants, and its interval is separated
 (:func:`kpbench.stats.separated`) from every other trained variant's interval in that column.
 Baselines (variants ``baseline:<name>``) are floors: listed after the trained variants, never
@@ -53,16 +53,14 @@ import pandas as pd
 
 from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write_text
+from kpbench.metricinfo import metric_label
 from kpbench.paths import WorkDir
+from kpbench.protocol import reported_protocols
 from kpbench.report.aggregation import (
     BASELINE_ORDER,
     CELL_KEYS,
     COLUMN_KEYS,
-    HEADLINE_CONDITIONS,
-    METRIC_ORDER,
-    PROTOCOL_ORDER,
     STAT_COLUMNS,
-    SUMMARY_PROTOCOLS,
     Axis,
     Headline,
     aggregate,
@@ -71,6 +69,7 @@ from kpbench.report.aggregation import (
     judge_claims,
     label_runs,
     numeric_axis,
+    ordered_protocols,
     own_notes,
     shared_notes,
     summary_table,
@@ -78,7 +77,6 @@ from kpbench.report.aggregation import (
 )
 from kpbench.report.formatting import (
     ARROWS,
-    METRIC_LABELS,
     VERDICT_MARKS,
     column_decimals,
     format_interval,
@@ -86,11 +84,10 @@ from kpbench.report.formatting import (
     format_n,
     format_number,
     metric_heading,
-    metric_label,
     ordered,
     variant_label,
 )
-from kpbench.report.html import PROTOCOL_HEADINGS, render_html
+from kpbench.report.html import protocol_heading, render_html
 from kpbench.report.markdown import md_escape, render_markdown
 from kpbench.report.plots import DASHES, PALETTE, REFERENCE_COLOR, PlotLine, svg_line_plot
 from kpbench.report.sources import (
@@ -108,45 +105,21 @@ from kpbench.report.terminal import TERMINAL_METRICS, print_summary
 from kpbench.results import read_rows
 
 __all__ = [
-    "ARROWS", "BASELINE_ORDER", "CELL_KEYS", "COLUMN_KEYS", "DASHES", "DEFAULT_DESCRIPTIONS",
-    "HEADLINE_CONDITIONS", "IMAGE_CAPTIONS", "IMAGE_ORDER", "IMAGE_TYPES", "MAX_IMAGES_PER_GROUP",
-    "MAX_IMAGE_BYTES", "METRIC_LABELS", "METRIC_ORDER", "PALETTE", "PROTOCOL_HEADINGS", "PROTOCOL_ORDER",
-    "REFERENCE_COLOR", "STAT_COLUMNS", "SUMMARY_PROTOCOLS", "TERMINAL_METRICS", "VERDICT_MARKS", "Axis",
-    "Headline", "PlotLine", "ReportResult", "aggregate", "build_report", "column_decimals",
-    "default_headlines", "extractor_tables", "flatten", "format_interval", "format_mean_std", "format_n",
-    "format_number", "label_runs", "md_escape", "metric_heading", "metric_label", "numeric_axis",
-    "ordered", "own_notes", "print_summary", "read_run_log", "shared_notes", "summary_table",
-    "svg_line_plot", "variant_label", "variant_order",
+    "ARROWS", "BASELINE_ORDER", "CELL_KEYS", "COLUMN_KEYS", "DASHES", "IMAGE_CAPTIONS", "IMAGE_ORDER",
+    "IMAGE_TYPES", "MAX_IMAGES_PER_GROUP", "MAX_IMAGE_BYTES", "PALETTE", "REFERENCE_COLOR",
+    "STAT_COLUMNS", "TERMINAL_METRICS", "VERDICT_MARKS", "Axis", "Headline", "PlotLine", "ReportResult",
+    "aggregate", "build_report", "column_decimals", "default_headlines", "extractor_tables", "flatten",
+    "format_interval", "format_mean_std", "format_n", "format_number", "label_runs", "md_escape",
+    "metric_heading", "metric_label", "numeric_axis", "ordered", "ordered_protocols", "own_notes",
+    "protocol_descriptions", "protocol_heading", "print_summary", "read_run_log", "shared_notes",
+    "summary_table", "svg_line_plot", "variant_label", "variant_order",
 ]
 
-DEFAULT_DESCRIPTIONS: dict[str, str] = {
-    "user_study": "The user study (kpbench study make / analyze): participants chose the more "
-    "realistic of two images made from the same patches, blind to the models. Preference: the "
-    "share of judgments a model won against another, with a Wilson interval (the note gives the "
-    "two-sided binomial p-value against 0.5); realism: the share it won against the real image; "
-    "bt_score: its Bradley-Terry log strength over all pairs with a participant-bootstrap "
-    "interval; patch_recognition: how often participants told correctly whether an image "
-    "contains given patches; agreement: participants' pairwise agreement per question (chance "
-    "0.5). The Wilson intervals and binomial tests count every judgment as independent; when "
-    "few participants judge the same pairs they are too narrow, so read them next to the "
-    "participant-bootstrap Bradley-Terry intervals. A second study of the same runs replaces "
-    "the first one's rows (the note names the study).",
-    "patches": "The same trained model fed its key patches (EdgeBoxes) versus random patches of "
-    "the same count and size distribution. A model that relies on meaningful parts loses "
-    "quality with random ones.",
-    "noise": "Gaussian noise of increasing sigma added to the input patches (all of them, or "
-    "one only). Read them against the swapped-input floor: a curve that starts at the floor "
-    "belongs to a model that ignores its input, not to a robust one.",
-    "classification": "The part encoder as a feature extractor from patches alone: a linear "
-    "classifier under stratified k-fold cross-validation, compared with a randomly initialised "
-    "encoder of the same architecture and with raw patch pixels.",
-    "fid": "FID and KID of generated images against held-out real images. FID is biased for "
-    "N < 2048 samples (its covariance is not full rank); KID is unbiased.",
-    "num_patches": "N = 1..5 input patches at test time. The summed part encoder accepts any N; "
-    "a model with a fixed input layout cannot.",
-    "combination": "Patches taken from two or three different images and combined into one "
-    "input: can the model compose parts it never saw together?",
-}
+def protocol_descriptions() -> dict[str, str]:
+    """Each registered protocol's paragraph for reports (:attr:`Protocol.report_description`, else
+    its description), by name."""
+    return {protocol.name: protocol.report_description or protocol.description
+            for protocol in reported_protocols()}
 
 
 @dataclass(frozen=True)
@@ -168,7 +141,7 @@ def build_report(
 ) -> ReportResult:
     """Read every result row under ``workdir.runs`` and write ``reports/<name>/``.
 
-    ``descriptions`` (protocol -> text) extend and override :data:`DEFAULT_DESCRIPTIONS`;
+    ``descriptions`` (protocol -> text) extend and override :func:`protocol_descriptions`;
     ``headlines`` replace the default summary columns (:func:`default_headlines`);
     ``include_images=False`` leaves out the image grids (e.g. when they show photos that must
     not be redistributed).
@@ -188,9 +161,9 @@ def build_report(
         rows=rows,
         stats=stats,
         summary=summary,
-        descriptions={**DEFAULT_DESCRIPTIONS, **(descriptions or {})},
+        descriptions={**protocol_descriptions(), **(descriptions or {})},
         variants=variant_order(rows["variant"]),
-        protocols=ordered(rows["protocol"], PROTOCOL_ORDER),
+        protocols=ordered_protocols(rows["protocol"]),
         claims=claims,
         claims_error=claims_error,
         run_labels=run_labels,

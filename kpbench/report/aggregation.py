@@ -20,33 +20,21 @@ import pandas as pd
 from kpbench.claims import ClaimResult, check_claims
 from kpbench.identity import distinguishing_tags
 from kpbench.identity import label as run_label
+from kpbench.metricinfo import metric_direction, metric_label, ordered_metrics
+from kpbench.protocol import protocol_info
 from kpbench.report.formatting import (
-    column_decimals,
     format_interval,
     format_mean_std,
     format_n,
-    metric_label,
-    ordered,
+    metric_decimals,
 )
-from kpbench.results import is_baseline, metric_direction
+from kpbench.results import is_baseline
 from kpbench.runs import list_runs
 from kpbench.stats import cell_interval, separated
 
-# Display order; names not listed follow alphabetically, baselines (``baseline:*``) always last.
+# Display order of baselines; others follow alphabetically, baselines (``baseline:*``) always last.
+# Protocols and metrics are ordered by their registries (Protocol.order, MetricInfo.order).
 BASELINE_ORDER: tuple[str, ...] = ("baseline:prior_mask", "baseline:nearest_neighbour")
-PROTOCOL_ORDER: tuple[str, ...] = (
-    "patches", "fid", "classification", "noise", "num_patches", "combination", "user_study",
-)
-METRIC_ORDER: tuple[str, ...] = (
-    "mask_iou", "appearance_l1", "psnr", "ssim", "l1", "image_dependence", "mask_dependence",
-    "image_order_dependence", "mask_order_dependence",
-    "preference", "preference_p_value", "realism", "realism_p_value", "bt_score", "patch_recognition",
-    "agreement", "fid", "kid", "kid_std", "precision", "recall", "accuracy", "accuracy_std",
-)
-# Protocols whose headline numbers form the summary (all protocols when none of these has rows).
-SUMMARY_PROTOCOLS: tuple[str, ...] = ("patches", "fid", "classification")
-# A protocol's headline condition; otherwise the first condition its rows list.
-HEADLINE_CONDITIONS: dict[str, str] = {"patches": "key", "num_patches": "N=3"}
 
 CELL_KEYS: list[str] = ["protocol", "condition", "extractor", "metric", "variant"]
 STAT_COLUMNS: tuple[str, ...] = (
@@ -183,23 +171,38 @@ def label_rank(label: str, order: Sequence[str]) -> tuple[int, str, str]:
     return len(order), label, ""
 
 
+def ordered_protocols(protocols: Iterable[str]) -> list[str]:
+    """Distinct protocol names in report order: registered ones by :attr:`Protocol.order`,
+    the rest alphabetically after them."""
+
+    def key(name: str) -> tuple[float, str]:
+        protocol = protocol_info(name)
+        return (protocol.order if protocol else math.inf), name
+
+    return sorted(dict.fromkeys(protocols), key=key)
+
+
 def default_headlines(rows: pd.DataFrame) -> list[Headline]:
-    """Summary columns: for each protocol in :data:`SUMMARY_PROTOCOLS` (every protocol when none
-    has rows), every metric except within-run spreads (``*_std``) under the protocol's headline
-    condition: :data:`HEADLINE_CONDITIONS`, else the first condition its rows list."""
-    protocols = ordered(rows["protocol"], PROTOCOL_ORDER)
-    chosen = [protocol for protocol in protocols if protocol in SUMMARY_PROTOCOLS] or protocols
+    """Summary columns: for each protocol whose :attr:`Protocol.summary` is set (every protocol
+    when none of those has rows), its :attr:`Protocol.summary_metrics` (by default every metric
+    except within-run spreads, ``*_std``) under its headline condition:
+    :attr:`Protocol.headline_condition`, else the first condition its rows list."""
+    protocols = ordered_protocols(rows["protocol"])
+    infos = {name: protocol_info(name) for name in protocols}
+    chosen = [name for name in protocols if (info := infos[name]) is not None and info.summary] or protocols
     headlines = []
     for protocol in chosen:
+        info = infos[protocol]
         of_protocol = rows[rows["protocol"] == protocol]
         conditions: list[str] = [str(value) for value in dict.fromkeys(of_protocol["condition"])]
-        preferred = HEADLINE_CONDITIONS.get(protocol)
+        preferred = info.headline_condition if info else None
         condition = preferred if preferred is not None and preferred in conditions else conditions[0]
         of_condition = of_protocol[of_protocol["condition"] == condition]
         for extractor in dict.fromkeys(of_condition["extractor"]):
             metrics = of_condition.loc[of_condition["extractor"] == extractor, "metric"]
-            for metric in ordered(metrics, METRIC_ORDER):
-                if not metric.endswith("_std"):
+            for metric in ordered_metrics(metrics):
+                wanted = info.summary_metrics if info and info.summary_metrics is not None else None
+                if (metric in wanted) if wanted is not None else not metric.endswith("_std"):
                     headlines.append(Headline(protocol, condition, metric, extractor))
     return headlines
 
@@ -235,7 +238,7 @@ def summary_table(
     summary = pd.DataFrame.from_records(records)
     if not summary.empty:
         decimals = {
-            column: column_decimals(group["mean"], group["std"])
+            column: metric_decimals(group["metric"].iloc[0], group["mean"], group["std"])
             for column, group in summary.groupby("column", sort=False)
         }
         summary["text"] = [
@@ -292,7 +295,7 @@ def summary_grid(summary: pd.DataFrame) -> tuple[list[SummaryColumn], list[tuple
             metric=first["metric"],
             context_lines=[line for line in lines if line],
             n_uniform=n_min == n_max,
-            decimals=column_decimals(cells["mean"], cells["std"]),
+            decimals=metric_decimals(first["metric"], cells["mean"], cells["std"]),
             shared_notes=shared_notes(cells),
         ))
     cells_by_key = {(row["column"], row["variant"]): row for _, row in summary.iterrows()}
@@ -366,8 +369,8 @@ def protocol_grid(stats: pd.DataFrame, variants: Sequence[str], axis: Axis | Non
     """``stats`` of one table laid out by condition (in axis order when there is one) and variant
     (in ``variants`` order)."""
     by_metric = dict(list(stats.groupby("metric")))
-    metrics = ordered(stats["metric"], METRIC_ORDER)
-    decimals = {m: column_decimals(by_metric[m]["mean"], by_metric[m]["std"]) for m in metrics}
+    metrics = ordered_metrics(stats["metric"])
+    decimals = {m: metric_decimals(m, by_metric[m]["mean"], by_metric[m]["std"]) for m in metrics}
     conditions = list(dict.fromkeys(stats["condition"]))
     if axis is not None:
         conditions = axis.sort(conditions)

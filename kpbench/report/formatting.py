@@ -1,5 +1,5 @@
 """Numbers and names as the report shows them (plain text; escaping is the renderers' job), and
-footnote numbering."""
+footnote numbering. Metric labels, directions and fixed decimals come from :mod:`kpbench.metricinfo`."""
 
 from __future__ import annotations
 
@@ -8,18 +8,9 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kpbench.results import BASELINE_PREFIX, is_baseline, metric_direction
+from kpbench.metricinfo import metric_direction, metric_info, metric_label
+from kpbench.results import BASELINE_PREFIX, is_baseline
 
-METRIC_LABELS: dict[str, str] = {
-    "fid": "FID", "kid": "KID", "kid_std": "KID std", "mask_iou": "mask IoU",
-    "appearance_l1": "appearance L1", "psnr": "PSNR", "ssim": "SSIM", "l1": "L1",
-    "accuracy": "accuracy", "accuracy_std": "accuracy std", "precision": "precision",
-    "recall": "recall", "image_dependence": "image dependence", "mask_dependence": "mask dependence",
-    "image_order_dependence": "image order dependence", "mask_order_dependence": "mask order dependence",
-    "preference": "preference", "realism": "realism vs real", "bt_score": "Bradley-Terry score",
-    "patch_recognition": "patch recognition", "agreement": "agreement",
-    "preference_p_value": "binomial p (preference)", "realism_p_value": "binomial p (realism)",
-}
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓"}
 VERDICT_MARKS: dict[str, str] = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
 
@@ -28,10 +19,6 @@ def ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
     """Distinct values: those in ``preferred`` first in its order, the rest alphabetically."""
     rank = {value: index for index, value in enumerate(preferred)}
     return sorted(dict.fromkeys(values), key=lambda value: (rank.get(value, len(rank)), value))
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
 
 
 def metric_heading(metric: str) -> str:
@@ -66,6 +53,16 @@ def column_decimals(means: Iterable[float], stds: Iterable[float]) -> int | None
     if spreads:
         decimals = max(decimals, -math.floor(math.log10(statistics.median(spreads))))
     return max(0, min(6, decimals))
+
+
+def metric_decimals(metric: str, means: Iterable[float], stds: Iterable[float]) -> int | None:
+    """Decimals of one column of ``metric``: the metric's registered ones when it fixes them
+    (:attr:`kpbench.metricinfo.MetricInfo.decimals`), else :func:`column_decimals`."""
+    means = list(means)
+    info = metric_info(metric)
+    if info is not None and info.decimals is not None and any(not math.isnan(mean) for mean in means):
+        return info.decimals
+    return column_decimals(means, stds)
 
 
 def format_mean_std(mean: float, std: float, decimals: int | None = None) -> str:

@@ -17,12 +17,12 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from kpbench.metricinfo import ordered_metrics
+from kpbench.protocol import protocol_info
 from kpbench.report.aggregation import (
-    METRIC_ORDER,
     Axis,
     extractor_tables,
     numeric_axis,
-    ordered,
     own_notes,
     protocol_grid,
     summary_grid,
@@ -42,8 +42,13 @@ from kpbench.report.provenance import environment, merge_runs
 from kpbench.report.sources import ReportData, RunLog, Sources
 from kpbench.results import is_baseline
 
-PROTOCOL_HEADINGS: dict[str, str] = {"user_study": "User study"}
 PRIOR_DASH, EMPTY_DASH = "6 3", "2 3"
+
+
+def protocol_heading(protocol: str) -> str:
+    """A protocol's section heading: its registered :attr:`Protocol.heading`, else its name."""
+    info = protocol_info(protocol)
+    return info.heading if info is not None and info.heading else protocol
 
 
 @cache
@@ -68,7 +73,7 @@ def render_html(data: ReportData, sources: Sources, generated: str) -> str:
         _section("claims", "Paper's claims", "claims", _claims(data)),
     ]
     for index, protocol in enumerate(data.protocols):
-        heading = PROTOCOL_HEADINGS.get(protocol, protocol)
+        heading = protocol_heading(protocol)
         content = _protocol(data, protocol, tables)
         sections.append(_section(_anchor(index, protocol), heading, "protocol", content))
     if sources.logs:
@@ -216,7 +221,7 @@ def _protocol_table(data: ReportData, stats: pd.DataFrame, axis: Axis | None,
 
 def _plots(data: ReportData, stats: pd.DataFrame, axis: Axis) -> dict[str, Any]:
     on_axis = stats[stats["condition"].isin(axis.x.keys())]
-    metrics = ordered(on_axis["metric"], METRIC_ORDER)
+    metrics = ordered_metrics(on_axis["metric"])
     metrics = [m for m in metrics if not m.endswith("_std")] or metrics
     colors = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(data.trained)}
     colors |= {v: REFERENCE_COLOR for v in data.variants if is_baseline(v)}
@@ -359,26 +364,27 @@ def _kv(key: str, value: str) -> dict[str, Any]:
 
 
 def _variants(sources: Sources) -> dict[str, Any]:
-    if sources.full_spec is None:
-        return {"full": None}
-    full_seed, full_flat = sources.full_spec
+    reference = sources.reference_name
+    if sources.reference_spec is None:
+        return {"reference": reference, "base": None}
+    base_seed, base_flat = sources.reference_spec
     groups = []
     for variant, flat in sources.specs.items():
         found = flat is not None
         flat = flat or {}
         # A field that holds each spec's own name (e.g. "name") is no difference worth listing.
         keys = [
-            k for k in dict.fromkeys([*full_flat, *flat])
-            if full_flat.get(k) != flat.get(k) and (full_flat.get(k), flat.get(k)) != ("full", variant)
+            k for k in dict.fromkeys([*base_flat, *flat])
+            if base_flat.get(k) != flat.get(k) and (base_flat.get(k), flat.get(k)) != (reference, variant)
         ]
-        remark = "" if found and keys else "no spec.json found" if not found else "same as full"
+        remark = "" if found and keys else "no spec.json found" if not found else f"same as {reference}"
         groups.append({
             "variant": variant,
             "remark": remark,
-            "rows": [(k, full_flat.get(k, "(absent)"), flat.get(k, "(absent)")) for k in keys],
+            "rows": [(k, base_flat.get(k, "(absent)"), flat.get(k, "(absent)")) for k in keys],
         })
-    fields = [_kv(k, v) for k, v in full_flat.items()]
-    return {"full": {"seed": full_seed, "fields": fields}, "groups": groups}
+    fields = [_kv(k, v) for k, v in base_flat.items()]
+    return {"reference": reference, "base": {"seed": base_seed, "fields": fields}, "groups": groups}
 
 
 def _configuration(sources: Sources) -> dict[str, Any]:

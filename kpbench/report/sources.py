@@ -16,9 +16,9 @@ import pandas as pd
 
 from kpbench.claims import ClaimResult
 from kpbench.paths import RunDir, WorkDir
-from kpbench.report.aggregation import PROTOCOL_ORDER, variant_order
-from kpbench.report.formatting import ordered
+from kpbench.report.aggregation import ordered_protocols, variant_order
 from kpbench.results import is_baseline
+from kpbench.variant import reference_name as variant_reference_name
 
 IMAGE_TYPES: dict[str, str] = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
@@ -117,7 +117,8 @@ class Sources:
     logs: list[RunLog]
     panels: list[ImagePanel] | None  # None: images left out
     omitted_images: list[str]
-    full_spec: tuple[int, dict[str, str]] | None  # (seed, flat spec) of the first full run
+    reference_name: str  # the variant the others are compared with (kpbench.variant.reference_name)
+    reference_spec: tuple[int, dict[str, str]] | None  # (seed, flat spec) of its first run
     specs: dict[str, dict[str, str] | None]  # other trained variant -> flat spec (None: none found)
     configs: dict[tuple[str, int], dict[str, str]]
     provenance: dict[tuple[str, int], dict[str, str]]
@@ -139,18 +140,20 @@ def gather(data: ReportData, include_images: bool = True) -> Sources:
     problems: list[str] = []
     logs = run_logs(data, problems)
     panels, omitted = (image_panels(data, problems) if include_images else (None, []))
-    full_spec = None
+    reference_name = variant_reference_name()
+    reference_spec = None
     specs: dict[str, dict[str, str] | None] = {}
-    reference = _first_run_json(data, "full", RunDir.SPEC_FILE, problems)
+    reference = _first_run_json(data, reference_name, RunDir.SPEC_FILE, problems)
     if reference is not None:
-        full_spec = reference[0], flatten(reference[1])
+        reference_spec = reference[0], flatten(reference[1])
         for variant in data.trained:
-            if variant != "full":
+            if variant != reference_name:
                 found = _first_run_json(data, variant, RunDir.SPEC_FILE, problems)
                 specs[variant] = flatten(found[1]) if found else None
     configs = _flat_per_run(data, RunDir.CONFIG_FILE, problems)
     provenance = _flat_per_run(data, f"{RunDir.RESULTS_DIR}/{RunDir.PROVENANCE_FILE}", problems)
-    return Sources(logs, panels, omitted, full_spec, specs, configs, provenance, problems)
+    return Sources(logs, panels, omitted, reference_name, reference_spec, specs, configs, provenance,
+                   problems)
 
 
 def read_json(path: Path, problems: list[str]) -> Any:
@@ -277,7 +280,7 @@ def image_panels(data: ReportData, problems: list[str]) -> tuple[list[ImagePanel
             panels.setdefault("training samples, latest", []).append((variant, samples[-1], run_dir))
         results = RunDir(run_dir).results
         folders = {p.name: p for p in results.iterdir() if p.is_dir()} if results.is_dir() else {}
-        for name in ordered(folders, PROTOCOL_ORDER):
+        for name in ordered_protocols(folders):
             images = image_files(folders[name])
             rank = {stem: index for index, stem in enumerate(IMAGE_ORDER)}
             images.sort(key=lambda path: rank.get(path.stem, len(rank)))  # stable: natural order kept

@@ -1,0 +1,99 @@
+"""Adding a variant, a protocol or a metric is one registration each: a throwaway of each, made
+here, shows in a report without touching any list; the registries are restored afterwards."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import kpbench.metricinfo as metricinfo
+import kpbench.protocol as protocol_module
+import kpbench.variant as variant_module
+from kpbench.metricinfo import list_metrics, metric_direction, metric_label, ordered_metrics, register_metric
+from kpbench.paths import WorkDir
+from kpbench.protocol import EvalContext, Protocol, get_protocol, list_protocols, register_protocol
+from kpbench.report import build_report, default_headlines
+from kpbench.results import ResultRow, read_rows, write_rows
+from kpbench.variant import get_variant, list_variants, reference_variant, register_variant
+
+VARIANT, PROTOCOL, METRIC = "test_wider", "test_echo", "test_echo_score"
+
+
+@pytest.fixture
+def registries() -> Iterator[None]:
+    """Every registry as it is now, restored after the test (whatever it registered)."""
+    list_variants(), list_protocols(), list_metrics()  # load the built-in ones first
+    saved = (dict(variant_module._REGISTRY), dict(variant_module._ORDER), list(variant_module._REFERENCE),
+             dict(protocol_module._REGISTRY), dict(metricinfo._REGISTRY))
+    yield
+    variants, order, reference, protocols, metrics = saved
+    for registry, before in ((variant_module._REGISTRY, variants), (variant_module._ORDER, order),
+                             (protocol_module._REGISTRY, protocols), (metricinfo._REGISTRY, metrics)):
+        registry.clear()
+        registry.update(before)
+    variant_module._REFERENCE[:] = reference
+
+
+def echo(context: EvalContext) -> list[ResultRow]:
+    return [context.row(PROTOCOL, "as given", METRIC, 1.0, 1)]
+
+
+def register_throwaways() -> None:
+    register_variant(replace(reference_variant(), name=VARIANT, description="a test ablation", embed_dim=256),
+                     order=15)
+    register_metric(METRIC, "echo score", "higher", order=45, decimals=1)
+    register_protocol(Protocol(name=PROTOCOL, description="a test protocol", run=echo, order=5,
+                               summary=True, summary_metrics=(METRIC,), headline_condition="as given",
+                               heading="Echo test"))
+
+
+def test_a_registered_variant_protocol_and_metric_show_in_a_report(registries: None, tmp_path: Path) -> None:
+    register_throwaways()
+    names = [spec.name for spec in list_variants()]
+    assert names.index(VARIANT) == names.index("full") + 1  # order=15: between full and naive_gan
+    assert get_variant(VARIANT).embed_dim == 256
+    assert get_protocol(PROTOCOL).run is echo
+    assert (metric_label(METRIC), metric_direction(METRIC)) == ("echo score", "higher")
+    assert ordered_metrics(["fid", METRIC, "mask_iou", "zzz"]) == ["mask_iou", METRIC, "fid", "zzz"]
+
+    workdir = WorkDir.resolve(tmp_path)
+    for variant, values in ((VARIANT, (0.62, 0.64)), ("full", (0.31, 0.33))):
+        for seed, value in enumerate(values):
+            run = workdir.run_dir(variant, seed)
+            write_rows(run, PROTOCOL, [ResultRow(variant, seed, PROTOCOL, "as given", METRIC, value, 8),
+                                       ResultRow(variant, seed, PROTOCOL, "as given", "mask_iou", value, 8)])
+            write_rows(run, "patches", [ResultRow(variant, seed, "patches", "key", "mask_iou", value, 8)])
+    rows = read_rows(workdir.runs)
+    # The protocol comes first (order=5) and only its chosen metric is a summary column.
+    headlines = [(h.protocol, h.metric) for h in default_headlines(rows)]
+    assert headlines == [(PROTOCOL, METRIC), ("patches", "mask_iou")]
+    report = build_report(workdir, include_images=False)
+    page = report.html.read_text()
+    assert "Echo test" in page and "echo score ↑" in page  # the section heading, the metric's label
+    assert page.index("Echo test") < page.index(">patches<")
+    markdown = report.markdown.read_text()
+    assert f"## {PROTOCOL}" in markdown and "echo score ↑" in markdown
+    summary = report.summary
+    assert list(dict.fromkeys(summary["variant"])) == ["full", VARIANT]
+    echo_cells = summary[summary["metric"] == METRIC].set_index("variant")
+    assert echo_cells.loc[VARIANT, "text"] == "0.6 ± 0.0"  # one decimal, as registered
+    assert bool(echo_cells.loc[VARIANT, "best"])  # its direction lets the report rank it
+    assert math.isclose(echo_cells.loc["full", "mean"], 0.32)
+
+
+def test_the_registries_are_as_they_were() -> None:
+    # Runs after the test above (file order): its throwaways are gone.
+    assert VARIANT not in {spec.name for spec in list_variants()}
+    assert PROTOCOL not in {protocol.name for protocol in list_protocols()}
+    assert METRIC not in {info.name for info in list_metrics()}
+
+
+def test_registering_a_name_twice_with_other_settings_fails(registries: None) -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        register_metric("fid", "Fréchet distance", "lower")
+    with pytest.raises(ValueError, match="already the reference"):
+        register_variant(replace(reference_variant(), name="other_full"), reference=True)
