@@ -68,7 +68,9 @@ class PlainIteration:
     ``forward()`` before every update, with its graph, and keeps no results between updates.
 
     - 3 generator forwards per iteration: one for the D step, one per G step.
-    - D step: D on the real image and on each fake, one forward each (5 fakes, as kpbench).
+    - D step: D on the real image and on each of the 5 fakes of equation (4), one forward each;
+      their ``backward_D`` scores all five but its loss reads only three (generated and the two
+      shuffled-y' composites), where kpbench's reads all five: the same forward work either way.
     - Each G step: D on the real image and on the generated one. ``backward_G`` computes
       ``d_real = D(y)`` with D's weights requiring grad, but no loss term reads it: the generator's
       loss is its L1 terms and BCE(D(G_I(x)), 1). It is computed anyway, as there: a forward whose

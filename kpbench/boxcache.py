@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -151,7 +152,7 @@ def _detect_and_save(dataset: Dataset, targets: list[tuple[PatchParams, Path]], 
     all_params = [params for params, _ in targets]
 
     with (_detections(dataset, all_params, todo, workers) as detected,
-          _progress_bar(progress, total=len(dataset), completed=int(done.sum())) as advance):
+          image_progress(progress, "detecting key patches", len(dataset), int(done.sum())) as advance):
         for start, per_count in detected:
             for table, (_, path), (boxes, scores, levels) in zip(tables, targets, per_count):
                 stop = start + len(boxes)
@@ -272,15 +273,17 @@ def _detections(dataset: Dataset, all_params: list[PatchParams], spans: list[tup
 
 
 @contextmanager
-def _progress_bar(show: bool, total: int, completed: int) -> Iterator[Callable[[int], None]]:
-    """Yields ``advance(count)``: a rich progress bar when ``show``, else a no-op."""
-    if not show:
+def image_progress(show: bool, label: str, total: int, completed: int) -> Iterator[Callable[[int], None]]:
+    """Yields ``advance(count)`` for a pass over a dataset's images: a rich progress bar on a
+    terminal when ``show``, else a no-op (in a log file a bar would only leave its last frame)."""
+    console = Console()
+    if not show or not console.is_terminal:
         yield lambda count: None
         return
-    columns = (TextColumn("detecting key patches"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("images"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as bar:
-        task = bar.add_task("detect", total=total, completed=completed)
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(label, total=total, completed=completed)
         yield lambda count: bar.advance(task, count)
 
 

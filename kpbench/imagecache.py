@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from kpbench.boxcache import image_progress
 from kpbench.io import atomic_write
 
 CHUNK_SIZE = 256  # images decoded between two progress records
@@ -87,7 +87,7 @@ def _build(dataset: DecodableDataset, path: Path, progress: bool,
     filled_path = path.with_name(f"{path.stem}.filled.npy")
     images, filled = _resume(partial, filled_path, shape)
     todo = np.flatnonzero(~filled)
-    with _progress_bar(progress, len(dataset), int(filled.sum())) as advance:
+    with image_progress(progress, "decoding images", len(dataset), int(filled.sum())) as advance:
         for start in range(0, len(todo), CHUNK_SIZE):
             chunk = todo[start:start + CHUNK_SIZE]
             for index in chunk.tolist():
@@ -120,17 +120,3 @@ def _resume(partial: Path, filled_path: Path, shape: tuple[int, ...]) -> tuple[n
     filled_path.unlink(missing_ok=True)
     images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
     return images, np.zeros(shape[0], dtype=bool)
-
-
-@contextmanager
-def _progress_bar(show: bool, total: int, completed: int) -> Iterator[Callable[[int], None]]:
-    """Yields ``advance(count)``: a rich progress bar when ``show``, else a no-op."""
-    if not show:
-        yield lambda count: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as view:
-        task = view.add_task("decode", total=total, completed=completed)
-        yield lambda count: view.advance(task, count)
