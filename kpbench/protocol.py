@@ -58,7 +58,7 @@ class EvalOptions:
     device: str | None = None
 
 
-PROTOCOLS_PACKAGE = "protocols"  # the folder of protocol files, one protocol each
+PROTOCOLS_PACKAGE = "kpbench.protocols"  # the folder of protocol files, one protocol each
 
 
 @dataclass(frozen=True)

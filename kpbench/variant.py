@@ -136,7 +136,7 @@ class VariantSpec:
         return cls(**values)
 
 
-VARIANTS_PACKAGE = "variants"  # the folder of variant files, one variant each
+VARIANTS_PACKAGE = "kpbench.variants"  # the folder of variant files, one variant each
 
 _REGISTRY: dict[str, VariantSpec] = {}
 _ORDER: dict[str, float] = {}  # display order by name (``kpbench list``, reports), then registration

@@ -13,10 +13,10 @@ import pytest
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.protocol import EvalOptions, evaluate, find_runs, get_protocol, list_protocols
+from kpbench.protocols.classification import select_balanced, shortfall
 from kpbench.results import COLUMNS, read_rows
 from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, train
-from protocols.classification import select_balanced, shortfall
 
 DATA = DataSpec(source="builtin:48", size=64)
 OPTIONS = EvalOptions(max_samples=8, batch_size=4, sigmas=(0.0, 0.5), max_patches=4,
@@ -223,7 +223,7 @@ def test_run_independent_work_is_done_once_per_evaluation(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Raw-pixel features and the random encoder's (same seed and encoder architecture) are
     computed once for two runs; only the trained encoder runs per run."""
-    import protocols.classification as classification
+    import kpbench.protocols.classification as classification
     from kpbench.runs import TrainedRun
 
     work = WorkDir.resolve(tmp_path)

@@ -4,7 +4,7 @@ components, and the architecture ablations of its Fig. 4 and Fig. 5.
 Every module in this folder is imported when the variant registry is first read
 (:func:`kpbench.variant.list_variants`), and registers its variant with
 :func:`kpbench.variant.register_variant`, which also gives its place in ``kpbench list`` (``order``).
-Every ablation is a diff against ``variants.full.FULL`` (``dataclasses.replace``), the reference
+Every ablation is a diff against ``kpbench.variants.full.FULL`` (``dataclasses.replace``), the reference
 variant, so ``kpbench show VARIANT`` can print exactly what changed. To add a variant, add a file
 here: nothing else lists it.
 """

@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from variants.full import FULL
+from kpbench.variants.full import FULL
 
 AUTOENCODER = register_variant(
     replace(

@@ -10,7 +10,7 @@ the full model's L1 terms.
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from variants.full import FULL
+from kpbench.variants.full import FULL
 
 CGAN = register_variant(
     replace(

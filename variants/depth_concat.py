@@ -12,7 +12,7 @@ protocol's ``image_order_dependence`` measures the order dependence.
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from variants.full import FULL
+from kpbench.variants.full import FULL
 
 DEPTH_CONCAT = register_variant(
     replace(

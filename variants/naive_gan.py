@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from variants.full import FULL
+from kpbench.variants.full import FULL
 
 NAIVE_GAN = register_variant(
     replace(

@@ -12,7 +12,7 @@ kept patch appearance with the skips.
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from variants.full import FULL
+from kpbench.variants.full import FULL
 
 NOSKIP = register_variant(
     replace(

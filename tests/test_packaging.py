@@ -1,0 +1,96 @@
+"""The variants/ and protocols/ folders import as kpbench.variants / kpbench.protocols in every
+layout (editable install, a source checkout on sys.path, a wheel) and never as top-level packages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import kpbench
+from kpbench.protocol import list_protocols
+from kpbench.variant import list_variants
+
+REPO = Path(kpbench.__file__).resolve().parent.parent
+SOURCE_PARTS = ("pyproject.toml", "README.md", "kpbench", "variants", "protocols")
+
+# Lists the registries and where each plug-in module came from, as JSON.
+LIST_SCRIPT = """
+import json, sys
+from kpbench.variant import list_variants
+from kpbench.protocol import list_protocols
+variants = [spec.name for spec in list_variants()]
+protocols = [protocol.name for protocol in list_protocols()]
+files = {name: sys.modules[f"kpbench.variants.{name}"].__file__ for name in ("full", "nomask")}
+files["noise"] = sys.modules["kpbench.protocols.noise"].__file__
+print(json.dumps({"variants": variants, "protocols": protocols, "files": files,
+                  "top_level": [name for name in ("variants", "protocols") if name in sys.modules]}))
+"""
+
+
+def _copy_source(destination: Path) -> None:
+    for part in SOURCE_PARTS:
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, destination / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / part)
+
+
+def _list_from(path_entry: Path, cwd: Path) -> dict:
+    """Run LIST_SCRIPT in a fresh interpreter with ``path_entry`` first on sys.path."""
+    env = {**os.environ, "PYTHONPATH": str(path_entry)}
+    out = subprocess.run([sys.executable, "-c", LIST_SCRIPT], capture_output=True, text=True, check=True,
+                         cwd=cwd, env=env, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_plugins_import_inside_the_kpbench_namespace():
+    assert list_variants() and list_protocols()
+    assert "variants" not in sys.modules and "protocols" not in sys.modules
+    assert Path(sys.modules["kpbench.variants.full"].__file__).parent == REPO / "variants"
+    assert Path(sys.modules["kpbench.protocols.noise"].__file__).parent == REPO / "protocols"
+
+
+def test_a_source_checkout_imports_its_own_folders(tmp_path):
+    # A second checkout on PYTHONPATH must list its own files, not the editable install's.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    _copy_source(checkout)
+    (checkout / "variants" / "zz_extra.py").write_text(
+        "import dataclasses\n"
+        "from kpbench.variant import register_variant\n"
+        "from kpbench.variants.full import FULL\n"
+        "EXTRA = register_variant(dataclasses.replace(FULL, name='zz_extra', description='copy'))\n")
+    listed = _list_from(checkout, cwd=tmp_path)
+    assert listed["variants"][-1] == "zz_extra"
+    assert all(Path(file).is_relative_to(checkout) for file in listed["files"].values())
+    assert listed["top_level"] == []
+
+
+def test_the_wheel_installs_the_folders_inside_the_package(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    _copy_source(source)
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "--no-index", "-w", str(wheels), str(source)], check=True, capture_output=True,
+                   timeout=300)
+    (wheel,) = wheels.glob("kpbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "kpbench/variants/full.py" in names and "kpbench/protocols/noise.py" in names
+    assert "kpbench/report/templates/page.html.j2" in names
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"kpbench"}
+
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    listed = _list_from(installed, cwd=tmp_path)
+    assert listed["variants"] == [spec.name for spec in list_variants()]
+    assert listed["protocols"] == [protocol.name for protocol in list_protocols()]
+    assert all(Path(file).is_relative_to(installed / "kpbench") for file in listed["files"].values())
+    assert listed["top_level"] == []
