@@ -2,8 +2,9 @@
 
 Kept free of heavy imports so the CLI can offer them without loading torch. The library's
 tuples (``config.AMP_MODES``, ``samples.PATCH_SOURCES``, ``variant.INITIALISATIONS``,
-``plan.LAUNCHERS``) are their values; ``patches.PATCH_PRESETS`` and the built-in feature
-extractors of ``kpbench.metrics`` are checked against them by the tests.
+``plan.LAUNCHERS``) are their values; ``patches.PATCH_PRESETS`` is checked against them by the
+tests. Feature extractors are not among them: more can be registered at run time
+(``kpbench.metrics.register_extractor``), so the CLI reads their names from that registry.
 """
 
 from __future__ import annotations
@@ -40,14 +41,6 @@ class Init(StrEnum):
     PYTORCH = "pytorch"
     DCGAN = "dcgan"
     PYTORCH04 = "pytorch04"
-
-
-class Extractor(StrEnum):
-    """The built-in FID/KID feature extractors (``kpbench.metrics``)."""
-
-    INCEPTION = "inception"
-    INCEPTION_FIDHELPER = "inception-fidhelper"
-    RANDOM_CONV = "random-conv"
 
 
 class Launcher(StrEnum):

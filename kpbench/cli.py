@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
-from kpbench.choices import Amp, Extractor, Init, Launcher, PatchSource, Preset
+from kpbench.choices import Amp, Init, Launcher, PatchSource, Preset
 from kpbench.errors import KpbenchError
 from kpbench.paths import WORKDIR_ENV, WorkDir
 
 if TYPE_CHECKING:
+    from typer._click import Context, HelpFormatter
+
     from kpbench.samples import DataSpec
 
 app = typer.Typer(
@@ -66,6 +69,36 @@ def user_errors(command: F) -> F:
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
     error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def registered_extractors() -> list[str]:
+    """The FID/KID feature extractors' names: those of :mod:`kpbench.metrics` and any that a
+    protocol file registers when it is imported."""
+    from kpbench.metrics import list_extractors
+    from kpbench.protocol import list_protocols
+
+    list_protocols()  # imports every protocol file
+    return list_extractors()
+
+
+def checked_extractor(name: str) -> str:
+    """``name`` when it is a registered extractor; else the library's one-line error naming them."""
+    from kpbench.metrics import get_extractor
+
+    registered_extractors()
+    return get_extractor(name).name
+
+
+class ExtractorHelp(TyperCommand):
+    """A command whose help lists the registered extractors as the values of ``--extractor``.
+    They are read when the help is shown: the registry is complete only once torch and the
+    plug-ins are imported, which the other commands and their help never need."""
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        for param in self.params:
+            if param.name == "extractor":
+                param.metavar = f"<{'|'.join(registered_extractors())}>"
+        super().format_help(ctx, formatter)
 
 
 # Options shared by several commands (typed once, reused).
@@ -317,7 +350,7 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
-@app.command("eval")
+@app.command("eval", cls=ExtractorHelp)
 @user_errors
 def eval_command(
     protocol: Annotated[list[str], typer.Option("--protocol", "-p", help="Protocol name, or 'all'. "
@@ -333,8 +366,8 @@ def eval_command(
                       "scale (repeatable; default: 0, 0.05, 0.1, 0.2, 0.4 and 0.8).")] = None,
     fid_samples: Annotated[int, typer.Option(min=2, help="Generated images for FID/KID (capped by the "
                            "test split).")] = 2048,
-    extractor: Annotated[Extractor, typer.Option(help="FID/KID feature extractor: inception (standard), "
-                         "inception-fidhelper, random-conv (plumbing only).")] = Extractor.INCEPTION,
+    extractor: Annotated[str, typer.Option(help="FID/KID feature extractor, any registered one: "
+                         "inception is the standard, random-conv only for plumbing checks.")] = "inception",
     inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
                                  "weights-inception-2015-12-05-6726825d.pth (env "
                                  "KPBENCH_INCEPTION_WEIGHTS).")] = None,
@@ -351,7 +384,7 @@ def eval_command(
     from kpbench.protocol import EvalOptions, evaluate
 
     options = EvalOptions(max_samples=max_samples, fid_samples=fid_samples,
-                          extractor=Extractor(extractor).value, inception_weights=inception_weights,
+                          extractor=checked_extractor(extractor), inception_weights=inception_weights,
                           classify_samples=classify_samples, min_per_class=min_per_class, folds=folds,
                           device=device)
     if sigmas:
@@ -557,7 +590,7 @@ def report_command(
     console.print(f"report: {result.html}", highlight=False)
 
 
-@app.command("demo")
+@app.command("demo", cls=ExtractorHelp)
 @user_errors
 def demo_command(
     tiny: Annotated[bool, typer.Option("--tiny", help="A seconds-long run of every stage (for tests "
@@ -568,8 +601,8 @@ def demo_command(
     size: Annotated[int | None, typer.Option("--size", "-s", help="Image side: 64, 128 or 256.")] = None,
     images: Annotated[int | None, typer.Option(min=16, help="Built-in images to generate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Training batch size.")] = None,
-    extractor: Annotated[Extractor | None, typer.Option(help="FID/KID extractor (default inception; "
-                         "without its weights the FID cells say how to get them).")] = None,
+    extractor: Annotated[str | None, typer.Option(help="FID/KID extractor, any registered one (default "
+                         "inception; without its weights the FID cells say how to get them).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the demo's runs, "
                        "cache and report go (default: ./kpbench-demo).")] = None,
@@ -580,7 +613,8 @@ def demo_command(
 
     plan = plan_with(TINY_PLAN if tiny else DemoPlan(), steps=steps, width=width, size=size,
                      images=images, batch_size=batch_size,
-                     extractor=extractor.value if extractor else None, device=device)
+                     extractor=checked_extractor(extractor) if extractor is not None else None,
+                     device=device)
     work = WorkDir.resolve(workdir or default_demo_workdir())
     result = run_demo(plan, work, say=lambda text: console.print(text, highlight=False),
                       progress=not tiny)

@@ -24,10 +24,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from kpbench.errors import KpbenchError
 from kpbench.io import sha256_file
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 # torch is imported inside the tensor helpers below: detection worker processes never need it,
 # and importing it would cost each of them over a second.
+
+_Boxes = TypeVar("_Boxes", np.ndarray, "torch.Tensor")  # boxes as an array or a tensor, returned as the same
 
 # Bump when detection changes in a way that changes boxes: it enters every cache key.
 DETECTOR_VERSION = 1
@@ -124,7 +127,7 @@ class _FilterRule:
     max_height: float
     nms_iou: float
 
-    def accepts(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    def accepts(self, boxes: npt.NDArray[np.int64], height: int, width: int) -> npt.NDArray[np.bool_]:
         """(K, 4) boxes -> (K,) bool."""
         box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         rel_w, rel_h = box_w / width, box_h / height
@@ -230,23 +233,24 @@ class KeyPatchDetector:
         # EdgeBoxes' own box-size limits must admit every box any relaxation level may accept;
         # minBoxArea scales with the image (its default, 1000 px, suits ~500 px photos).
         self._min_area_fraction = loosest.min_area
-        self._edge_boxes_options = dict(alpha=params.alpha, beta=params.beta, maxBoxes=params.max_candidates,
-                                        maxAspectRatio=loosest.max_aspect)
+        self._max_aspect_ratio = loosest.max_aspect
         self._forest = _load_edge_model(params.edge_model) if params.edge_model else None
         self._pixel_grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # -- edge maps ---------------------------------------------------------------------------
-    def _forest_edges(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _forest_edges(forest: cv2.ximgproc.StructuredEdgeDetection,
+                      image: npt.NDArray[np.uint8]) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB -> thinned edge map (H, W) in [0, 1] and normal orientation (H, W)."""
-        edges = self._forest.detectEdges(image.astype(np.float32) / 255.0)
-        orientation = self._forest.computeOrientation(edges)
+        edges = forest.detectEdges(image.astype(np.float32) / 255.0)
+        orientation = forest.computeOrientation(edges)
         # edgesNms(E, O, dst, r, s, m, isParallel): dst is third, so the rest goes by keyword.
-        thin = self._forest.edgesNms(edges, orientation, r=2, s=0, m=1.0, isParallel=False)
+        thin = forest.edgesNms(edges, orientation, r=2, s=0, m=1.0, isParallel=False)
         return thin, orientation
 
-    def _gradient_edges(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gradient_edges(self, image: npt.NDArray[np.uint8]) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB -> thinned Scharr edges (H, W) in [0, 1] and normal orientation in [0, pi)."""
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+        gray: np.ndarray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         if self.params.edge_blur > 0:
             gray = cv2.GaussianBlur(gray, (0, 0), self.params.edge_blur)
         grad_x = cv2.Scharr(gray, cv2.CV_32F, 1, 0)
@@ -275,19 +279,26 @@ class KeyPatchDetector:
         scale = max(float(np.percentile(strong, 99)) if strong.size else 0.0, _MIN_EDGE_SCALE)
         return np.minimum(thin / scale, 1.0), orientation
 
-    def _proposals(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _proposals(
+        self, image: npt.NDArray[np.uint8],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """(K, 4) int xyxy boxes inside the image, best first, and (K,) float32 scores."""
         height, width = image.shape[:2]
-        edges, orientation = self._forest_edges(image) if self._forest else self._gradient_edges(image)
+        if self._forest is not None:
+            edges, orientation = self._forest_edges(self._forest, image)
+        else:
+            edges, orientation = self._gradient_edges(image)
         # A fresh EdgeBoxes object per image (~0.1 ms): a reused one carries state over from the
         # previous image and returns different boxes and scores for the same input.
         edge_boxes = cv2.ximgproc.createEdgeBoxes(
-            minBoxArea=max(1.0, self._min_area_fraction * height * width), **self._edge_boxes_options)
-        boxes_xywh, scores = edge_boxes.getBoundingBoxes(edges, orientation)
-        if len(boxes_xywh) == 0:
+            alpha=self.params.alpha, beta=self.params.beta, maxBoxes=self.params.max_candidates,
+            maxAspectRatio=self._max_aspect_ratio,
+            minBoxArea=max(1.0, self._min_area_fraction * height * width))
+        rects, raw_scores = edge_boxes.getBoundingBoxes(edges, orientation)
+        if len(rects) == 0:
             return np.zeros((0, 4), np.int64), np.zeros(0, np.float32)
-        boxes_xywh = np.asarray(boxes_xywh, dtype=np.int64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        boxes_xywh = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
+        scores = np.asarray(raw_scores, dtype=np.float32).reshape(-1)
         x0 = np.clip(boxes_xywh[:, 0], 0, width - 1)
         y0 = np.clip(boxes_xywh[:, 1], 0, height - 1)
         boxes = np.stack([x0, y0, np.clip(boxes_xywh[:, 0] + boxes_xywh[:, 2], x0 + 1, width),
@@ -327,14 +338,15 @@ class KeyPatchDetector:
         )
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def box_iou(box: npt.NDArray[np.integer], boxes: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
     """IoU of one (4,) box with each of (K, 4) boxes -> (K,)."""
     inter_w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     inter_h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     inter = inter_w * inter_h
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1)
+    iou: npt.NDArray[np.float64] = inter / np.maximum(area + areas - inter, 1)  # numpy's ufunc stubs give Any
+    return iou
 
 
 def _greedy_fill(boxes: np.ndarray, allowed: np.ndarray, chosen: list[int], count: int,
@@ -445,16 +457,16 @@ def boxes_to_mask(boxes: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """(..., N, 4) boxes -> (..., 1, size, size) float32 mask, 1 inside the union of the boxes."""
     import torch
 
-    boxes = torch.as_tensor(np.asarray(boxes) if not isinstance(boxes, torch.Tensor) else boxes,
-                            dtype=torch.int64)
-    coords = torch.arange(size, device=boxes.device)
-    inside_x = (coords >= boxes[..., 0:1]) & (coords < boxes[..., 2:3])  # (..., N, S)
-    inside_y = (coords >= boxes[..., 1:2]) & (coords < boxes[..., 3:4])  # (..., N, S)
+    box_tensor = torch.as_tensor(np.asarray(boxes) if not isinstance(boxes, torch.Tensor) else boxes,
+                                 dtype=torch.int64)
+    coords = torch.arange(size, device=box_tensor.device)
+    inside_x = (coords >= box_tensor[..., 0:1]) & (coords < box_tensor[..., 2:3])  # (..., N, S)
+    inside_y = (coords >= box_tensor[..., 1:2]) & (coords < box_tensor[..., 3:4])  # (..., N, S)
     union = (inside_y[..., :, None] & inside_x[..., None, :]).any(dim=-3)  # (..., S, S)
     return union.unsqueeze(-3).to(torch.float32)
 
 
-def flip_boxes(boxes: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
+def flip_boxes(boxes: _Boxes, size: int) -> _Boxes:
     """Horizontal flip of (..., 4) boxes in a ``size``-wide image: x0' = size - x1, x1' = size - x0."""
     flipped = boxes[..., [2, 1, 0, 3]]  # a copy, for numpy and torch alike
     flipped[..., 0::2] = size - flipped[..., 0::2]

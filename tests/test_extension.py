@@ -76,7 +76,9 @@ def test_a_registered_variant_protocol_and_metric_show_in_a_report(registries: N
     assert "Echo test" in page and "echo score ↑" in page  # the section heading, the metric's label
     assert page.index("Echo test") < page.index(">patches<")
     markdown = report.markdown.read_text()
-    assert f"## {PROTOCOL}" in markdown and "echo score ↑" in markdown
+    # The same section heading as the page, not the registry name.
+    assert "## Echo test" in markdown and f"## {PROTOCOL}" not in markdown and "echo score ↑" in markdown
+    assert markdown.index("## Echo test") < markdown.index("## patches")
     summary = report.summary
     assert list(dict.fromkeys(summary["variant"])) == ["full", VARIANT]
     echo_cells = summary[summary["metric"] == METRIC].set_index("variant")

@@ -85,9 +85,10 @@ from kpbench.report.formatting import (
     format_number,
     metric_heading,
     ordered,
+    protocol_heading,
     variant_label,
 )
-from kpbench.report.html import protocol_heading, render_html
+from kpbench.report.html import render_html
 from kpbench.report.markdown import md_escape, render_markdown
 from kpbench.report.plots import DASHES, PALETTE, REFERENCE_COLOR, PlotLine, svg_line_plot
 from kpbench.report.sources import (

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kpbench.metricinfo import metric_direction, metric_info, metric_label
+from kpbench.protocol import protocol_info
 from kpbench.results import BASELINE_PREFIX, is_baseline
 
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓"}
@@ -25,6 +26,12 @@ def metric_heading(metric: str) -> str:
     """``"FID ↓"``: the label with the direction in which the metric improves."""
     arrow = ARROWS.get(metric_direction(metric) or "", "")
     return f"{metric_label(metric)} {arrow}".rstrip()
+
+
+def protocol_heading(protocol: str) -> str:
+    """A protocol's section heading: its registered :attr:`Protocol.heading`, else its name."""
+    info = protocol_info(protocol)
+    return info.heading if info is not None and info.heading else protocol
 
 
 def variant_label(variant: str) -> str:

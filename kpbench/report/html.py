@@ -18,7 +18,6 @@ import pandas as pd
 from markupsafe import Markup
 
 from kpbench.metricinfo import ordered_metrics
-from kpbench.protocol import protocol_info
 from kpbench.report.aggregation import (
     Axis,
     extractor_tables,
@@ -34,6 +33,7 @@ from kpbench.report.formatting import (
     format_interval,
     format_n,
     metric_heading,
+    protocol_heading,
     split_mean_std,
     variant_label,
 )
@@ -43,12 +43,6 @@ from kpbench.report.sources import ReportData, RunLog, Sources
 from kpbench.results import is_baseline
 
 PRIOR_DASH, EMPTY_DASH = "6 3", "2 3"
-
-
-def protocol_heading(protocol: str) -> str:
-    """A protocol's section heading: its registered :attr:`Protocol.heading`, else its name."""
-    info = protocol_info(protocol)
-    return info.heading if info is not None and info.heading else protocol
 
 
 @cache

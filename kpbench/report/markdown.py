@@ -19,6 +19,7 @@ from kpbench.report.formatting import (
     format_mean_std,
     format_n,
     metric_heading,
+    protocol_heading,
     variant_label,
 )
 from kpbench.report.sources import ReportData
@@ -64,7 +65,7 @@ def render_markdown(data: ReportData, generated: str) -> str:
         lines.append(_md_table(header, rows, [False, False] + [True] * len(columns)) + _md_notes(notes))
     lines.append(_md_claims(data))
     for protocol in data.protocols:
-        lines.append(f"## {md_escape(protocol)}\n")
+        lines.append(f"## {md_escape(protocol_heading(protocol))}\n")
         if data.descriptions.get(protocol):
             lines.append(md_escape(data.descriptions[protocol]) + "\n")
         for extractor, of_extractor in extractor_tables(data.stats[data.stats["protocol"] == protocol]):
