@@ -83,7 +83,7 @@ def test_the_wheel_installs_the_folders_inside_the_package(tmp_path):
     (wheel,) = wheels.glob("kpbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "kpbench/variants/full.py" in names and "kpbench/protocols/noise.py" in names
-    assert "kpbench/report/templates/page.html.j2" in names
+    assert {"kpbench/report/templates/page.html.j2", "kpbench/report/templates/plot.svg.j2"} <= set(names)
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"kpbench"}
 

@@ -8,6 +8,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pandas as pd
 import pytest
@@ -198,6 +199,48 @@ def test_svg_of_degenerate_data_has_finite_coordinates(points: list[tuple[float,
         assert math.isfinite(float(number))
 
 
+def test_svg_is_xml_with_every_label_escaped_once_and_the_elements_of_each_line() -> None:
+    label, x_label, y_label = 'a<b & "c"', "x <i>&", "y 'q' >"
+    with_std = PlotLine("#000001", "", label, [(0, 0.5, 0.1), (1, 0.6, 0.0), (2, 0.7, NAN), (3, NAN, NAN),
+                                               (4, 0.9, 0.2)])
+    lone = PlotLine("#000002", "6 3", label, [(2, 0.4, NAN)])
+    gaps = PlotLine("#000003", "2 3", label, [(0, 1.0, NAN), (1, NAN, NAN), (2, 1.5, NAN), (3, 1.2, NAN),
+                                              (4, NAN, NAN), (5, 0.8, NAN)])
+    marked = svg_line_plot([with_std, lone], x_label, y_label)
+    bare = svg_line_plot([gaps, lone], x_label, y_label, markers=False)
+    ns = "{http://www.w3.org/2000/svg}"
+    for svg in (marked, bare):
+        assert "<b" not in svg and "<i>" not in svg and "&amp;lt;" not in svg and "&amp;amp;" not in svg
+        assert svg.count("a&lt;b &amp; ") == svg.count("<title>")  # escaped once, in every title
+        root = ElementTree.fromstring(svg)  # well-formed XML
+        assert root.tag == f"{ns}svg" and root.get("aria-label") == f"{y_label} against {x_label}"
+        assert [text.text for text in root.iter(f"{ns}text")][-1] == x_label
+        assert all((title.text or "").startswith(label) for title in root.iter(f"{ns}title"))
+
+    def shapes(svg: str, color: str) -> dict[str, list[ElementTree.Element]]:
+        root = ElementTree.fromstring(svg)
+        return {
+            kind: [e for e in root.iter(f"{ns}{kind}") if color in (e.get("stroke"), e.get("fill"))]
+            for kind in ("polyline", "circle", "line")
+        }
+
+    # Markers: one polyline (0..2; 4 stands alone) without a title, a circle with its own title
+    # per finite point, a ± std bar where std > 0 (points 0 and 4).
+    drawn = shapes(marked, "#000001")
+    assert [len(drawn[kind]) for kind in ("polyline", "circle", "line")] == [1, 4, 2]
+    assert len(drawn["polyline"][0].get("points", "").split()) == 3 and not list(drawn["polyline"][0])
+    titles = [c.findtext(f"{ns}title", "") for c in drawn["circle"]]
+    assert [title.split(" → ")[0] for title in titles] == [f"{label}: {x}" for x in (0, 1, 2, 4)]
+    assert "±" in titles[0] and "±" not in titles[2]  # one seed: no spread
+    assert [len(shapes(marked, "#000002")[kind]) for kind in ("polyline", "circle", "line")] == [0, 1, 0]
+    # Bare lines: a titled polyline per stretch of two or more points, a titled circle per lone point.
+    drawn = shapes(bare, "#000003")
+    assert [len(drawn[kind]) for kind in ("polyline", "circle", "line")] == [1, 2, 0]
+    assert drawn["polyline"][0].get("stroke-dasharray") == "2 3"
+    assert [e.findtext(f"{ns}title") for e in drawn["polyline"] + drawn["circle"]] == [label] * 3
+    assert [len(shapes(bare, "#000002")[kind]) for kind in ("polyline", "circle", "line")] == [0, 1, 0]
+
+
 # --------------------------------------------------------------------------- escaping and package files
 
 
@@ -222,14 +265,19 @@ def test_script_in_a_run_name_and_a_note_is_shown_escaped(tmp_path: Path) -> Non
 def test_templates_escape_everything_they_are_given() -> None:
     templates = resources.files("kpbench.report").joinpath("templates")
     names = [entry.name for entry in templates.iterdir() if entry.name.endswith(".j2")]
-    assert {"page.html.j2", "sections.html.j2", "macros.html.j2"} <= set(names)
+    assert {"page.html.j2", "sections.html.j2", "macros.html.j2", "plot.svg.j2"} <= set(names)
     for name in names:
         text = templates.joinpath(name).read_text("utf-8")
         assert "|safe" not in text.replace(" ", "") and "autoescape false" not in text, name
-    source = (ROOT / "kpbench" / "report" / "html.py").read_text("utf-8")
-    assert "autoescape=True" in source
-    # Markup (no escaping) only for the SVG from kpbench.report.plots and the stylesheet.
-    assert re.findall(r"Markup\((\w+)", source) == ["resources", "svg"]
+    report = ROOT / "kpbench" / "report"
+    sources = {name: (report / name).read_text("utf-8") for name in ("templating.py", "html.py", "plots.py")}
+    assert "autoescape=True" in sources["templating.py"]
+    assert "jinja2.Environment(" not in sources["html.py"] + sources["plots.py"]  # one environment
+    # Markup (no escaping) only for the stylesheet and the SVG from kpbench.report.plots.
+    assert re.findall(r"Markup\((\w+)", sources["templating.py"]) == ["resources"]
+    assert re.findall(r"Markup\((\w+)", sources["html.py"]) == ["svg"]
+    # The plots escape nothing themselves: their template does.
+    assert not re.search(r"Markup|escape\(|import html", sources["plots.py"])
 
 
 def test_package_data_ships_the_templates_and_the_stylesheet() -> None:

@@ -8,12 +8,9 @@ import math
 import re
 import statistics
 from collections.abc import Iterator, Sequence
-from functools import cache
-from importlib import resources
 from itertools import count
 from typing import Any
 
-import jinja2
 import pandas as pd
 from markupsafe import Markup
 
@@ -40,23 +37,10 @@ from kpbench.report.formatting import (
 from kpbench.report.plots import DASHES, PALETTE, REFERENCE_COLOR, PlotLine, svg_line_plot
 from kpbench.report.provenance import environment, merge_runs
 from kpbench.report.sources import ReportData, RunLog, Sources
+from kpbench.report.templating import template_environment
 from kpbench.results import is_baseline
 
 PRIOR_DASH, EMPTY_DASH = "6 3", "2 3"
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("kpbench.report", "templates"),
-        autoescape=True,  # every value is escaped unless a template marks it safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.globals["css"] = Markup(resources.files("kpbench.report").joinpath("style.css").read_text("utf-8"))
-    return env
 
 
 def render_html(data: ReportData, sources: Sources, generated: str) -> str:
@@ -90,7 +74,7 @@ def render_html(data: ReportData, sources: Sources, generated: str) -> str:
         "protocols": len(data.protocols),
         "rows": len(data.rows),
     }
-    return _environment().get_template("page.html.j2").render(page=page, sections=sections)
+    return template_environment().get_template("page.html.j2").render(page=page, sections=sections)
 
 
 def _section(anchor: str, heading: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -248,8 +232,8 @@ def _plots(data: ReportData, stats: pd.DataFrame, axis: Axis) -> dict[str, Any]:
 
 
 def _figure(caption: str, svg: str) -> dict[str, Any]:
-    # The SVG comes from kpbench.report.plots, which escapes every label it writes into it; it
-    # is markup, so it is marked safe here, where it is made, and nowhere else.
+    # The SVG comes from kpbench.report.plots, rendered by its own autoescaping template, so every
+    # label in it is escaped; it is markup, so it is marked safe here and nowhere else.
     return {"caption": caption, "svg": Markup(svg)}
 
 

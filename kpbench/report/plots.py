@@ -1,15 +1,16 @@
 """Offline, script-free SVG line plots (a line per series, optional ± std error bars and hover
-titles). The SVG is built here as text; every label in it is HTML-escaped on the way in, so the
-renderers may insert it as markup."""
+titles). The geometry is computed here as plain text values (:class:`SvgPlot`); the markup comes
+from ``templates/plot.svg.j2``, rendered with autoescaping, so every label in the SVG is escaped
+and the renderers may insert it as markup."""
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kpbench.report.formatting import format_mean_std, format_number
+from kpbench.report.templating import template_environment
 
 # Okabe-Ito colours (colour-blind safe), assigned to variants in display order.
 PALETTE: tuple[str, ...] = (
@@ -95,14 +96,93 @@ def tick_labels(ticks: Sequence[float]) -> list[str]:
     return [f"{tick:g}" for tick in ticks]
 
 
+@dataclass(frozen=True)
+class Tick:
+    """A tick of an axis laid out: where it sits along its axis and where its label does (pixels,
+    formatted), and the label."""
+
+    at: str
+    label_at: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A stretch of a line between gaps: a polyline through ``points`` ("x,y x,y ..."), or, when
+    ``points`` is empty, a circle at (``cx``, ``cy``) for a lone point that would not show as a
+    line."""
+
+    points: str = ""
+    cx: str = ""
+    cy: str = ""
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A point of a line drawn with markers: its circle, hover title, and ± std bar from
+    ``bar_y1`` to ``bar_y2`` (both empty when it has none)."""
+
+    cx: str
+    cy: str
+    title: str
+    bar_y1: str = ""
+    bar_y2: str = ""
+
+
+@dataclass(frozen=True)
+class SvgLine:
+    """A line laid out: its shapes, and either ``title`` (hover title of every shape, for lines
+    without markers) or ``markers`` (each with its own title)."""
+
+    color: str
+    dash: str
+    title: str | None
+    shapes: list[Shape]
+    markers: list[Marker]
+
+
+@dataclass(frozen=True)
+class SvgPlot:
+    """Everything ``templates/plot.svg.j2`` draws, as text: coordinates come formatted, labels
+    raw (the template escapes them)."""
+
+    width: int
+    height: int
+    x_label: str
+    y_label: str
+    left: int  # x of the plot area's left edge, where the y grid lines start
+    right: int  # x of its right edge
+    bottom: int  # y of the x axis
+    y_label_x: int  # right end of the y tick labels
+    x_tick_end: int  # lower end of the x tick marks
+    x_tick_label_y: int
+    x_label_at: str  # x of the axis label (centred under the plot area)
+    x_label_y: int
+    y_ticks: list[Tick]  # at: y of the grid line; label_at: baseline of its label
+    x_ticks: list[Tick]
+    lines: list[SvgLine]
+
+
+NO_VALUES = '<p class="muted">no values</p>'
+
+
 def svg_line_plot(lines: list[PlotLine], x_label: str, y_label: str, markers: bool = True,
                   x_min: float | None = None) -> str:
     """A line plot as SVG markup; ``markers=False`` draws bare lines (long series), each with a
-    hover title; ``x_min`` extends the x axis down to it. Labels are escaped here."""
-    esc = _esc
+    hover title; ``x_min`` extends the x axis down to it. Labels are escaped by the template."""
+    plot = layout_plot(lines, x_label, y_label, markers, x_min)
+    if plot is None:
+        return NO_VALUES
+    return template_environment().get_template("plot.svg.j2").render(plot=plot)
+
+
+def layout_plot(lines: Sequence[PlotLine], x_label: str, y_label: str, markers: bool = True,
+                x_min: float | None = None) -> SvgPlot | None:
+    """The plot of ``lines`` laid out in pixels (see :func:`svg_line_plot`); None when no point
+    has a value."""
     frame = plot_frame(lines, x_min)
     if frame is None:
-        return '<p class="muted">no values</p>'
+        return None
     x_lo, x_hi = frame.x_range
     y_lo, y_hi = frame.y_range
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -113,81 +193,49 @@ def svg_line_plot(lines: list[PlotLine], x_label: str, y_label: str, markers: bo
     def py(y: float) -> float:
         return TOP + (y_hi - y) / (y_hi - y_lo) * plot_h
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{esc(y_label)} against {esc(x_label)}" '
-        'font-family="inherit" font-size="10.5">'
+    y_ticks = [
+        Tick(f"{py(tick):.1f}", f"{py(tick) + 3.5:.1f}", label)
+        for tick, label in zip(frame.y_ticks, tick_labels(frame.y_ticks))
     ]
-    for tick, label in zip(frame.y_ticks, tick_labels(frame.y_ticks)):
-        y = py(tick)
-        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e9ed"/>')
-        parts.append(
-            f'<text x="{LEFT - 6}" y="{y + 3.5:.1f}" text-anchor="end" fill="#5f6b76">'
-            f"{esc(label)}</text>"
-        )
-    for tick, label in zip(frame.x_ticks, tick_labels(frame.x_ticks)):
-        x = px(tick)
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + plot_h}" y2="{TOP + plot_h + 4}" stroke="#8a949e"/>'
-        )
-        parts.append(
-            f'<text x="{x:.1f}" y="{TOP + plot_h + 16}" text-anchor="middle" fill="#5f6b76">'
-            f"{esc(label)}</text>"
-        )
-    parts.append(
-        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}" stroke="#8a949e"/>'
-        f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 4}" text-anchor="middle" fill="#1b1f24" '
-        f'font-size="11.5">{esc(x_label)}</text>'
+    x_ticks = [
+        Tick(f"{px(tick):.1f}", f"{px(tick):.1f}", label)
+        for tick, label in zip(frame.x_ticks, tick_labels(frame.x_ticks))
+    ]
+    return SvgPlot(
+        width=WIDTH, height=HEIGHT, x_label=x_label, y_label=y_label,
+        left=LEFT, right=WIDTH - RIGHT, bottom=TOP + plot_h,
+        y_label_x=LEFT - 6, x_tick_end=TOP + plot_h + 4, x_tick_label_y=TOP + plot_h + 16,
+        x_label_at=f"{LEFT + plot_w / 2:.1f}", x_label_y=HEIGHT - 4,
+        y_ticks=y_ticks, x_ticks=x_ticks,
+        lines=[_layout_line(line, px, py, markers) for line in lines],
     )
-    for line in lines:
-        parts.append(_svg_line(line, px, py, markers))
-    parts.append("</svg>")
-    return "".join(parts)
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _svg_line(line: PlotLine, px: Callable[[float], float], py: Callable[[float], float],
-              markers: bool = True) -> str:
-    """Polyline segments between finite points, error bars, and markers with hover titles (or,
-    without markers, a title on each segment)."""
-    parts = []
-    segment: list[str] = []
-    segments = []
+def _layout_line(line: PlotLine, px: Callable[[float], float], py: Callable[[float], float],
+                 markers: bool = True) -> SvgLine:
+    """Polylines between finite points, and markers with hover titles and error bars (or,
+    without markers, a title on each polyline and a circle for each lone point)."""
+    segments: list[list[tuple[str, str]]] = [[]]
     for x, mean, _ in line.points:
         if math.isnan(mean):
-            segments.append(segment)
-            segment = []
+            segments.append([])
         else:
-            segment.append(f"{px(x):.1f},{py(mean):.1f}")
-    segments.append(segment)
-    dash = f' stroke-dasharray="{_esc(line.dash)}"' if line.dash else ""
-    color = _esc(line.color)
-    title = f"<title>{_esc(line.label)}</title>"
+            segments[-1].append((f"{px(x):.1f}", f"{py(mean):.1f}"))
+    shapes = []
     for points in segments:
         if len(points) > 1:
-            parts.append(
-                f'<polyline points="{" ".join(points)}" fill="none" stroke="{color}" '
-                f'stroke-width="1.8"{dash}>{"" if markers else title}</polyline>'
-            )
+            shapes.append(Shape(points=" ".join(f"{x},{y}" for x, y in points)))
         elif points and not markers:  # a lone point would not show as a line
-            lone_x, lone_y = points[0].split(",")
-            parts.append(f'<circle cx="{lone_x}" cy="{lone_y}" r="2.6" fill="{color}">{title}</circle>')
+            shapes.append(Shape(cx=points[0][0], cy=points[0][1]))
     if not markers:
-        return "".join(parts)
+        return SvgLine(line.color, line.dash, line.label, shapes, [])
+    shown = []
     for x, mean, std in line.points:
         if math.isnan(mean):
             continue
+        title = f"{line.label}: {format_number(x)} → {format_mean_std(mean, std)}"
+        marker = Marker(f"{px(x):.1f}", f"{py(mean):.1f}", title)
         if not math.isnan(std) and std > 0:
-            parts.append(
-                f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{py(mean - std):.1f}" '
-                f'y2="{py(mean + std):.1f}" stroke="{color}" stroke-width="1" opacity="0.7"/>'
-            )
-        hover = f"{line.label}: {format_number(x)} → {format_mean_std(mean, std)}"
-        parts.append(
-            f'<circle cx="{px(x):.1f}" cy="{py(mean):.1f}" r="2.6" fill="{color}">'
-            f"<title>{_esc(hover)}</title></circle>"
-        )
-    return "".join(parts)
+            marker = replace(marker, bar_y1=f"{py(mean - std):.1f}", bar_y2=f"{py(mean + std):.1f}")
+        shown.append(marker)
+    return SvgLine(line.color, line.dash, None, shapes, shown)
