@@ -13,11 +13,14 @@ from enum import StrEnum
 
 
 class Amp(StrEnum):
-    """Mixed precision on CUDA."""
+    """Mixed precision (autocast): off (float32), bf16, fp16 (with loss scaling; meant for CUDA), or
+    auto: bf16 where the hardware computes it natively (CUDA with bf16, a CPU with AMX), else off
+    (``kpbench.runtime.resolve_amp``)."""
 
     OFF = "off"
     BF16 = "bf16"
     FP16 = "fp16"
+    AUTO = "auto"
 
 
 class PatchSource(StrEnum):

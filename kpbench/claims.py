@@ -528,13 +528,15 @@ def check_random_trained(rows: pd.DataFrame) -> ClaimResult:
 def check_num_patches(rows: pd.DataFrame) -> ClaimResult:
     """Claim 8: every ``full-n<K>`` label beats ``baseline:prior_mask-n<K>`` on mask IoU."""
     rows = _normalise(rows)
-    labels = sorted((label for label in set(rows["variant"]) if _N_LABEL.match(label)),
-                    key=lambda label: int(_N_LABEL.match(label)["n"]))  # type: ignore[index]
-    if not labels:
+    counts = {}  # full-n<K> label -> K
+    for label in set(rows["variant"]):
+        if match := _N_LABEL.match(label):
+            counts[label] = int(match["n"])
+    if not counts:
         return ClaimResult(NUM_PATCHES_CLAIM, "inconclusive", "no runs trained with another N (full-n<K>)")
     pairs = []
-    for label in labels:
-        n = _N_LABEL.match(label)["n"]  # type: ignore[index]
+    for label in sorted(counts, key=counts.__getitem__):
+        n = counts[label]
         pairs.append((f"N={n}", _lookup(rows, label, PATCHES, KEY, "mask_iou"),
                       _lookup(rows, f"{PRIOR_MASK}-n{n}", PATCHES, KEY, "mask_iou")))
     _, reason, evidence = _majority_verdict(pairs)

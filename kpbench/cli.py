@@ -298,7 +298,9 @@ def train_command(
                     "defaults; the authors' code left initialisation to the framework), 'pytorch04' "
                     "(PyTorch 0.3/0.4's defaults, which their code ran on) or 'dcgan' (N(0, 0.02)) "
                     "(default: the variant's).")] = None,
-    amp: Annotated[Amp, typer.Option(help="Mixed precision on CUDA.")] = Amp.OFF,
+    amp: Annotated[Amp, typer.Option(help="Mixed precision: bf16 (CUDA, or a CPU with AMX), fp16 (CUDA), "
+                                     "auto (bf16 where the hardware has it, else off). A resumed run "
+                                     "may switch.")] = Amp.OFF,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes (default: 0 on "
                        "the CPU, where they would take cores from training; 2 on CUDA).")] = None,

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 from kpbench.choices import Amp, choice_values
 from kpbench.errors import KpbenchError
-from kpbench.samples import PATCH_SOURCES, DataSpec
+from kpbench.samples import PATCH_SOURCES, DataSpec, PatchSource
 from kpbench.variant import INITIALISATIONS, Initialisation
 
-AmpMode = Literal["off", "bf16", "fp16"]
+AmpMode = Literal["off", "bf16", "fp16", "auto"]
 AMP_MODES: tuple[str, ...] = choice_values(Amp)
 
 # Fields that change how a run is executed or how long it is, not what it learns: a rerun may
@@ -42,7 +42,7 @@ class TrainConfig:
     g_steps: int = 2
     # Epochs over which lambda decays; None = the run's length when it is first started.
     lambda_decay_epochs: int | None = None
-    patch_source: str = "key"  # key | random
+    patch_source: PatchSource = "key"
     init: Initialisation | None = None  # None = the variant's (kpbench.nets.INITIALISERS)
     flip: bool = True
     amp: AmpMode = "off"
@@ -67,7 +67,7 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
             (self.d_steps >= 0 and self.g_steps >= 1, "need d_steps >= 0 and g_steps >= 1"),
-            (self.amp in AMP_MODES, f"unknown amp mode {self.amp!r}; use off, bf16 or fp16"),
+            (self.amp in AMP_MODES, f"unknown amp mode {self.amp!r}; use {', '.join(AMP_MODES)}"),
             (self.patch_source in PATCH_SOURCES,
              f"unknown patch source {self.patch_source!r}; use key or random"),
             (min(self.sample_every, self.checkpoint_every, self.log_every, self.status_every) >= 1,

@@ -60,7 +60,7 @@ from kpbench.lock import RunLock
 from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
 from kpbench.nets import Discriminator, PatchGenerator, build_networks
 from kpbench.paths import RunDir, WorkDir
-from kpbench.runtime import derive_seed, pick_device, seed_everything
+from kpbench.runtime import derive_seed, pick_device, resolve_amp, seed_everything
 from kpbench.samples import (
     PatchSampleDataset,
     expand_batch,
@@ -205,7 +205,8 @@ class Trainer:
         self.generator = generator if generator is not None else raw_generator
         self.discriminator = discriminator
         self.d_steps, self.g_steps = config.d_steps, config.g_steps
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+        self.amp = resolve_amp(config.amp, device)  # what "auto" means on this device
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
 
         def adam(module: nn.Module) -> torch.optim.Adam:
             return torch.optim.Adam(module.parameters(), lr=config.lr, betas=config.betas,
@@ -216,7 +217,7 @@ class Trainer:
         # fp16 needs loss scaling; bf16 has float32's range and does not. The L1 terms are
         # per-sample pixel sums (~1e3), so start well below the default 2**16 scale, which would
         # overflow and skip the first several updates.
-        scaling = config.amp == "fp16"
+        scaling = self.amp == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, init_scale=2.0**10, enabled=scaling)
         self.scaler_d = torch.amp.GradScaler(device.type, init_scale=2.0**10, enabled=scaling)
 
@@ -520,7 +521,7 @@ def _diagnostic_batch(config: TrainConfig, spec: VariantSpec,
     if len(dataset.dataset.split_indices("test")) == 0:
         return None
     test = make_sample_dataset(config.data, "test", config.seed, WorkDir.resolve(config.workdir),
-                               patch_source=config.patch_source, flip=False,  # type: ignore[arg-type]
+                               patch_source=config.patch_source, flip=False,
                                dataset=dataset.dataset)
     return DiagnosticBatch.from_samples(test, dataset, config.seed, spec.z_dim)
 
@@ -701,7 +702,7 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
     # On a fresh work dir one rank detects the key boxes while the others wait on the box cache's
     # lock (kpbench.boxcache), then read them.
     dataset = make_sample_dataset(config.data, "train", config.seed, WorkDir.resolve(config.workdir),
-                                  patch_source=config.patch_source, flip=config.flip)  # type: ignore[arg-type]
+                                  patch_source=config.patch_source, flip=config.flip)
     run_dir = run_dir_for(config, spec)
     if dist_info.main:
         adopt_legacy_run(run_dir, config, spec)
@@ -795,10 +796,11 @@ class TrainingSession:
             self.restore()
             state = self.state
             self.log.truncate_after(state.step)
-            self.log.write({"event": "resume", "step": state.step, "total_steps": plan.total_steps})
+            self.log.write({"event": "resume", "step": state.step, "total_steps": plan.total_steps,
+                            "amp": self.trainer.amp})
         else:
             self.log.write({"event": "start", "step": 0, "total_steps": plan.total_steps,
-                            "world_size": self.dist.world})
+                            "world_size": self.dist.world, "amp": self.trainer.amp})
         view = ProgressView(self.config.progress and self.dist.main, plan.run_dir.name, plan.total_steps,
                             state.step, self.config.status_every)
         with StopRequest() as stop, view, self.scalars:

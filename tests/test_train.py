@@ -588,3 +588,25 @@ def test_data_workers_default_to_none_on_the_cpu_and_two_on_cuda() -> None:
     assert train_module.data_workers(None, torch.device("cpu")) == 0
     assert train_module.data_workers(None, torch.device("cuda")) == 2
     assert train_module.data_workers(3, torch.device("cpu")) == 3
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_amp_auto_is_bf16_only_where_the_cpu_has_amx(amx: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpbench.runtime import resolve_amp
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == ("bf16" if amx else "off")
+    assert [resolve_amp(mode, cpu) for mode in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
+
+
+def test_a_run_logs_the_precision_it_trained_in(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "auto" is resolved on the training device and the start/resume entries say what it became.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    config = make_config(workdir, steps=2, amp="auto")
+    run_dir = train(config)
+    assert [e["amp"] for e in read_log(run_dir) if e.get("event") == "start"] == ["bf16"]
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    train(replace(config, steps=3))  # operational: the same run, resumed in float32
+    assert [e["amp"] for e in read_log(run_dir) if e.get("event") in ("start", "resume")] == ["bf16", "off"]
+    assert checkpoint(run_dir)["step"] == 3
