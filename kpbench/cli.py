@@ -230,9 +230,10 @@ def data_show(
 @app.command("list")
 @user_errors
 def list_command() -> None:
-    """List the variants and the evaluation protocols."""
+    """List the variants, the evaluation protocols and the FID/KID feature extractors."""
     from rich.table import Table
 
+    from kpbench.metrics import get_extractor
     from kpbench.protocol import list_protocols
     from kpbench.variant import list_variants
 
@@ -244,8 +245,13 @@ def list_command() -> None:
                       title_justify="left")
     for protocol in list_protocols():
         protocols.add_row(protocol.name, protocol.description)
+    extractors = Table("extractor", "description", title="FID/KID feature extractors (kpbench eval "
+                       "--extractor NAME)", title_justify="left")
+    for name in registered_extractors():
+        extractors.add_row(name, get_extractor(name).description)
     console.print(variants)
     console.print(protocols)
+    console.print(extractors)
 
 
 @app.command("show")

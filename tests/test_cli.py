@@ -42,10 +42,12 @@ def test_help_reads_well() -> None:
 def test_list_and_show() -> None:
     listed = invoke("list")
     assert listed.exit_code == 0
+    from kpbench.metrics import list_extractors
     from kpbench.protocol import list_protocols
     from kpbench.variant import list_variants
 
-    for name in [spec.name for spec in list_variants()] + [protocol.name for protocol in list_protocols()]:
+    for name in ([spec.name for spec in list_variants()] + [protocol.name for protocol in list_protocols()]
+                 + list_extractors()):
         assert name in listed.stdout
     shown = invoke("show", "nomask")
     assert shown.exit_code == 0 and "mask_decoder: True (full) -> False" in shown.stdout
