@@ -15,6 +15,9 @@ the same batches, alternating which goes first, and the ratio is the median of t
 ratios, so a machine shared with other jobs biases neither. On CUDA the training loop is also
 timed with bf16 and fp16 autocast (``--amp`` picks the modes, on the CPU too).
 
+Target: ours / plain <= 0.80 at width 1 with both in float32 (TARGET_RATIO; printed as met or
+missed for every float32 row).
+
 ``--profile`` runs torch.profiler over a few iterations of kpbench's Trainer and prints the top ops
 by self CPU time and the split of an iteration into generator forward, discriminator forward,
 backward and optimiser step. ``--compile`` times the Trainer with ``torch.compile``'d generator and
@@ -57,6 +60,8 @@ from kpbench.variant import VariantSpec, get_variant  # noqa: E402
 
 SIZE = 64
 LAMBDA = 0.64
+# kpbench's paper iteration against the plain authors'-work version, both in float32.
+TARGET_RATIO = 0.80
 WARMUP = 2
 
 Setting = tuple[float, int]  # (width, batch size)
@@ -246,6 +251,7 @@ def setting_name(width: float, batch_size: int) -> str:
 @dataclass
 class Row:
     setting: str
+    amp: str  # kpbench's precision in this row ("off": float32, as plain always is)
     seconds: float  # per iteration, compute only
     images_per_s: float  # data wait included
     peak_mb: float
@@ -279,7 +285,7 @@ def measure(spec: VariantSpec, dataset: PatchSampleDataset, width: float, batch_
     times = side_by_side(ours, theirs if plain is not None else None, source, iterations, device, log)
     peak = peak_of(partial(ours, next(source)), device)
     seconds, wait = statistics.median(times.first), statistics.median(times.waits)
-    row = Row(setting_name(width, batch_size) + (f", {amp}" if amp != "off" else ""), seconds,
+    row = Row(setting_name(width, batch_size) + (f", {amp}" if amp != "off" else ""), amp, seconds,
               batch_size / (seconds + wait), peak, wait / (seconds + wait))
     if times.second:
         row.plain_seconds = statistics.median(times.second)
@@ -313,6 +319,11 @@ def run_timing(console: Console, spec: VariantSpec, dataset: PatchSampleDataset,
         table.add_row(row.setting, f"{row.seconds:.3f}", f"{row.images_per_s:.1f}", f"{row.peak_mb:.0f}",
                       f"{row.data_share:.1%}", plain_s, ratio)
     console.print(table)
+    for row in rows:
+        if row.ratio is not None and row.amp == "off":
+            verdict = "met" if row.ratio <= TARGET_RATIO else "missed"
+            console.print(f"target ours / plain <= {TARGET_RATIO:.2f} (same precision), {row.setting}: "
+                          f"{verdict} ({row.ratio:.3f})")
     memory = "max allocated" if device.type == "cuda" else "peak RSS of the process"
     console.print(f"peak MB: {memory} during one training-loop iteration; images/s includes data wait; "
                   "plain runs in float32 in every row.")

@@ -9,6 +9,9 @@ installs no top-level package besides itself:
   sit next to this package, and :class:`_SiblingFolderFinder` maps the two names onto them.
   It goes first on ``sys.meta_path`` so that a checkout always imports its own folders, never
   those of another checkout's editable install.
+
+Import them only by these names: with the checkout's root itself on ``sys.path`` (Python started
+there), ``import variants`` would find the folder too, as a second, separate module.
 """
 
 from __future__ import annotations
@@ -53,5 +56,13 @@ def _source_layout_folders() -> dict[str, Path]:
     return folders
 
 
-if _folders := _source_layout_folders():
-    sys.meta_path.insert(0, _SiblingFolderFinder(_folders))
+def _install_finder() -> None:
+    # Once per process: importlib.reload(kpbench) runs this file again with a new finder class.
+    sys.meta_path[:] = [finder for finder in sys.meta_path
+                        if type(finder).__qualname__ != _SiblingFolderFinder.__qualname__
+                        or type(finder).__module__ != __name__]
+    if folders := _source_layout_folders():
+        sys.meta_path.insert(0, _SiblingFolderFinder(folders))
+
+
+_install_finder()

@@ -3,6 +3,7 @@ layout (editable install, a source checkout on sys.path, a wheel) and never as t
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -51,6 +52,10 @@ def _list_from(path_entry: Path, cwd: Path) -> dict:
 
 def test_plugins_import_inside_the_kpbench_namespace():
     assert list_variants() and list_protocols()
+    finders = [finder for finder in sys.meta_path if type(finder).__name__ == "_SiblingFolderFinder"]
+    assert len(finders) == 1 and sys.meta_path[0] is finders[0]
+    importlib.reload(kpbench)  # running kpbench/__init__.py again keeps one finder
+    assert [type(f).__name__ for f in sys.meta_path].count("_SiblingFolderFinder") == 1
     assert "variants" not in sys.modules and "protocols" not in sys.modules
     assert Path(sys.modules["kpbench.variants.full"].__file__).parent == REPO / "variants"
     assert Path(sys.modules["kpbench.protocols.noise"].__file__).parent == REPO / "protocols"
@@ -82,7 +87,11 @@ def test_the_wheel_installs_the_folders_inside_the_package(tmp_path):
                    timeout=300)
     (wheel,) = wheels.glob("kpbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "kpbench/variants/full.py" in names and "kpbench/protocols/noise.py" in names
+    for folder in ("variants", "protocols"):  # every file of the folders, and only those
+        shipped = {name for name in names if name.startswith(f"kpbench/{folder}/")}
+        in_checkout = {f"kpbench/{folder}/{path.relative_to(source / folder).as_posix()}"
+                       for path in (source / folder).rglob("*.py")}
+        assert shipped == in_checkout and f"kpbench/{folder}/__init__.py" in shipped
     assert {"kpbench/report/templates/page.html.j2", "kpbench/report/templates/plot.svg.j2"} <= set(names)
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"kpbench"}

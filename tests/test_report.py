@@ -408,7 +408,11 @@ def test_plots_images_specs_and_provenance(workdir: WorkDir) -> None:
     for variant, spec in (("full", {"mask_decoder": True}), ("nomask", {"mask_decoder": False})):
         run = workdir.run_dir(variant, 0)
         (run / "spec.json").write_text(json.dumps({"name": variant, "decoders": spec}))
-        (run / "config.json").write_text(json.dumps({"seed": 0, "size": 64, "steps": 10}))
+        (run / "config.json").write_text(json.dumps({"seed": 0, "size": 64, "steps": 10, "amp": "auto"}))
+        sessions = ["bf16", "bf16"] if variant == "full" else ["bf16", "off"]  # start, then a resume
+        (run / "log.jsonl").write_text("".join(
+            json.dumps({"event": event, "step": 5 * k, "amp": amp}) + "\n"
+            for k, (event, amp) in enumerate(zip(("start", "resume"), sessions))))
         (run / "samples").mkdir(parents=True, exist_ok=True)
         for step in (2, 10):
             Image.new("RGB", (16, 16), "blue").save(run / "samples" / f"step_{step}.png")
@@ -420,6 +424,12 @@ def test_plots_images_specs_and_provenance(workdir: WorkDir) -> None:
     assert "samples/step_10.png" in page_text and "samples/step_2.png" not in page_text
     assert "decoders.mask_decoder" in page_text and "cafe1234" in page_text
     assert "packages.torch" in page_text
+    configuration = section(page_text, "configuration")
+    assert "amp (used)" in configuration
+    rows = {name: row for row in configuration.split("<tr>") for name in ("full-seed0", "nomask-seed0")
+            if f">{name}<" in row}
+    assert ">bf16<" in rows["full-seed0"]  # bf16 in both sessions
+    assert ">bf16 then off<" in rows["nomask-seed0"]  # resumed in float32
     without_images = build_report(workdir, name="no-images", include_images=False)
     assert "data:image" not in without_images.html.read_text(encoding="utf-8")
 

@@ -598,6 +598,25 @@ def test_amp_auto_is_bf16_only_where_the_cpu_has_amx(amx: bool, monkeypatch: pyt
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) == ("bf16" if amx else "off")
     assert [resolve_amp(mode, cpu) for mode in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
+    # What the trainer autocasts to is what "auto" resolved to.
+    spec = get_variant("full")
+    nets = build_networks(spec, 64, 0.0625, 3)
+    trainer = Trainer(spec, nets.generator, nets.discriminator, TrainConfig(amp="auto"), cpu)
+    assert trainer.amp == resolve_amp("auto", cpu)
+    assert trainer.amp_dtype == (torch.bfloat16 if amx else None)
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), "off"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_amp_auto_on_cuda_needs_bf16_tensor_cores(capability: tuple[int, int], expected: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pre-Ampere GPUs (compute capability < 8) only emulate bf16, although
+    # torch.cuda.is_bf16_supported() says yes there.
+    from kpbench.runtime import resolve_amp
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_amp("auto", torch.device("cuda", 0)) == expected
 
 
 def test_a_run_logs_the_precision_it_trained_in(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,6 +90,15 @@ class RunLog:
     seed: int | None
     diagnostics: dict[int, dict[str, float]] = field(default_factory=dict)
     warnings: list[tuple[int | None, str]] = field(default_factory=list)
+    # The precision of each training session (start, then every resume): "off", "bf16" or "fp16",
+    # what ``--amp`` resolved to on the training device. Empty for logs written before it was logged.
+    precisions: list[str] = field(default_factory=list)
+
+    @property
+    def precision(self) -> str | None:
+        """The precisions in the order the run used them, e.g. "bf16" or "bf16 then off"."""
+        changes = [p for k, p in enumerate(self.precisions) if k == 0 or p != self.precisions[k - 1]]
+        return " then ".join(changes) or None
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,9 @@ class Sources:
     problems: list[str]
 
 
+PRECISION_USED = "amp (used)"  # the training configuration's row for RunLog.precision
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     """Nested JSON as ``{"a.b": "value"}``; leaves other than strings as compact JSON."""
     if isinstance(value, dict):
@@ -151,6 +163,11 @@ def gather(data: ReportData, include_images: bool = True) -> Sources:
                 found = _first_run_json(data, variant, RunDir.SPEC_FILE, problems)
                 specs[variant] = flatten(found[1]) if found else None
     configs = _flat_per_run(data, RunDir.CONFIG_FILE, problems)
+    # config.json holds what was asked ("amp": "auto"); the log says what ran.
+    precision = {log.name: log.precision for log in logs}
+    for (variant, seed), flat in configs.items():
+        if used := precision.get(data.run_dir(variant, seed).name):
+            flat[PRECISION_USED] = used
     provenance = _flat_per_run(data, f"{RunDir.RESULTS_DIR}/{RunDir.PROVENANCE_FILE}", problems)
     return Sources(logs, panels, omitted, reference_name, reference_spec, specs, configs, provenance,
                    problems)
@@ -232,6 +249,8 @@ def read_run_log(path: Path, problems: list[str] | None = None, label: str | Non
         if entry.get("event") == "diagnostics" and step is not None and isinstance(logged, dict):
             values = {key: v for key in DIAGNOSTIC_KEYS if (v := _finite(logged.get(key))) is not None}
             log.diagnostics[int(step)] = values
+        elif entry.get("event") in ("start", "resume") and isinstance(entry.get("amp"), str):
+            log.precisions.append(entry["amp"])
         elif entry.get("event") == "mask-collapse-warning":
             log.warnings.append((None if step is None else int(step), str(entry.get("message", ""))))
     if bad and problems is not None:
