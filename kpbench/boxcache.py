@@ -53,8 +53,8 @@ class _Preprocess(Protocol):
     def size(self) -> int: ...
 
 
-class Dataset(Protocol):
-    """What detection needs from :class:`kpbench.data.ImageDataset` (picklable)."""
+class CacheableDataset(Protocol):
+    """What a cache keyed by a dataset's manifest needs of :class:`kpbench.data.ImageDataset`."""
 
     @property
     def manifest(self) -> _Manifest: ...
@@ -63,6 +63,10 @@ class Dataset(Protocol):
     def preprocess(self) -> _Preprocess: ...
 
     def __len__(self) -> int: ...
+
+
+class Dataset(CacheableDataset, Protocol):
+    """What detection needs from :class:`kpbench.data.ImageDataset` (picklable)."""
 
     def load_image(self, index: int) -> np.ndarray: ...
 

@@ -22,32 +22,14 @@ from typing import Protocol
 
 import numpy as np
 
-from kpbench.boxcache import image_progress
+from kpbench.boxcache import CacheableDataset, image_progress
 from kpbench.io import atomic_write
 
 CHUNK_SIZE = 256  # images decoded between two progress records
 
 
-class _Manifest(Protocol):
-    @property
-    def hash(self) -> str: ...
-
-
-class _Preprocess(Protocol):
-    @property
-    def size(self) -> int: ...
-
-
-class DecodableDataset(Protocol):
+class DecodableDataset(CacheableDataset, Protocol):
     """What the cache needs from :class:`kpbench.data.ImageDataset`."""
-
-    @property
-    def manifest(self) -> _Manifest: ...
-
-    @property
-    def preprocess(self) -> _Preprocess: ...
-
-    def __len__(self) -> int: ...
 
     def decode(self, index: int) -> np.ndarray: ...
 
