@@ -79,25 +79,43 @@ class BoxTable:
     scores: np.ndarray  # (L, N) float32
     relax_level: np.ndarray  # (L,) int16, see kpbench.patches.Detection
     image_size: int  # S
+    # (L,) bool: rows with N boxes. Detection fills every row; a box file may leave images
+    # without enough boxes (kpbench.boxfile), which samples then leave out. None: every row.
+    usable: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def usable_rows(self) -> np.ndarray:
+        """(L,) bool: the rows whose boxes may be used."""
+        return np.ones(len(self), dtype=bool) if self.usable is None else self.usable.astype(bool)
+
     def reference_wh(self) -> np.ndarray:
-        """(L * N, 2) int32 widths and heights of all key boxes: the pool for random_boxes."""
-        flat = self.boxes.reshape(-1, 4)
+        """(L' * N, 2) int32 widths and heights of the key boxes of the usable rows: the pool
+        for random_boxes."""
+        flat = self.boxes[self.usable_rows()].reshape(-1, 4)
         return np.stack([flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]], axis=1).astype(np.int32)
 
     def save(self, path: Path, meta: dict) -> Path:
         arrays: dict[str, Any] = dict(boxes=self.boxes, scores=self.scores, relax_level=self.relax_level,
                       image_size=np.int64(self.image_size), meta=np.str_(json.dumps(meta, sort_keys=True)))
+        if self.usable is not None:
+            arrays["usable"] = self.usable.astype(bool)
         return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> BoxTable:
         with np.load(path, allow_pickle=False) as stored:
             return cls(boxes=stored["boxes"], scores=stored["scores"],
-                       relax_level=stored["relax_level"], image_size=int(stored["image_size"]))
+                       relax_level=stored["relax_level"], image_size=int(stored["image_size"]),
+                       usable=stored["usable"] if "usable" in stored.files else None)
+
+    @staticmethod
+    def load_meta(path: Path) -> dict:
+        """The ``meta`` a table was saved with."""
+        with np.load(path, allow_pickle=False) as stored:
+            meta: dict = json.loads(str(stored["meta"]))
+        return meta
 
 
 def box_cache_path(dataset: Dataset, params: PatchParams, cache_dir: Path) -> Path:
@@ -323,14 +341,15 @@ def summarize_boxes(table: BoxTable) -> BoxSummary:
     """Relaxation counts and box-size statistics, for the CLI to print."""
     width_height = table.reference_wh().astype(np.float64)
     width, height = width_height[:, 0], width_height[:, 1]
-    levels, counts = np.unique(table.relax_level, return_counts=True)
+    levels, counts = np.unique(table.relax_level[table.usable_rows()], return_counts=True)
 
     def stats(values: np.ndarray) -> tuple[float, float, float]:
         low, median, high = np.percentile(values, [0, 50, 100])
         return round(float(low), 2), round(float(median), 2), round(float(high), 2)
 
     return BoxSummary(
-        images=len(table), boxes_per_image=table.boxes.shape[1], image_size=table.image_size,
+        images=int(table.usable_rows().sum()), boxes_per_image=table.boxes.shape[1],
+        image_size=table.image_size,
         relaxed={int(level): int(count) for level, count in zip(levels, counts) if level > 0},
         width=stats(width), height=stats(height),
         area_percent=stats(100.0 * width * height / table.image_size**2), aspect=stats(width / height),

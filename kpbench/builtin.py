@@ -169,6 +169,9 @@ class BuiltinDataset(ImageDataset):
         source = f"{BUILTIN_PREFIX}:{count}"
         super().__init__(source, records, preprocess, files_hash, split_seed, test_fraction)
 
+    def source_size(self, index: int) -> tuple[int, int]:
+        return CANVAS, CANVAS
+
     def _load_source(self, index: int) -> np.ndarray:
         canvas, _ = render_creature(index)
         return self.preprocess.apply(Image.fromarray(canvas))

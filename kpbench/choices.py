@@ -38,6 +38,13 @@ class Preset(StrEnum):
     WATERFALL = "waterfall"
 
 
+class BoxFill(StrEnum):
+    """What becomes of images with fewer than N boxes in a box file (``kpbench.boxfile``)."""
+
+    SKIP = "skip"
+    DETECT = "detect"
+
+
 class Init(StrEnum):
     """Weight initialisation (``kpbench.nets.INITIALISERS``)."""
 

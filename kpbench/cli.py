@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from kpbench.choices import Amp, Init, Launcher, PatchSource, Preset
+from kpbench.choices import Amp, BoxFill, Init, Launcher, PatchSource, Preset
 from kpbench.errors import KpbenchError
 from kpbench.paths import WORKDIR_ENV, WorkDir
 
@@ -125,6 +125,16 @@ EdgeModelOption = Annotated[
                                  "(model.yml.gz); default: thinned gradient edges.")
 ]
 SplitSeedOption = Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split.")]
+BoxesOption = Annotated[
+    str | None, typer.Option("--boxes", metavar="FILE|edgeboxes", help="Key patches from a CSV of boxes "
+                             "(file,x,y,w,h or file,box,x,y,w,h in source pixels; see README) instead "
+                             "of kpbench's EdgeBoxes ('edgeboxes', the default). Its content is part "
+                             "of the run's name.")
+]
+FillOption = Annotated[
+    BoxFill, typer.Option("--fill", help="With --boxes: images with fewer than N boxes in the file are "
+                          "left out ('skip') or completed with EdgeBoxes boxes ('detect').")
+]
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,8 @@ class DataOptions:
     patches: int = 3
     edge_model: Path | None = None
     split_seed: int = 0
+    boxes: str | None = None
+    fill: BoxFill = BoxFill.SKIP
 
     def spec(self, source: str) -> DataSpec:
         from kpbench.samples import DataSpec
@@ -146,7 +158,7 @@ class DataOptions:
             raise KpbenchError(f"edge model {self.edge_model} not found")
         return DataSpec(source=source, size=self.size, preset=Preset(self.preset).value, crop=self.crop,
                         n_patches=self.patches, edge_model=str(self.edge_model) if self.edge_model else None,
-                        split_seed=self.split_seed)
+                        split_seed=self.split_seed, boxes=self.boxes, box_fill=BoxFill(self.fill).value)
 
 
 DATA_PARAMETERS = [
@@ -154,7 +166,7 @@ DATA_PARAMETERS = [
                       default=getattr(DataOptions, name))
     for name, annotation in (("size", SizeOption), ("preset", PresetOption), ("crop", CropOption),
                              ("patches", PatchesOption), ("edge_model", EdgeModelOption),
-                             ("split_seed", SplitSeedOption))
+                             ("split_seed", SplitSeedOption), ("boxes", BoxesOption), ("fill", FillOption))
 ]
 
 
@@ -197,6 +209,8 @@ def data_prepare(
     dataset = open_data(spec)
     manifest_path = dataset.write_manifest(work.cache / "manifests")
     console.print(f"dataset: {describe(dataset)}", highlight=False)
+    console.print(f"boxes: {spec.boxes or spec.box_source}"
+                  + (f" (id {spec.box_source})" if spec.boxes else ""), highlight=False, markup=False)
     table = load_boxes(dataset, spec, work, workers=workers, progress=True)
     for line in summarize_boxes(table).lines():
         console.print(line, highlight=False)

@@ -22,6 +22,10 @@ OPERATIONAL_FIELDS = frozenset(
      "log_every", "status_every", "tensorboard", "diagnostics_every", "workdir", "restart", "progress"}
 )
 
+# Where a file lives, not what it holds (dotted config names): the content hash stored beside it
+# (``data.boxes_id``) is what a run's identity keeps, so a moved box file still finds its runs.
+LOCATION_FIELDS = frozenset({"data.boxes"})
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -30,6 +30,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 SUPPORTED_SIZES = (64, 128, 256)
 MIN_SOURCE_SIDE = 32  # smaller images carry too little to upsample into S x S; they are skipped
 Split = Literal["train", "test", "all"]
+EXIF_ORIENTATION = 0x0112
+EXIF_TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,17 @@ class Preprocess:
         image = image.crop((left, top, left + side, top + side))
         image = image.resize((self.size, self.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
         return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
+
+    def map_boxes(self, boxes_xywh: np.ndarray, width: int, height: int) -> np.ndarray:
+        """(K, 4) float x, y, w, h in pixels of a ``width`` x ``height`` source image -> (K, 4)
+        float x0, y0, x1, y1 in the ``size`` x ``size`` frame :meth:`apply` makes of it: the same
+        crop and scale, unclipped (a box may reach outside the frame)."""
+        side = min(width, height) if self.crop is None else min(self.crop, width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        scale = self.size / side
+        boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+        x0, y0 = (boxes[:, 0] - left) * scale, (boxes[:, 1] - top) * scale
+        return np.stack([x0, y0, x0 + boxes[:, 2] * scale, y0 + boxes[:, 3] * scale], axis=1)
 
 
 # Named presets; a preset fixes the crop here and the key-patch filters in
@@ -207,6 +220,11 @@ class ImageDataset:
             return np.stack([self.decode(int(index)) for index in indices])
         return self._decoded()[np.asarray(indices, dtype=np.int64)]  # fancy indexing copies
 
+    def source_size(self, index: int) -> tuple[int, int]:
+        """(width, height) of image ``index`` before preprocessing, as displayed (EXIF orientation
+        applied): the frame that boxes from a file are given in."""
+        raise NotImplementedError
+
     def decode(self, index: int) -> np.ndarray:
         """uint8 (S, S, 3) RGB decoded from the source (file or drawing), never from the cache."""
         return self._load_source(index)
@@ -258,6 +276,16 @@ class FolderDataset(ImageDataset):
         )
         super().__init__(str(self.root), records, preprocess, files_hash, split_seed,
                          test_fraction, skipped)
+
+    def source_size(self, index: int) -> tuple[int, int]:
+        path = self.root / self.records[index].file
+        try:
+            with Image.open(path) as opened:  # the header only
+                width, height = opened.size
+                orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
+        except (OSError, ValueError, UnidentifiedImageError) as error:
+            raise KpbenchError(f"cannot read image {path}: {error}") from error
+        return (height, width) if orientation in EXIF_TRANSPOSED else (width, height)
 
     def _load_source(self, index: int) -> np.ndarray:
         path = self.root / self.records[index].file

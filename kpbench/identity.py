@@ -8,6 +8,8 @@ differs from the default, in a fixed order, then the seed::
     full-seed0                                     the paper's setting on the built-in data
     full-random-n5-seed1                           trained on 5 random patches per image
     nomask-data-celeba_6k.0137-preset-celeba-w0.25-b32-seed2   a folder: name, path hash
+    full-data-images.5e1c-preset-celeba-boxes-authors_boxes.8f3a-seed0   boxes from a file: its
+                                                   stem and 4 hex digits of its content
 
 Settings without a tag of their own add a hash of their non-default values, so names stay
 unique: ``xd<hash>`` for data settings (split seed, test fraction, edge model), ``x<hash>`` for
@@ -51,12 +53,21 @@ def _source_text(source: str) -> str:
     return f"data-{name}.{digest}"
 
 
+def _box_id_text(box_id: str) -> str:
+    """``authors_boxes.1a2b3c4d5e6f7a8b`` (a box file's stem and content hash) ->
+    ``authors_boxes.1a2b``: 4 hex digits of the content, so that two versions of a file are two
+    box sources."""
+    stem, _, digest = box_id.rpartition(".")
+    return f"{stem}.{digest[:4]}"
+
+
 # In name order. Values equal to the default give no tag.
 TAGS: tuple[Tag, ...] = (
     Tag("data.source", _source_text, data=True),
     Tag("data.preset", lambda v: f"preset-{v}", data=True),
     Tag("data.size", lambda v: f"s{v}", data=True),
     Tag("data.crop", lambda v: f"crop{v}", data=True),
+    Tag("data.boxes_id", lambda v: f"boxes-{_box_id_text(v)}", data=True),
     Tag("patch_source", str, condition=True),  # "random"
     Tag("data.n_patches", lambda v: f"n{v}", data=True, condition=True),
     Tag("width", lambda v: f"w{v:g}"),
@@ -87,10 +98,11 @@ def _defaults() -> dict[str, Any]:
 
 
 def _identity_fields(config: Mapping[str, Any]) -> dict[str, Any]:
-    from kpbench.config import OPERATIONAL_FIELDS
+    from kpbench.config import LOCATION_FIELDS, OPERATIONAL_FIELDS
 
     return {k: v for k, v in _flatten(config).items()
-            if k.split(".")[0] not in OPERATIONAL_FIELDS and k not in ("variant", "seed")}
+            if k.split(".")[0] not in OPERATIONAL_FIELDS and k not in ("variant", "seed")
+            and k not in LOCATION_FIELDS}
 
 
 def run_tags(config: Mapping[str, Any], variant_init: str | None = None) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -44,6 +45,41 @@ class DataSpec:
     test_fraction: float = 0.1
     n_patches: int = 3
     edge_model: str | None = None
+    # Key patches from a box file (kpbench.boxfile) instead of kpbench's EdgeBoxes (None, or
+    # "edgeboxes"): its absolute path (where it was; not part of a run's identity) and
+    # ``boxes_id``, its name and content hash (part of it), set from the file when not given.
+    boxes: str | None = None
+    boxes_id: str | None = None
+    # Images with fewer than N boxes in the file: None (or "skip") leaves them out, "detect"
+    # completes them with EdgeBoxes boxes. Only with a box file.
+    box_fill: str | None = None
+
+    def __post_init__(self) -> None:
+        from kpbench.boxfile import EDGEBOXES, FILL_CHOICES, box_file_id
+
+        if self.boxes in (None, EDGEBOXES):
+            for name in ("boxes", "boxes_id", "box_fill"):
+                object.__setattr__(self, name, None)
+            return
+        if self.box_fill not in (None, *FILL_CHOICES):
+            raise KpbenchError(f"unknown box fill {self.box_fill!r}; use {' or '.join(FILL_CHOICES)}")
+        if self.box_fill == "skip":
+            object.__setattr__(self, "box_fill", None)  # the default, stored as such
+        if self.boxes_id is None:  # a new spec: name the file's content (a stored one keeps its own)
+            path = Path(str(self.boxes)).expanduser().resolve()
+            object.__setattr__(self, "boxes", str(path))
+            object.__setattr__(self, "boxes_id", box_file_id(path))
+
+    def with_boxes(self, boxes: str | None, box_fill: str | None = None) -> DataSpec:
+        """This spec with another box source (a file, or None / "edgeboxes"), named afresh."""
+        return replace(self, boxes=boxes, boxes_id=None, box_fill=box_fill)
+
+    @property
+    def box_source(self) -> str:
+        """``edgeboxes``, or the box file's id (``<stem>.<content hash>``)."""
+        from kpbench.boxfile import EDGEBOXES
+
+        return self.boxes_id or EDGEBOXES
 
 
 class PatchSampleDataset(Dataset):
@@ -185,6 +221,12 @@ def load_boxes(dataset: ImageDataset, spec: DataSpec, workdir: WorkDir,
     decoded-image cache (decoded on first use), which detection then reads from."""
     if dataset.decoded_path is None:
         dataset.attach_decoded(build_decoded_cache(dataset, workdir.cache, progress=progress))
+    if spec.boxes is not None:
+        from kpbench.boxfile import prepare_file_boxes
+
+        assert spec.boxes_id is not None  # set with boxes (DataSpec.__post_init__)
+        return prepare_file_boxes(dataset, Path(spec.boxes), spec.boxes_id, spec.n_patches,
+                                  spec.box_fill or "skip", patch_params(spec), workdir.cache)
     return prepare_boxes(dataset, patch_params(spec), workdir.cache, workers=workers,
                          progress=progress, also_counts=also_counts)
 
@@ -203,5 +245,7 @@ def make_sample_dataset(
     with the boxes for ``also_counts`` patches per image)."""
     dataset = dataset or open_data(spec)
     boxes = load_boxes(dataset, spec, workdir, also_counts=also_counts)
-    return PatchSampleDataset(dataset, boxes, dataset.split_indices(split), seed,
+    indices = dataset.split_indices(split)
+    indices = indices[boxes.usable_rows()[indices]]  # images a box file gave too few boxes: left out
+    return PatchSampleDataset(dataset, boxes, indices, seed,
                               patch_source=patch_source, flip=flip, n_patches=spec.n_patches)

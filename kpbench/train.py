@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from kpbench.config import OPERATIONAL_FIELDS, TrainConfig
+from kpbench.config import LOCATION_FIELDS, OPERATIONAL_FIELDS, TrainConfig
 from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
 from kpbench.errors import KpbenchError
 from kpbench.identity import legacy_identity, legacy_run_name, run_name, run_tags
@@ -336,6 +336,9 @@ class RunPlan:
 def _identity(config: dict[str, Any], spec_init: str) -> dict[str, Any]:
     """The settings that must match to continue a run; ``init`` None means the spec's own."""
     values = {k: v for k, v in config.items() if k not in OPERATIONAL_FIELDS}
+    for dotted in LOCATION_FIELDS:  # e.g. data.boxes: the content hash beside it is compared
+        group, _, name = dotted.partition(".")
+        values[group] = {k: v for k, v in values.get(group, {}).items() if k != name}
     return values | {"init": values.get("init") or spec_init}
 
 
