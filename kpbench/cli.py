@@ -241,6 +241,39 @@ def data_show(
     console.print(f"wrote {path}", highlight=False)
 
 
+@data_app.command("compare-boxes")
+@user_errors
+def data_compare_boxes(
+    source: Annotated[str, typer.Argument(help="Folder of images, or 'builtin[:COUNT]'.")],
+    reference: Annotated[str, typer.Option("--reference", metavar="FILE|edgeboxes", help="The box source "
+                         "to agree with (e.g. the authors' boxes).")],
+    candidate: Annotated[str, typer.Option("--candidate", metavar="FILE|edgeboxes", help="The box source "
+                         "measured against it.")] = "edgeboxes",
+    split: Annotated[str, typer.Option(help="Images compared: all, train or test.")] = "all",
+    size: SizeOption = 64,
+    preset: PresetOption = Preset.DEFAULT,
+    crop: CropOption = None,
+    patches: PatchesOption = 3,
+    edge_model: EdgeModelOption = None,
+    split_seed: SplitSeedOption = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random boxes (the floor).")] = 0,
+    workdir: WorkdirOption = None,
+) -> None:
+    """Agreement of two box sources on SOURCE, in the same frame: best IoU of each reference box with
+    the candidate's boxes (mean, median, share >= 0.5), and the same for random boxes of the
+    candidate's sizes (the floor)."""
+    from kpbench.boxfile import compare_box_sources
+
+    options = DataOptions(size=size, preset=preset, crop=crop, patches=patches, edge_model=edge_model,
+                          split_seed=split_seed)
+    if split not in ("all", "train", "test"):
+        raise KpbenchError(f"unknown split {split!r}; use all, train or test")
+    specs = [replace(options, boxes=box_source).spec(source) for box_source in (reference, candidate)]
+    result = compare_box_sources(specs[0], specs[1], WorkDir.resolve(workdir), split, seed)  # type: ignore[arg-type]
+    for line in result.lines():
+        console.print(line, highlight=False, markup=False)
+
+
 @app.command("list")
 @user_errors
 def list_command() -> None:
