@@ -64,11 +64,22 @@ _COLUMNS_5 = ("file", "x", "y", "w", "h")
 _COLUMNS_6 = ("file", "box", "x", "y", "w", "h")
 
 
+class _MappingPreprocess(Protocol):
+    @property
+    def size(self) -> int: ...
+
+    def map_boxes(self, boxes_xywh: np.ndarray, width: int, height: int) -> np.ndarray: ...
+
+
 class _BoxFileDataset(Dataset, Protocol):
-    """What mapping needs beyond detection: the files and their source sizes."""
+    """What mapping needs of :class:`kpbench.data.ImageDataset` beyond detection: the files, their
+    source sizes and the preprocessing's box mapping."""
 
     records: list  # ImageRecord: .file
     source: str
+
+    @property
+    def preprocess(self) -> _MappingPreprocess: ...
 
     def source_size(self, index: int) -> tuple[int, int]: ...
 
@@ -105,7 +116,7 @@ def read_box_file(path: Path) -> dict[str, list[FileBox]]:
         raise KpbenchError(f"cannot read box file {path}: {error}") from None
     if not rows:
         raise KpbenchError(f"box file {path} is empty")
-    columns = _COLUMNS_6 if len(rows[0][1]) == 6 else _COLUMNS_5
+    columns: tuple[str, ...] = _COLUMNS_6 if len(rows[0][1]) == 6 else _COLUMNS_5
     header = [cell.strip().lower() for cell in rows[0][1]]
     if not _is_number(rows[0][1][-1]):  # a header row names the columns
         missing = [name for name in _COLUMNS_5 if name not in header]

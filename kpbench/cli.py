@@ -210,7 +210,8 @@ def data_prepare(
     manifest_path = dataset.write_manifest(work.cache / "manifests")
     console.print(f"dataset: {describe(dataset)}", highlight=False)
     console.print(f"boxes: {spec.boxes or spec.box_source}"
-                  + (f" (id {spec.box_source})" if spec.boxes else ""), highlight=False, markup=False)
+                  + (f" (id {spec.box_source})" if spec.boxes else ""), highlight=False, markup=False,
+                  soft_wrap=True)
     table = load_boxes(dataset, spec, work, workers=workers, progress=True)
     for line in summarize_boxes(table).lines():
         console.print(line, highlight=False)
@@ -271,7 +272,7 @@ def data_compare_boxes(
     specs = [replace(options, boxes=box_source).spec(source) for box_source in (reference, candidate)]
     result = compare_box_sources(specs[0], specs[1], WorkDir.resolve(workdir), split, seed)  # type: ignore[arg-type]
     for line in result.lines():
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("list")

@@ -9,10 +9,13 @@ run (train, then evaluate), then one report per dataset. ``kpbench run PLAN`` ex
     protocols = ["all"]
     [datasets.builtin]           # DataSpec fields; a dataset without ``source`` takes the folder
     source = "builtin:1200"      #   given on the command line: --data NAME=PATH
+    [datasets.builtin.boxes]     # named box files (kpbench.boxfile) for the ``boxes`` setting
+    mine = "boxes/builtin.csv"   #   (a path relative to the current folder, like ``source``)
     [[experiments]]              # cells = variants x every list-valued setting x seeds
     name = "random-patches"
     variants = ["full"]
     patch_source = ["key", "random"]
+    boxes = ["edgeboxes", "mine"]  # box sources by name; "edgeboxes" (the default) is kpbench's
 
 A cell is a run identity (kpbench.identity): experiments that ask for the same run share it.
 Each dataset gets its own work dir, ``<workdir>/<dataset>/``. A cell whose run is finished and
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from kpbench.boxfile import EDGEBOXES
 from kpbench.choices import Launcher, choice_values
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
@@ -51,7 +55,7 @@ from kpbench.train import TrainConfig, TrainingInterrupted
 LAUNCHERS: tuple[str, ...] = choice_values(Launcher)
 TRAIN_FIELDS = ({f.name for f in fields(TrainConfig)}
                 - {"variant", "seed", "data", "workdir", "restart", "progress"})
-DATA_FIELDS = {f.name for f in fields(DataSpec)}
+DATA_FIELDS = {f.name for f in fields(DataSpec)} - {"boxes_id"}  # the id is made from the file
 EVAL_FIELDS = {f.name for f in fields(EvalOptions)}
 EXPERIMENT_KEYS = {"name", "variants", "datasets", "seeds"}
 TUPLE_FIELDS = {"betas"}  # TrainConfig fields whose value is a list in TOML
@@ -63,6 +67,7 @@ class DatasetPlan:
     spec: DataSpec | None  # None: no source given (``skipped`` says why)
     workdir: WorkDir
     skipped: str = ""
+    box_files: dict[str, str] = field(default_factory=dict)  # [datasets.NAME.boxes]: name -> file
 
 
 @dataclass(frozen=True)
@@ -175,18 +180,38 @@ def _read_datasets(path: Path, table: dict[str, Any], root: Path, data: dict[str
         if not isinstance(values, dict):
             raise _fail(path, f"[datasets.{name}] must be a table")
         _check_keys(path, f"[datasets.{name}]", values, DATA_FIELDS)
+        values = dict(values)
+        box_files = values.pop("boxes", {})
+        if not isinstance(box_files, dict) or not all(isinstance(v, str) for v in box_files.values()):
+            raise _fail(path, f"[datasets.{name}.boxes] must be a table of box files by name "
+                        '(authors = "authors_boxes.csv"); choose one with boxes = "NAME" in [train] '
+                        "or an experiment")
+        if EDGEBOXES in box_files:
+            raise _fail(path, f"[datasets.{name}.boxes]: {EDGEBOXES!r} names kpbench's own detector")
         source = data.get(name, values.get("source"))
         workdir = WorkDir.resolve(root / name)
         if not source:
             datasets.append(DatasetPlan(name, None, workdir,
-                                        f"no folder given (kpbench run {path} --data {name}=PATH)"))
+                                        f"no folder given (kpbench run {path} --data {name}=PATH)",
+                                        box_files))
             continue
         try:
             spec = DataSpec(**(values | {"source": str(source)}))
         except TypeError as error:
             raise _fail(path, f"[datasets.{name}]: {error}") from None
-        datasets.append(DatasetPlan(name, spec, workdir))
+        datasets.append(DatasetPlan(name, spec, workdir, box_files=box_files))
     return datasets
+
+
+def _box_file(path: Path, where: str, dataset: DatasetPlan, box_source: Any) -> str | None:
+    """The file of the box source named ``box_source`` for ``dataset`` (None: EdgeBoxes)."""
+    if box_source == EDGEBOXES:
+        return None
+    if not isinstance(box_source, str) or box_source not in dataset.box_files:
+        names = ", ".join([EDGEBOXES, *dataset.box_files])
+        raise _fail(path, f"{where}: no box source {box_source!r} for dataset {dataset.name} (named in "
+                    f"[datasets.{dataset.name}.boxes]: {names})")
+    return dataset.box_files[box_source]
 
 
 def _resolve_protocols(path: Path, names: Any) -> tuple[str, ...]:
@@ -238,7 +263,12 @@ def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dic
         assert dataset.spec is not None
         for values in itertools.product(*axes.values()):
             chosen = train_table | dict(zip(axes, values))
-            data = replace(dataset.spec, **{k: v for k, v in chosen.items() if k in DATA_FIELDS})
+            data_values = {k: v for k, v in chosen.items() if k in DATA_FIELDS - {"boxes", "box_fill"}}
+            try:
+                data = replace(dataset.spec, **data_values).with_boxes(
+                    _box_file(path, where, dataset, chosen.get("boxes", EDGEBOXES)), chosen.get("box_fill"))
+            except KpbenchError as error:
+                raise _fail(path, f"{where}: {error}") from None
             train_values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                             for k, v in chosen.items() if k in TRAIN_FIELDS}
             for variant, seed in itertools.product(variants, seeds):
