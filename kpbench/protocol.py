@@ -420,6 +420,9 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
         "train_images": dataset.manifest.num_train,
         "test_images": dataset.manifest.num_test,
         "patches_per_image": context.data_spec.n_patches,
+        # "edgeboxes" or the box file's id (<stem>.<content hash>), and where that file was
+        "boxes": context.data_spec.box_source,
+        "box_file": context.data_spec.boxes,
     }
     record["training"] = {"iterations": context.run.step, "width": context.run.config.width,
                           "batch_size": context.run.config.batch_size, "seed": context.seed}
