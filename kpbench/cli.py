@@ -434,6 +434,10 @@ def eval_command(
                              "each; lower it for datasets with few images per class.")] = 5,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds for classification.")] = 5,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    boxes: Annotated[str | None, typer.Option("--boxes", metavar="FILE|edgeboxes", help="Evaluate on "
+                     "key patches from this box source instead of each run's own (a distribution "
+                     "shift): rows of runs trained on another source go to results/<protocol>@<source>"
+                     ".csv, their conditions marked @<source>.")] = None,
     workdir: WorkdirOption = None,
 ) -> None:
     """Run evaluation protocols on trained runs; rows go to runs/<run>/results/<protocol>.csv."""
@@ -447,7 +451,8 @@ def eval_command(
         options = replace(options, sigmas=tuple(sigmas))
     chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
     outcome = evaluate(WorkDir.resolve(workdir), protocol, variant, chosen_seeds or None, options,
-                       on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run)
+                       on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run,
+                       boxes=boxes)
     for run_dir, files in outcome.written.items():
         console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}", highlight=False)
     console.print(f"time per protocol over {len(outcome.written)} run(s):", highlight=False)

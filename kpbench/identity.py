@@ -53,6 +53,11 @@ def _source_text(source: str) -> str:
     return f"data-{name}.{digest}"
 
 
+def box_source_text(box_id: str) -> str:
+    """The run-name tag of a box file's id: ``boxes-<stem>.<hash4>``."""
+    return f"boxes-{_box_id_text(box_id)}"
+
+
 def _box_id_text(box_id: str) -> str:
     """``authors_boxes.1a2b3c4d5e6f7a8b`` (a box file's stem and content hash) ->
     ``authors_boxes.1a2b``: 4 hex digits of the content, so that two versions of a file are two
@@ -67,7 +72,7 @@ TAGS: tuple[Tag, ...] = (
     Tag("data.preset", lambda v: f"preset-{v}", data=True),
     Tag("data.size", lambda v: f"s{v}", data=True),
     Tag("data.crop", lambda v: f"crop{v}", data=True),
-    Tag("data.boxes_id", lambda v: f"boxes-{_box_id_text(v)}", data=True),
+    Tag("data.boxes_id", lambda v: box_source_text(v), data=True),
     Tag("patch_source", str, condition=True),  # "random"
     Tag("data.n_patches", lambda v: f"n{v}", data=True, condition=True),
     Tag("width", lambda v: f"w{v:g}"),

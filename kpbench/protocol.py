@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -143,12 +143,31 @@ class EvalContext:
     # Opened datasets by data spec (N aside), shared across runs: opening a folder indexes and
     # checks every file, which should happen once per evaluation, not once per protocol.
     datasets: dict[Any, Any] = field(default_factory=dict)
+    # Evaluate on key patches from this box source (a box file, or "edgeboxes") instead of the
+    # run's own: a distribution-shift evaluation, whose rows carry :attr:`box_shift`.
+    boxes: str | None = None
     variant: str = field(init=False)
     seed: int = field(init=False)
+    _data_spec: DataSpec = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.variant = self.run.spec.name
         self.seed = int(self.run.config.seed)
+        own = self.run.config.data
+        self._data_spec = own if self.boxes is None else own.with_boxes(self.boxes, own.box_fill)
+        if self._data_spec.box_source == own.box_source:
+            self._data_spec = own
+
+    @property
+    def box_shift(self) -> str:
+        """``""`` on the run's own box source; else ``@boxes-<stem>.<hash4>`` or ``@edgeboxes``, the
+        suffix of the conditions and result files of an evaluation on another box source."""
+        from kpbench.boxfile import EDGEBOXES
+        from kpbench.identity import box_source_text
+
+        if self._data_spec.box_source == self.run.config.data.box_source:
+            return ""
+        return "@" + (box_source_text(self._data_spec.boxes_id) if self._data_spec.boxes_id else EDGEBOXES)
 
     @property
     def files(self) -> RunDir:
@@ -158,14 +177,14 @@ class EvalContext:
     # --- data -------------------------------------------------------------------------
     @property
     def data_spec(self) -> DataSpec:
-        return self.run.config.data
+        """The run's data, with the key patches of the evaluated box source."""
+        return self._data_spec
 
     def samples(self, split: Split = "test", patch_source: PatchSource = "key", n_patches: int | None = None,
                 also_counts: Sequence[int] = ()) -> PatchSampleDataset:
         """Deterministic (no flip) samples of ``split``, built once per evaluation and shared by
         every run with the same data and seed (random patches depend on the seed). Boxes for
         ``also_counts`` patches per image are detected in the same pass when detection runs."""
-        from dataclasses import replace
 
         from kpbench.samples import make_sample_dataset, open_data
 
@@ -368,9 +387,13 @@ def evaluate(
     options: EvalOptions | None = None,
     on_progress: Callable[[str], None] | None = None,
     names: list[str] | None = None,
+    boxes: str | None = None,
 ) -> Evaluation:
     """Run protocols on matching runs. Work that does not depend on a run's weights (samples,
-    baselines, raw-pixel and random-encoder scores) is done once and shared across runs."""
+    baselines, raw-pixel and random-encoder scores) is done once and shared across runs.
+    ``boxes`` (a box file or "edgeboxes"): evaluate on that box source's key patches; for runs
+    trained on another, rows go to ``results/<protocol>@<source>.csv`` with the conditions
+    suffixed the same way (:attr:`EvalContext.box_shift`), beside the run's own rows."""
     from kpbench.runs import load_run
 
     options = options or EvalOptions()
@@ -386,14 +409,18 @@ def evaluate(
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
             with outcome.timed("load"):
                 run = load_run(run_dir, device=device)
-            context = EvalContext(workdir, run_dir, run, options, device, datasets)
+            context = EvalContext(workdir, run_dir, run, options, device, datasets, boxes)
+            shift = context.box_shift
             for protocol in protocols:
                 if on_progress:
-                    on_progress(f"{run_dir.name}: {protocol.name}")
+                    on_progress(f"{run_dir.name}: {protocol.name}{shift}")
                 assert protocol.run is not None  # list_protocols and get_protocol give runnable ones
                 with outcome.timed(protocol.name):
                     rows = protocol.run(context)
-                outcome.written.setdefault(run_dir, []).append(write_rows(run_dir, protocol.name, rows))
+                if shift:
+                    rows = [replace(row, condition=f"{row.condition}{shift}") for row in rows]
+                outcome.written.setdefault(run_dir, []).append(
+                    write_rows(run_dir, protocol.name + shift, rows))
             with outcome.timed("load"):
                 write_provenance(context, [protocol.name for protocol in protocols])
     return outcome
@@ -412,7 +439,7 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
     path = context.files.provenance
     record = json.loads(path.read_text()) if path.is_file() else {}
     dataset = context.samples("test").dataset  # already opened by the protocols
-    record["data"] = {
+    record["data" + context.box_shift] = {
         "source": context.data_spec.source,
         "manifest_hash": dataset.manifest.hash,
         "image_side": context.data_spec.size,

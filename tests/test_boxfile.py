@@ -256,3 +256,30 @@ def test_plan_box_sources_are_an_axis(tmp_path: Path) -> None:
     plan.write_text(plan.read_text().replace('"mine"]', '"theirs"]'))
     with pytest.raises(KpbenchError, match="no box source 'theirs'"):
         load_plan(plan, tmp_path / "work")
+
+
+def test_eval_on_another_box_source_keeps_the_runs_own_rows(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from kpbench.protocol import EvalOptions, evaluate
+    from kpbench.train import train
+
+    boxes = tmp_path / "fixed.csv"
+    boxes.write_text("".join(f"builtin/{k:06d},{x},{y},64,64\n" for k in range(32)
+                             for x, y in ((40, 60), (150, 60), (100, 150))))
+    work = WorkDir.resolve(tmp_path / "work")
+    run_dir = train(TrainConfig(data=DataSpec(source="builtin:32"), steps=1, width=0.0625, batch_size=4,
+                                device="cpu", num_workers=0, progress=False, workdir=str(work.root)))
+    options = EvalOptions(max_samples=4, batch_size=4, device="cpu")
+    evaluate(work, ["patches"], options=options)
+    own = pd.read_csv(run_dir / "results" / "patches.csv")
+    evaluate(work, ["patches"], options=options, boxes=str(boxes))
+    shift = "@" + "boxes-fixed." + DataSpec(boxes=str(boxes)).box_source.split(".")[1][:4]
+    shifted = pd.read_csv(run_dir / "results" / f"patches{shift}.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "results" / "patches.csv"), own)
+    assert all(condition.endswith(shift) for condition in shifted["condition"])
+    assert sorted(c.removesuffix(shift) for c in shifted["condition"]) == sorted(own["condition"])
+    # The run's own source named explicitly is a plain evaluation.
+    evaluate(work, ["patches"], options=options, boxes="edgeboxes")
+    assert sorted(path.name for path in (run_dir / "results").glob("patches*.csv")) == [
+        "patches.csv", f"patches{shift}.csv"]
