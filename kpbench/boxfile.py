@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from kpbench.paths import WorkDir
     from kpbench.samples import DataSpec
 
-EDGEBOXES = "edgeboxes"  # the name of kpbench's own detector where a box source is asked for
 FILL_CHOICES: tuple[str, ...] = choice_values(BoxFill)
 BOX_FILE_VERSION = 1  # bump when reading or mapping changes the boxes: it enters the cache key
 _ID_HASH_LENGTH = 16

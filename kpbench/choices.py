@@ -38,6 +38,9 @@ class Preset(StrEnum):
     WATERFALL = "waterfall"
 
 
+EDGEBOXES = "edgeboxes"  # the box source that is kpbench's own detector (else a box file)
+
+
 class BoxFill(StrEnum):
     """What becomes of images with fewer than N boxes in a box file (``kpbench.boxfile``)."""
 

@@ -137,6 +137,15 @@ def run_name(config: Mapping[str, Any], variant_init: str | None = None) -> str:
     return "-".join(parts) + f"{SEED_SEPARATOR}{int(config['seed'])}"
 
 
+def box_source_of(tags: Sequence[tuple[str, str]]) -> str:
+    """The box source a run was trained on, from its tags: ``boxes-<stem>.<hash4>`` for a box
+    file, else ``edgeboxes``. Runs of one source can be judged apart from the others'
+    (kpbench.report.aggregation.judge_claims_by_box_source)."""
+    from kpbench.choices import EDGEBOXES
+
+    return next((text for field, text in tags if field == "data.boxes_id"), EDGEBOXES)
+
+
 def legacy_run_name(variant: str, seed: int) -> str:
     """The name every run had before names carried their settings."""
     return f"{variant}{SEED_SEPARATOR}{seed}"

@@ -44,8 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from kpbench.boxfile import EDGEBOXES
-from kpbench.choices import Launcher, choice_values
+from kpbench.choices import EDGEBOXES, Launcher, choice_values
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.protocol import ALL, EvalOptions, list_protocols

@@ -162,7 +162,7 @@ class EvalContext:
     def box_shift(self) -> str:
         """``""`` on the run's own box source; else ``@boxes-<stem>.<hash4>`` or ``@edgeboxes``, the
         suffix of the conditions and result files of an evaluation on another box source."""
-        from kpbench.boxfile import EDGEBOXES
+        from kpbench.choices import EDGEBOXES
         from kpbench.identity import box_source_text
 
         if self._data_spec.box_source == self.run.config.data.box_source:

@@ -55,7 +55,8 @@ class DataSpec:
     box_fill: str | None = None
 
     def __post_init__(self) -> None:
-        from kpbench.boxfile import EDGEBOXES, FILL_CHOICES, box_file_id
+        from kpbench.boxfile import FILL_CHOICES, box_file_id
+        from kpbench.choices import EDGEBOXES
 
         if self.boxes in (None, EDGEBOXES):
             for name in ("boxes", "boxes_id", "box_fill"):
@@ -77,7 +78,7 @@ class DataSpec:
     @property
     def box_source(self) -> str:
         """``edgeboxes``, or the box file's id (``<stem>.<content hash>``)."""
-        from kpbench.boxfile import EDGEBOXES
+        from kpbench.choices import EDGEBOXES
 
         return self.boxes_id or EDGEBOXES
 

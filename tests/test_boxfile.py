@@ -283,3 +283,31 @@ def test_eval_on_another_box_source_keeps_the_runs_own_rows(tmp_path: Path) -> N
     evaluate(work, ["patches"], options=options, boxes="edgeboxes")
     assert sorted(path.name for path in (run_dir / "results").glob("patches*.csv")) == [
         "patches.csv", f"patches{shift}.csv"]
+
+
+def test_claims_are_judged_per_box_source(tmp_path: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    from kpbench.report.aggregation import judge_claims_by_box_source, verdict_changes
+    from kpbench.results import COLUMNS, read_rows
+
+    runs = tmp_path / "runs"
+    mask_iou = {("edgeboxes", "full"): 0.8, ("edgeboxes", "nomask"): 0.3,
+                ("boxes-mine.1a2b", "full"): 0.3, ("boxes-mine.1a2b", "nomask"): 0.8}
+    for (source, variant), value in mask_iou.items():
+        for seed in range(3):
+            tags = [] if source == "edgeboxes" else [["data.boxes_id", source]]
+            run = runs / f"{variant}-{source}-seed{seed}"
+            (run / "results").mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps({"config": {"variant": variant, "seed": seed},
+                                                         "tags": tags}))
+            rows = [(variant, seed, "patches", "key", metric, mean + 0.01 * seed, 64, "", "", mean - 0.02,
+                     mean + 0.02) for metric, mean in (("mask_iou", value), ("appearance_l1", 1 - value))]
+            pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(run / "results" / "patches.csv", index=False)
+    judged = judge_claims_by_box_source(read_rows(runs), runs)
+    assert sorted(judged) == ["boxes-mine.1a2b", "edgeboxes"]
+    changes = verdict_changes(judged)
+    assert "The full model beats nomask." in changes, judged
+    assert set(changes["The full model beats nomask."]) == {"boxes-mine.1a2b", "edgeboxes"}

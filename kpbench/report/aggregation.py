@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from kpbench.claims import ClaimResult, check_claims
-from kpbench.identity import distinguishing_tags
+from kpbench.identity import box_source_of, distinguishing_tags
 from kpbench.identity import label as run_label
 from kpbench.metricinfo import metric_direction, metric_label, ordered_metrics
 from kpbench.protocol import protocol_info
@@ -66,13 +66,16 @@ class Headline:
         return " · ".join(part for part in (self.protocol, self.condition, extractor) if part)
 
 
-def label_runs(rows: pd.DataFrame, runs_root: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+def label_runs(rows: pd.DataFrame, runs_root: Path,
+               names: Collection[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Rows whose ``variant`` is the run's label (kpbench.identity): its variant and the identity
     settings that not every run in the report shares, so ``full`` and ``full-random`` (trained
     on random patches) are compared side by side and seeds of one label are aggregated.
     Baseline rows keep only data settings (``baseline:prior_mask-n5``). Also returns run folder
-    name -> label. Folders without a config.json (hand-made rows) keep their variant."""
-    infos = {info.name: info for info in list_runs(runs_root, problems=[])}  # the report names bad files
+    name -> label. Folders without a config.json (hand-made rows) keep their variant. ``names``:
+    label among these runs only (the others keep their variant)."""
+    infos = {info.name: info for info in list_runs(runs_root, problems=[])  # the report names bad files
+             if names is None or info.name in names}
     tags = distinguishing_tags({name: info.tags for name, info in infos.items()})
     rows = rows.copy()
 
@@ -384,6 +387,33 @@ def protocol_grid(stats: pd.DataFrame, variants: Sequence[str], axis: Axis | Non
         for condition in conditions
     ]
     return ProtocolGrid(metrics, decimals, {m: shared_notes(by_metric[m]) for m in metrics}, groups)
+
+
+def judge_claims_by_box_source(rows: pd.DataFrame, runs_root: Path
+                               ) -> dict[str, tuple[list[ClaimResult], str]]:
+    """:func:`judge_claims` once per box source the runs were trained on
+    (:func:`kpbench.identity.box_source_of`): each source's runs alone, labelled among
+    themselves, so ``full`` is the full model on that source. ``rows`` as :func:`label_runs`
+    takes them (with ``run``). Rows of an evaluation on another source (conditions
+    ``...@<source>``) are in no claim's cells."""
+    groups: dict[str, list[str]] = {}
+    for info in list_runs(runs_root, problems=[]):
+        groups.setdefault(box_source_of(info.tags), []).append(info.name)
+    judged = {}
+    for source, names in sorted(groups.items()):
+        labelled, _ = label_runs(rows[rows["run"].isin(names)], runs_root, names)
+        judged[source] = judge_claims(labelled)
+    return judged
+
+
+def verdict_changes(judged: dict[str, tuple[list[ClaimResult], str]]) -> dict[str, dict[str, str]]:
+    """Claim -> box source -> verdict, for the claims whose verdict is not the same on every
+    source that judged them (:func:`judge_claims_by_box_source`)."""
+    verdicts: dict[str, dict[str, str]] = {}
+    for source, (results, _) in judged.items():
+        for result in results:
+            verdicts.setdefault(result.claim, {})[source] = str(result.verdict)
+    return {claim: by_source for claim, by_source in verdicts.items() if len(set(by_source.values())) > 1}
 
 
 def judge_claims(rows: pd.DataFrame) -> tuple[list[ClaimResult], str]:
