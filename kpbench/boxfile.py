@@ -83,6 +83,10 @@ class _BoxFileDataset(Dataset, Protocol):
     def source_size(self, index: int) -> tuple[int, int]: ...
 
 
+class TooFewFileBoxes(KpbenchError):
+    """No image has N boxes in the box file (e.g. N = 5 from a file of 3 per image)."""
+
+
 def box_file_id(path: Path | str) -> str:
     """``<file stem>.<sha256 of the content, 16 hex digits>``: what names a box file in run
     identities and cache keys (its content, and a readable name)."""
@@ -288,7 +292,7 @@ def table_from_file(dataset: _BoxFileDataset, path: Path, n_patches: int, fill: 
         table.boxes[index] = boxes
         table.usable[index] = True  # type: ignore[index]
     if not table.usable_rows().any():
-        raise KpbenchError(f"no image of {dataset.source} has {n_patches} boxes in {path}"
+        raise TooFewFileBoxes(f"no image of {dataset.source} has {n_patches} boxes in {path}"
                            + (f" ({'; '.join(problems.lines(n_patches, fill))})" if problems.counts else ""))
     return table, problems
 

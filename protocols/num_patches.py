@@ -2,13 +2,15 @@
 
 The part encoder sums features over patches, so a model trained with N = 3 accepts any N. Key
 boxes are taken in objectness order from a cache detected with the largest N. Variants that
-cannot take another N (``cgan`` concatenates patches on channels) report why instead of a value.
+cannot take another N (``cgan`` concatenates patches on channels) report why instead of a value,
+and so does an N larger than a box file gives any image (kpbench.boxfile).
 """
 
 from __future__ import annotations
 
 import math
 
+from kpbench.boxfile import TooFewFileBoxes
 from kpbench.protocol import (
     EvalContext,
     MetricAccumulator,
@@ -36,7 +38,12 @@ def run(context: EvalContext) -> list[ResultRow]:
                 rows.append(context.row(NAME, condition_name(count), metric, math.nan, 0,
                                         note=f"{context.variant} takes exactly N={trained_n} patches"))
             continue
-        samples = context.samples("test", n_patches=count, also_counts=counts)  # one detection pass
+        try:
+            samples = context.samples("test", n_patches=count, also_counts=counts)  # one detection pass
+        except TooFewFileBoxes as error:  # a box file with fewer boxes per image than N
+            for metric in context.reconstruction_metric_names:
+                rows.append(context.row(NAME, condition_name(count), metric, math.nan, 0, note=str(error)))
+            continue
         for number, batch in enumerate(context.batches(samples)):
             generated, mask = context.generate(batch["patches"], tag=f"{NAME}-{number}")
             accumulator.add(condition_name(count),

@@ -283,6 +283,14 @@ def test_eval_on_another_box_source_keeps_the_runs_own_rows(tmp_path: Path) -> N
     evaluate(work, ["patches"], options=options, boxes="edgeboxes")
     assert sorted(path.name for path in (run_dir / "results").glob("patches*.csv")) == [
         "patches.csv", f"patches{shift}.csv"]
+    # N = 4 and 5 from a file of 3 boxes per image: rows that say why, not a failed evaluation.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluate(work, ["num_patches"], options=replace(options, max_patches=4), boxes=str(boxes))
+    counts = pd.read_csv(run_dir / "results" / f"num_patches{shift}.csv")
+    four = counts[counts["condition"] == f"N=4{shift}"]
+    assert len(four) and four["value"].isna().all() and four["note"].str.contains("has 4 boxes").all()
+    assert counts[counts["condition"] == f"N=3{shift}"]["value"].notna().all()
 
 
 def test_claims_are_judged_per_box_source(tmp_path: Path) -> None:
