@@ -391,7 +391,8 @@ def _draw_tile(image: np.ndarray, table: BoxTable, index: int) -> np.ndarray:
     """uint8 (S, S, 3) RGB -> enlarged copy with numbered boxes and a caption strip below."""
     scale = max(1, -(-_TILE_MIN_SIDE // image.shape[0]))
     canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    for number, (x0, y0, x1, y1) in enumerate(table.boxes[index].tolist(), start=1):
+    usable = bool(table.usable_rows()[index])  # a box file may leave an image without N boxes
+    for number, (x0, y0, x1, y1) in enumerate(table.boxes[index].tolist() if usable else [], start=1):
         colour = _BOX_COLOURS[(number - 1) % len(_BOX_COLOURS)]
         top_left, bottom_right = (x0 * scale, y0 * scale), (x1 * scale - 1, y1 * scale - 1)
         cv2.rectangle(canvas, top_left, bottom_right, colour, 2)
@@ -402,7 +403,7 @@ def _draw_tile(image: np.ndarray, table: BoxTable, index: int) -> np.ndarray:
                     cv2.LINE_AA)
     caption = np.full((_CAPTION_HEIGHT, canvas.shape[1], 3), 255, np.uint8)
     level = int(table.relax_level[index])
-    text = f"#{index}" + (f"  relaxed (level {level})" if level else "")
+    text = f"#{index}" + (f"  relaxed (level {level})" if level else "") + ("" if usable else "  no boxes")
     cv2.putText(caption, text, (2, _CAPTION_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                (0, 0, 0) if not level else (200, 0, 0), 1, cv2.LINE_AA)
+                (0, 0, 0) if not level and usable else (200, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([canvas, caption])

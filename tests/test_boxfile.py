@@ -319,3 +319,16 @@ def test_claims_are_judged_per_box_source(tmp_path: Path) -> None:
     changes = verdict_changes(judged)
     assert "The full model beats nomask." in changes, judged
     assert set(changes["The full model beats nomask."]) == {"boxes-mine.1a2b", "edgeboxes"}
+
+
+def test_contact_sheet_marks_images_without_boxes(tmp_path: Path) -> None:
+    folder = square_folder(tmp_path / "squares")
+    boxes = write_csv(tmp_path / "boxes.csv", "a.png,20,10,15,15\nb.png,60,40,15,15\n")
+    out = tmp_path / "sheet.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(app, ["data", "show", str(folder), "--patches", "1", "--boxes", str(boxes),
+                                          "-o", str(out), "-w", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and not caught  # the CLI shows each warning as one line
+    assert "2 image(s) without boxes in the file: left out" in result.output
