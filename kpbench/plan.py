@@ -67,6 +67,7 @@ class DatasetPlan:
     workdir: WorkDir
     skipped: str = ""
     box_files: dict[str, str] = field(default_factory=dict)  # [datasets.NAME.boxes]: name -> file
+    box_fill: str | None = None  # for the cells on a box file, unless [train] or the experiment says
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _read_datasets(path: Path, table: dict[str, Any], root: Path, data: dict[str
             raise _fail(path, f"[datasets.{name}] must be a table")
         _check_keys(path, f"[datasets.{name}]", values, DATA_FIELDS)
         values = dict(values)
-        box_files = values.pop("boxes", {})
+        box_files, box_fill = values.pop("boxes", {}), values.pop("box_fill", None)
         if not isinstance(box_files, dict) or not all(isinstance(v, str) for v in box_files.values()):
             raise _fail(path, f"[datasets.{name}.boxes] must be a table of box files by name "
                         '(authors = "authors_boxes.csv"); choose one with boxes = "NAME" in [train] '
@@ -192,13 +193,13 @@ def _read_datasets(path: Path, table: dict[str, Any], root: Path, data: dict[str
         if not source:
             datasets.append(DatasetPlan(name, None, workdir,
                                         f"no folder given (kpbench run {path} --data {name}=PATH)",
-                                        box_files))
+                                        box_files, box_fill))
             continue
         try:
             spec = DataSpec(**(values | {"source": str(source)}))
         except TypeError as error:
             raise _fail(path, f"[datasets.{name}]: {error}") from None
-        datasets.append(DatasetPlan(name, spec, workdir, box_files=box_files))
+        datasets.append(DatasetPlan(name, spec, workdir, box_files=box_files, box_fill=box_fill))
     return datasets
 
 
@@ -265,7 +266,8 @@ def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dic
             data_values = {k: v for k, v in chosen.items() if k in DATA_FIELDS - {"boxes", "box_fill"}}
             try:
                 data = replace(dataset.spec, **data_values).with_boxes(
-                    _box_file(path, where, dataset, chosen.get("boxes", EDGEBOXES)), chosen.get("box_fill"))
+                    _box_file(path, where, dataset, chosen.get("boxes", EDGEBOXES)),
+                    chosen.get("box_fill", dataset.box_fill))
             except KpbenchError as error:
                 raise _fail(path, f"{where}: {error}") from None
             train_values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v

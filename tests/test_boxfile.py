@@ -253,6 +253,10 @@ def test_plan_box_sources_are_an_axis(tmp_path: Path) -> None:
     names = sorted(cell.name for cell in loaded.cells)
     tag = DataSpec(boxes=str(boxes)).box_source
     assert names == ["full-builtin16-boxes-mine." + tag.split(".")[1][:4] + "-seed0", "full-builtin16-seed0"]
+    plan.write_text(plan.read_text().replace("[datasets.builtin.boxes]", 'box_fill = "detect"\n'
+                                             "[datasets.builtin.boxes]"))
+    filled = {cell.config.data.box_fill for cell in load_plan(plan, tmp_path / "work").cells}
+    assert filled == {None, "detect"}  # the fill of the cells on the file; none for EdgeBoxes
     plan.write_text(plan.read_text().replace('"mine"]', '"theirs"]'))
     with pytest.raises(KpbenchError, match="no box source 'theirs'"):
         load_plan(plan, tmp_path / "work")
@@ -327,8 +331,8 @@ def test_contact_sheet_marks_images_without_boxes(tmp_path: Path) -> None:
     out = tmp_path / "sheet.png"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = CliRunner().invoke(app, ["data", "show", str(folder), "--patches", "1", "--boxes", str(boxes),
-                                          "-o", str(out), "-w", str(tmp_path / "work")])
+        result = CliRunner().invoke(app, ["data", "show", str(folder), "--patches", "1", "--boxes",
+                                          str(boxes), "-o", str(out), "-w", str(tmp_path / "work")])
     assert result.exit_code == 0, result.output
     assert out.is_file() and not caught  # the CLI shows each warning as one line
     assert "2 image(s) without boxes in the file: left out" in result.output
