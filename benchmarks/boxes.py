@@ -10,7 +10,7 @@ disagreement is: best IoU per authors' box slot and per authors' box size, and t
 of the best-matching kpbench box.
 
     python benchmarks/boxes.py ../shared/data/celeba-6k                       # celeba, test split
-    python benchmarks/boxes.py ../shared/data/celeba-6k --detail --limit 300  # where they differ
+    python benchmarks/boxes.py ../shared/data/celeba-6k --presets celeba-v1 celeba-v2 --detail
 
 DIR holds ``images/``, ``labels.csv`` (file, identity, split) and ``authors_boxes.csv`` (file,
 box, x, y, w, h in source pixels of the 178x218 image; see SOURCE.txt there). The boxes are
@@ -80,8 +80,9 @@ def detail(reference: np.ndarray, candidate: np.ndarray) -> None:
     print(f"    best IoU per authors' slot: {', '.join(f'{v:.3f}' for v in best.mean(axis=0))}")
     side = np.sqrt((reference[..., 2] - reference[..., 0]) * (reference[..., 3] - reference[..., 1]))
     edges = np.quantile(side, [0, 1 / 3, 2 / 3, 1])
-    for low, high in zip(edges[:-1], edges[1:]):
-        chosen = (side >= low) & (side <= high)
+    third = np.clip(np.searchsorted(edges, side, side="right") - 1, 0, 2)  # the size tercile of each box
+    for index, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        chosen = third == index
         print(f"    authors' boxes of side {low:4.1f}-{high:4.1f} px: best IoU {best[chosen].mean():.3f} "
               f"({chosen.sum()} boxes)")
     # The kpbench box that matches each authors' box best, and the offset of its centre.
