@@ -35,6 +35,8 @@ class Preset(StrEnum):
 
     DEFAULT = "default"
     CELEBA = "celeba"
+    CELEBA_V1 = "celeba-v1"
+    CELEBA_V2 = "celeba-v2"
     WATERFALL = "waterfall"
 
 

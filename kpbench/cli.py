@@ -111,7 +111,8 @@ SizeOption = Annotated[int, typer.Option("--size", "-s", help="Image side S in p
 PresetOption = Annotated[
     Preset, typer.Option("--preset", help="Preset for crop and key-patch filters: 'default' (short side, "
                       "centre crop), 'celeba' (centre 108 px of the aligned 178x218 images, boxes "
-                      "sized like the authors'), 'waterfall' (tall boxes allowed).")
+                      "sized like the authors'; 'celeba-v1' the same), 'celeba-v2' (the same crop, "
+                      "detection tuned to agree with the authors' boxes), 'waterfall' (tall boxes allowed).")
 ]
 CropOption = Annotated[
     int | None, typer.Option("--crop", help="Centre crop side in source pixels before resizing "

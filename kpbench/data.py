@@ -78,6 +78,8 @@ class Preprocess:
 PRESETS: dict[str, int | None] = {
     "default": None,  # resize short side, centre crop
     "celeba": 108,  # the paper's 108 x 108 CelebA crop, centred as in the authors' code
+    "celeba-v1": 108,  # the same crop; the presets differ in key-patch detection only
+    "celeba-v2": 108,
     "waterfall": None,  # the paper's waterfall setting: tall boxes allowed
 }
 

@@ -73,6 +73,13 @@ class PatchParams:
     alpha: float = 0.65  # EdgeBoxes sliding-window step (IoU between neighbouring windows)
     beta: float = 0.75  # EdgeBoxes' own NMS threshold among its proposals
     max_candidates: int = 1000  # EdgeBoxes proposals kept before our filters
+    # Added later; at these defaults (OpenCV's own for EdgeBoxes, the image as given) they leave
+    # the boxes and the cache key of every earlier setting unchanged (see cache_key).
+    detect_size: int | None = None  # edges and proposals on the image resized to this shorter side
+    edge_min_mag: float = 0.1  # EdgeBoxes: edge pixels weaker than this are ignored
+    cluster_min_mag: float = 0.5  # EdgeBoxes: edge groups of less total magnitude are ignored
+    gamma: float = 2.0  # EdgeBoxes: affinity sensitivity (higher: edge groups link less across bends)
+    kappa: float = 1.5  # EdgeBoxes: scale sensitivity (higher: larger boxes score more)
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,21 +101,43 @@ class PatchParams:
             problems.append(f"EdgeBoxes alpha and beta must be in (0, 1), got {self.alpha}, {self.beta}")
         if self.max_candidates < 1:
             problems.append(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if self.detect_size is not None and self.detect_size < 16:
+            problems.append(f"detect_size must be >= 16 px, got {self.detect_size}")
+        if self.edge_min_mag < 0.0 or self.cluster_min_mag < 0.0 or self.gamma <= 0.0 or self.kappa <= 0.0:
+            problems.append("EdgeBoxes needs edge_min_mag, cluster_min_mag >= 0 and gamma, kappa > 0, got "
+                            f"{self.edge_min_mag}, {self.cluster_min_mag}, {self.gamma}, {self.kappa}")
         if problems:
             raise KpbenchError("bad patch parameters: " + "; ".join(problems))
 
     def cache_key(self) -> dict:
         """Every parameter that changes the boxes; the edge model by content, not by path."""
         key = dataclasses.asdict(self)
+        for name, default in _LATER_FIELD_DEFAULTS.items():
+            if key[name] == default:
+                del key[name]  # caches made before the field existed stay valid
         key["edge_model"] = sha256_file(_checked_model_path(self.edge_model)) if self.edge_model else None
         key["detector_version"] = DETECTOR_VERSION
         return key
 
 
+_LATER_FIELD_DEFAULTS = {name: getattr(PatchParams(), name) for name in
+                         ("detect_size", "edge_min_mag", "cluster_min_mag", "gamma", "kappa")}
+
+
+_CELEBA_V1 = PatchParams(min_area=0.06, max_area=0.16, max_aspect=1.5, min_side=0.25, max_side=0.4)
+_CELEBA_V2 = dataclasses.replace(_CELEBA_V1, max_area=0.14, max_aspect=1.25, min_side=0.28, nms_iou=0.2,
+                                 detect_size=128, edge_blur=2.5, alpha=0.85, beta=0.85, edge_min_mag=0.2,
+                                 cluster_min_mag=1.5, gamma=3.0, kappa=1.0)
+
 PATCH_PRESETS: dict[str, PatchParams] = {
     "default": PatchParams(),
     # The authors' CelebA boxes (128 px frame): sides 32-51 px, 6-16 % of the area, w/h 0.63-1.5.
-    "celeba": PatchParams(min_area=0.06, max_area=0.16, max_aspect=1.5, min_side=0.25, max_side=0.4),
+    "celeba": _CELEBA_V1,
+    # The same, under a name that keeps meaning these boxes if "celeba" moves on.
+    "celeba-v1": _CELEBA_V1,
+    # Tuned for agreement with the authors' CelebA boxes on CelebA-6k's training split
+    # (benchmarks/boxes.py): proposals on a 128 px image (the paper's EdgeBoxes resolution).
+    "celeba-v2": _CELEBA_V2,
     # Paper, waterfall dataset: tall boxes up to 70 % of the image height for long streams.
     "waterfall": PatchParams(max_aspect=3.0, max_height=0.7),
 }
@@ -284,6 +313,12 @@ class KeyPatchDetector:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """(K, 4) int xyxy boxes inside the image, best first, and (K,) float32 scores."""
         height, width = image.shape[:2]
+        # detect_size: the shorter side the proposals are computed at; boxes come back scaled.
+        scale = self.params.detect_size / min(height, width) if self.params.detect_size else 1.0
+        if scale != 1.0:
+            resample = cv2.INTER_CUBIC if scale > 1.0 else cv2.INTER_AREA  # area: no aliasing when shrinking
+            image = np.asarray(cv2.resize(image, (round(width * scale), round(height * scale)),
+                                          interpolation=resample), dtype=np.uint8)
         if self._forest is not None:
             edges, orientation = self._forest_edges(self._forest, image)
         else:
@@ -293,16 +328,21 @@ class KeyPatchDetector:
         edge_boxes = cv2.ximgproc.createEdgeBoxes(
             alpha=self.params.alpha, beta=self.params.beta, maxBoxes=self.params.max_candidates,
             maxAspectRatio=self._max_aspect_ratio,
-            minBoxArea=max(1.0, self._min_area_fraction * height * width))
+            minBoxArea=max(1.0, self._min_area_fraction * image.shape[0] * image.shape[1]),
+            edgeMinMag=self.params.edge_min_mag, clusterMinMag=self.params.cluster_min_mag,
+            gamma=self.params.gamma, kappa=self.params.kappa)
         rects, raw_scores = edge_boxes.getBoundingBoxes(edges, orientation)
         if len(rects) == 0:
             return np.zeros((0, 4), np.int64), np.zeros(0, np.float32)
-        boxes_xywh = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
+        rects_xywh = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
         scores = np.asarray(raw_scores, dtype=np.float32).reshape(-1)
-        x0 = np.clip(boxes_xywh[:, 0], 0, width - 1)
-        y0 = np.clip(boxes_xywh[:, 1], 0, height - 1)
-        boxes = np.stack([x0, y0, np.clip(boxes_xywh[:, 0] + boxes_xywh[:, 2], x0 + 1, width),
-                          np.clip(boxes_xywh[:, 1] + boxes_xywh[:, 3], y0 + 1, height)], axis=1)
+        corners = np.concatenate([rects_xywh[:, :2], rects_xywh[:, :2] + rects_xywh[:, 2:]], axis=1)
+        if scale != 1.0:
+            corners = np.round(corners / scale).astype(np.int64)  # back to the given image's pixels
+        x0 = np.clip(corners[:, 0], 0, width - 1)
+        y0 = np.clip(corners[:, 1], 0, height - 1)
+        boxes = np.stack([x0, y0, np.clip(corners[:, 2], x0 + 1, width),
+                          np.clip(corners[:, 3], y0 + 1, height)], axis=1)
         order = np.argsort(-scores, kind="stable")
         return boxes[order], scores[order]
 

@@ -171,7 +171,7 @@ def help_text(*command: str) -> str:
 
 def test_choice_flags_list_and_check_their_values(tmp_path: Path) -> None:
     helped = help_text("train")
-    for listed in ("<off|bf16|fp16|auto>", "<key|random>", "<default|celeba|waterfall>",
+    for listed in ("<off|bf16|fp16|auto>", "<key|random>", "<default|celeba|celeba-v1|celeba-v2|waterfall>",
                    "<pytorch|dcgan|pytorch04>"):
         assert listed in helped, listed
     assert "<local|slurm|submitit-local|submitit-debug>" in help_text("run")

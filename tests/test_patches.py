@@ -28,6 +28,7 @@ from kpbench.errors import KpbenchError
 from kpbench.io import sha256_file
 from kpbench.patches import (
     GRID_RELAX_LEVEL,
+    PATCH_PRESETS,
     RELAX_STEPS,
     KeyPatchDetector,
     PatchParams,
@@ -127,6 +128,34 @@ def test_relaxation_keeps_strict_boxes_and_fills_the_rest() -> None:
     assert max_pairwise_iou(found.boxes) <= params.nms_iou
 
 
+def test_detect_size_proposes_on_the_resized_image_and_returns_boxes_in_the_given_frame() -> None:
+    params = PatchParams(detect_size=128)
+    at_128 = KeyPatchDetector(params)
+    plain = KeyPatchDetector(PatchParams())
+    for photo in real_photos(64)[:4]:
+        boxes, scores = at_128._proposals(photo)
+        upsampled = cv2.resize(photo, (128, 128), interpolation=cv2.INTER_CUBIC)
+        big_boxes, big_scores = plain._proposals(upsampled)
+        # The same proposals as on a bicubic 2x image, halved back into the 64 px frame.
+        np.testing.assert_array_equal(scores, big_scores)
+        halved = np.round(big_boxes / 2).astype(np.int64)
+        x0, y0 = np.clip(halved[:, 0], 0, 63), np.clip(halved[:, 1], 0, 63)
+        expected = np.stack([x0, y0, np.clip(halved[:, 2], x0 + 1, 64), np.clip(halved[:, 3], y0 + 1, 64)], 1)
+        np.testing.assert_array_equal(boxes, expected)
+        found = at_128.detect(photo)
+        assert_inside(found.boxes, 64)
+        assert found.relax_level == 0 and check_filters(found.boxes, 64, params).all()
+
+
+def test_later_fields_at_their_defaults_keep_earlier_cache_keys() -> None:
+    earlier = {"n_patches", "min_area", "max_area", "max_aspect", "min_side", "max_side", "max_height",
+               "nms_iou", "edge_model", "edge_blur", "alpha", "beta", "max_candidates", "detector_version"}
+    for name in ("default", "celeba-v1", "waterfall"):
+        assert set(PATCH_PRESETS[name].cache_key()) == earlier
+    tuned = PatchParams(detect_size=128, gamma=3.0).cache_key()
+    assert (tuned["detect_size"], tuned["gamma"]) == (128, 3.0) and "kappa" not in tuned
+
+
 def test_detect_rejects_non_uint8_rgb() -> None:
     detector = KeyPatchDetector(PatchParams())
     with pytest.raises(ValueError):
@@ -136,7 +165,9 @@ def test_detect_rejects_non_uint8_rgb() -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(min_area=0.3, max_area=0.2), dict(n_patches=0), dict(max_aspect=0.5),
-                                 dict(nms_iou=0.0), dict(max_height=1.5), dict(min_side=0.5, max_side=0.4)])
+                                 dict(nms_iou=0.0), dict(max_height=1.5), dict(min_side=0.5, max_side=0.4),
+                                 dict(detect_size=8), dict(gamma=0.0), dict(kappa=-1.0),
+                                 dict(edge_min_mag=-0.1)])
 def test_bad_params_are_user_errors(bad: dict) -> None:
     with pytest.raises(KpbenchError):
         PatchParams(**bad)
@@ -269,7 +300,8 @@ def test_cache_is_invalidated_by_any_parameter(tmp_path: Path) -> None:
     params = PatchParams()
     prepare_boxes(dataset, params, tmp_path, workers=1, progress=False)
     assert len(dataset.loaded) == len(dataset)
-    for changed in (dict(nms_iou=0.4), dict(max_aspect=1.5), dict(edge_blur=1.5), dict(n_patches=2)):
+    for changed in (dict(nms_iou=0.4), dict(max_aspect=1.5), dict(edge_blur=1.5), dict(n_patches=2),
+                    dict(detect_size=128), dict(kappa=1.0)):
         dataset.loaded.clear()
         other = dataclasses.replace(params, **changed)
         assert box_cache_path(dataset, other, tmp_path) != box_cache_path(dataset, params, tmp_path)
