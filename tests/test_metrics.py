@@ -351,7 +351,8 @@ def test_kid_bootstrap_covers_the_spread_between_independent_samples() -> None:
     def sample(size: int, shift: float) -> torch.Tensor:
         return torch.tensor(rng.normal(shift, 1.0, size=(size, 16)), dtype=torch.float32)
 
-    fresh = [metrics.kid_with_interval(sample(60, 0.3), sample(90, 0.0), resamples=10).value for _ in range(60)]
+    fresh = [metrics.kid_with_interval(sample(60, 0.3), sample(90, 0.0), resamples=10).value
+             for _ in range(60)]
     bootstrap = metrics.kid_with_interval(sample(60, 0.3), sample(90, 0.0), resamples=400)
     assert 0.5 < bootstrap.std / float(np.std(fresh, ddof=1)) < 2.0
 
