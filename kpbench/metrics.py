@@ -7,9 +7,12 @@ Per-sample metrics take batches of images in [-1, 1], shape (B, 3, S, S), and ma
     appearance_l1(generated, real, mask)            mean |generated - real| inside the mask
     psnr(generated, real), ssim(generated, real)    scikit-image's formulas, batched; data range 2
 
-FID and KID go through torch-fidelity's feature extractors and metric functions:
+FID, KID and precision/recall use torch-fidelity's feature extractors; FID and precision/recall
+its metric functions, KID the same kernel with an estimate over all images and a bootstrap
+interval (:func:`kid_with_interval`):
 
     compute_fid_kid(generated, reference, extractor="inception", cache_dir=...) -> FidKidResult
+    realism_from_features(features, reference_stats, extractor)  -> FidKidResult (features known)
     reference_statistics(reference, extractor, cache_dir=...)   -> ReferenceStats (cached)
     extract_features(images, extractor)                          -> (N, D) float32
     ReferenceSet.from_dataset(dataset, indices)                  the real images and their identity
