@@ -39,17 +39,18 @@ from kpbench.variant import VariantSpec
 BN_MODES: tuple[str, ...] = choice_values(BnMode)
 
 
-def use_batch_statistics(generator: PatchGenerator) -> PatchGenerator:
-    """A copy of ``generator`` (in eval mode otherwise) whose batch-norm layers normalise with each
-    batch's own statistics and never update the running ones: the copy's layers run in train
-    mode with ``track_running_stats`` off, which makes PyTorch skip the running averages (and
-    ``num_batches_tracked``). The original and its buffers are untouched."""
-    batch_mode = copy.deepcopy(generator).eval()
-    for module in batch_mode.modules():
+def generator_in_bn_mode(generator: PatchGenerator, mode: str) -> PatchGenerator:
+    """A copy of ``generator`` in eval mode whose batch-norm layers use ``mode``'s statistics. For
+    "batch" they run in train mode with ``track_running_stats`` off, which makes PyTorch normalise
+    with each batch's own statistics and skip updating the running averages (and
+    ``num_batches_tracked``). The original and its buffers are never touched."""
+    batch = mode == "batch"
+    copied = copy.deepcopy(generator).eval()
+    for module in copied.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.train()
-            module.track_running_stats = False
-    return batch_mode
+            module.train(batch)
+            module.track_running_stats = not batch
+    return copied
 
 
 @dataclass
@@ -64,18 +65,12 @@ class TrainedRun:
 
     def with_bn_mode(self, mode: str) -> TrainedRun:
         """This run with its generator's batch-norm layers using ``mode``'s statistics
-        (:data:`BN_MODES`); "batch" works on a copy, so the loaded weights never change."""
+        (:data:`BN_MODES`), on a copy of the generator, so the loaded weights never change."""
         if mode not in BN_MODES:
             raise KpbenchError(f"unknown batch-norm mode {mode!r}; use {', '.join(BN_MODES)}")
         if mode == self.bn_mode:
             return self
-        if mode == "running":
-            generator = copy.deepcopy(self.generator).eval()
-            for module in generator.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.track_running_stats = True
-            return replace(self, generator=generator, bn_mode="running")
-        return replace(self, generator=use_batch_statistics(self.generator), bn_mode="batch")
+        return replace(self, generator=generator_in_bn_mode(self.generator, mode), bn_mode=mode)
 
     @property
     def supports_variable_n(self) -> bool:
