@@ -170,6 +170,25 @@ def test_bn_mode_is_recorded_per_protocol_and_changes_rows(workdir: WorkDir) -> 
     assert not np.allclose(rows["value"].to_numpy(), running_values)
 
 
+def test_several_z_per_patch_set_and_a_floor_that_needs_more_real_images(workdir: WorkDir) -> None:
+    def fid_rows(**settings: int) -> pd.DataFrame:
+        evaluate(workdir, ["fid"], variants=["full"], options=replace(OPTIONS, realism_z=2, **settings))
+        rows = read_rows(workdir.runs).query("protocol == 'fid' and metric == 'kid'")
+        return rows[rows.run == find_runs(workdir, ["full"], [0])[0].name].set_index("variant")
+
+    # 5 test patch sets x 2 z = 10 images; every training image (43) in the reference leaves only
+    # the 5 test images for the floor: no floor, and the note says what to change.
+    rows = fid_rows()
+    assert rows.loc["full", "n"] == 10 and "(5 test patch sets x 2 z)" in rows.loc["full", "note"]
+    assert math.isnan(rows.loc["baseline:real", "value"])
+    assert "needs 10 real images" in rows.loc["baseline:real", "note"]
+    # A 20-image reference leaves 5 test + 23 training images: the floor at N = 10.
+    rows = fid_rows(fid_reference_samples=20)
+    assert rows.loc["baseline:real", "n"] == rows.loc["full", "n"] == 10
+    assert "reference 20 training images" in rows.loc["baseline:real", "note"]
+    assert math.isfinite(rows.loc["baseline:real", "value"])
+
+
 def test_rerun_replaces_rows_and_is_deterministic(workdir: WorkDir) -> None:
     evaluate(workdir, ["noise"], variants=["full"], options=OPTIONS)
     first = read_rows(workdir.runs)
