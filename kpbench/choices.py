@@ -58,6 +58,20 @@ class Init(StrEnum):
     PYTORCH04 = "pytorch04"
 
 
+class BnMode(StrEnum):
+    """Which statistics the generator's batch-norm layers use when kpbench evaluates it
+    (``kpbench.runs.BN_MODES``): each batch's own (the authors' code never calls ``.eval()``)
+    or the running averages stored at training time (PyTorch's eval mode)."""
+
+    BATCH = "batch"
+    RUNNING = "running"
+
+
+# The batch-norm mode of every evaluation unless a plan or --bn-mode says otherwise: the authors'
+# code's (docs/fidelity.md, "Generation mode"). The one place to flip the default.
+DEFAULT_BN_MODE: str = BnMode.BATCH.value
+
+
 class Launcher(StrEnum):
     """How ``kpbench run`` starts a plan's cells."""
 

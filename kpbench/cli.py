@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from kpbench.choices import Amp, BoxFill, Init, Launcher, PatchSource, Preset
+from kpbench.choices import DEFAULT_BN_MODE, Amp, BnMode, BoxFill, Init, Launcher, PatchSource, Preset
 from kpbench.errors import KpbenchError
 from kpbench.paths import WORKDIR_ENV, WorkDir
 
@@ -421,8 +421,17 @@ def eval_command(
     max_samples: Annotated[int, typer.Option(min=1, help="Test images per condition.")] = 256,
     sigmas: Annotated[list[float] | None, typer.Option("--sigmas", help="Noise sigma on the [-1, 1] "
                       "scale (repeatable; default: 0, 0.05, 0.1, 0.2, 0.4 and 0.8).")] = None,
-    fid_samples: Annotated[int, typer.Option(min=2, help="Generated images for FID/KID (capped by the "
-                           "test split).")] = 2048,
+    fid_samples: Annotated[int, typer.Option(min=2, help="Test patch sets behind FID/KID (capped by "
+                           "the test split).")] = 2048,
+    realism_z: Annotated[int, typer.Option(min=1, help="fid: images generated per test patch set, each "
+                         "with its own z (N = this x patch sets).")] = 1,
+    fid_reference_samples: Annotated[int, typer.Option(min=2, help="fid: training images in the real "
+                                     "reference (features cached once).")] = 2048,
+    bn_mode: Annotated[BnMode, typer.Option(help="Batch-norm statistics at generation: batch (each "
+                       "batch's own, as the authors' code) or running (eval mode). With batch, "
+                       "outputs depend on --batch-size.")] = BnMode(DEFAULT_BN_MODE),
+    batch_size: Annotated[int, typer.Option(min=1, help="Generation batch size (recorded; with "
+                          "--bn-mode batch it changes outputs).")] = 32,
     extractor: Annotated[str, typer.Option(help="FID/KID feature extractor, any registered one: "
                          "inception is the standard, random-conv only for plumbing checks.")] = "inception",
     inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
@@ -444,10 +453,11 @@ def eval_command(
     """Run evaluation protocols on trained runs; rows go to runs/<run>/results/<protocol>.csv."""
     from kpbench.protocol import EvalOptions, evaluate
 
-    options = EvalOptions(max_samples=max_samples, fid_samples=fid_samples,
+    options = EvalOptions(max_samples=max_samples, batch_size=batch_size, fid_samples=fid_samples,
+                          realism_z=realism_z, fid_reference_samples=fid_reference_samples,
                           extractor=checked_extractor(extractor), inception_weights=inception_weights,
                           classify_samples=classify_samples, min_per_class=min_per_class, folds=folds,
-                          device=device)
+                          device=device, bn_mode=bn_mode.value)
     if sigmas:
         options = replace(options, sigmas=tuple(sigmas))
     chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])

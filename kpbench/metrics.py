@@ -7,9 +7,12 @@ Per-sample metrics take batches of images in [-1, 1], shape (B, 3, S, S), and ma
     appearance_l1(generated, real, mask)            mean |generated - real| inside the mask
     psnr(generated, real), ssim(generated, real)    scikit-image's formulas, batched; data range 2
 
-FID and KID go through torch-fidelity's feature extractors and metric functions:
+FID, KID and precision/recall use torch-fidelity's feature extractors; FID and precision/recall
+its metric functions, KID the same kernel with an estimate over all images and a bootstrap
+interval (:func:`kid_with_interval`):
 
     compute_fid_kid(generated, reference, extractor="inception", cache_dir=...) -> FidKidResult
+    realism_from_features(features, reference_stats, extractor)  -> FidKidResult (features known)
     reference_statistics(reference, extractor, cache_dir=...)   -> ReferenceStats (cached)
     extract_features(images, extractor)                          -> (N, D) float32
     ReferenceSet.from_dataset(dataset, indices)                  the real images and their identity
@@ -57,7 +60,6 @@ from torch_fidelity.metric_fid import (
     fid_features_to_statistics,
     fid_statistics_to_metric,
 )
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
@@ -69,10 +71,12 @@ from kpbench.runtime import pick_device
 # FID's covariance needs more samples than feature dimensions (2048 for Inception) to be full
 # rank; below that FID is biased upwards and only comparable at equal N.
 FID_UNBIASED_MIN_N = 2048
-# KID's standard subset size; smaller sets use all their samples per subset.
-KID_SUBSET_SIZE = 1000
-KID_SUBSETS = 100
-KID_SEED = 2020  # torch-fidelity's default rng_seed, so values match it called directly
+# KID is the unbiased MMD^2 estimate over all generated and all reference images (torch-fidelity's
+# kernel, (x.y / D + 1)^3). Its uncertainty comes from a bootstrap over images (both sets): the
+# subset scheme of torch-fidelity (std over subsets of 1000) gives a spread of ~1e-7 whenever N
+# <= 1000, because every "subset" is then the whole set in another order.
+KID_RESAMPLES = 1000  # bootstrap resamples behind KID's 95 % interval and std
+KID_SEED = 2020  # torch-fidelity's default rng_seed
 CACHE_FORMAT = 1  # bump when the layout of cached reference statistics changes
 
 
@@ -637,18 +641,74 @@ def reference_statistics(
 class FidKidResult(TypedDict):
     fid: float
     kid: float
-    kid_std: float
+    kid_std: float  # std of KID's bootstrap distribution (its standard error)
+    kid_low: float  # KID's 95 % bootstrap interval (percentile)
+    kid_high: float
     precision: float  # share of generated images inside the real images' k-NN balls (fidelity)
     recall: float  # share of real images inside the generated images' k-NN balls (coverage)
     n: int  # generated images
     n_reference: int
-    kid_subset_size: int
     extractor: str
     note: str  # e.g. "N<2048: FID biased"
     reference_cached: bool
 
 
 PRC_NEIGHBOURHOOD = 3  # torch-fidelity's default k for precision/recall
+
+
+@dataclass(frozen=True)
+class KidEstimate:
+    value: float
+    std: float
+    low: float
+    high: float
+
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """torch-fidelity's KID kernel (x.y / D + 1)^3 between (N, D) and (M, D) -> (N, M) float64."""
+    return np.asarray((x @ y.T / x.shape[1] + 1.0) ** 3)
+
+
+def kid_with_interval(features: Tensor, reference: Tensor, resamples: int = KID_RESAMPLES,
+                      seed: int = KID_SEED) -> KidEstimate:
+    """Unbiased MMD^2 (KID) of features (N, D) against reference features (M, D), with the std
+    and 95 % percentile interval of a bootstrap that resamples both sets' images.
+
+    A resample is a count per image (c for generated, e for reference, multinomial). Pairs of the
+    same original image are left out of the within-set means, as the unbiased estimator leaves
+    out the diagonal: mean_xx = (c'Kc - sum c_i^2 K_ii) / (N^2 - sum c_i^2), and
+    KID = mean_xx + mean_yy - 2 c'K_xy e / (N M). Counts of all ones give the full-set value,
+    which equals torch-fidelity's KID at N = M with one subset of size N."""
+    x = features.double().numpy()
+    y = reference.double().numpy()
+    n, m = len(x), len(y)
+    if min(n, m) < 2:
+        raise KpbenchError(f"KID needs at least 2 images on each side, got {n} and {m}")
+    k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+
+    def within(kernel: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        # counts (R, L) -> (R,) mean kernel over pairs of distinct original images
+        squares = counts**2
+        total = np.einsum("ri,ri->r", counts @ kernel, counts) - squares @ np.diagonal(kernel)
+        pairs = counts.sum(1) ** 2 - squares.sum(1)  # 0 when a resample repeats one image only
+        return np.asarray(np.divide(total, pairs, out=np.full_like(total, np.nan), where=pairs > 0))
+
+    def kid(c: np.ndarray, e: np.ndarray) -> np.ndarray:
+        cross = np.einsum("ri,ri->r", c @ k_xy, e) / (n * m)
+        return np.asarray(within(k_xx, c) + within(k_yy, e) - 2 * cross)
+
+    value = float(kid(np.ones((1, n)), np.ones((1, m)))[0])
+    rng = np.random.default_rng(seed)
+    draws = []
+    for start in range(0, resamples, 100):  # chunks keep the (R, M) count matrices small
+        size = min(100, resamples - start)
+        c = rng.multinomial(n, np.full(n, 1 / n), size=size).astype(np.float64)
+        e = rng.multinomial(m, np.full(m, 1 / m), size=size).astype(np.float64)
+        draws.append(kid(c, e))
+    spread = np.concatenate(draws)
+    spread = spread[np.isfinite(spread)]  # resamples of a single distinct image (tiny sets) say nothing
+    low, high = np.percentile(spread, [2.5, 97.5])
+    return KidEstimate(value, float(spread.std(ddof=1)), float(low), float(high))
 
 
 def compute_fid_kid(
@@ -660,16 +720,23 @@ def compute_fid_kid(
     weights_path: Path | str | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 64,
-    kid_subsets: int = KID_SUBSETS,
-    kid_subset_size: int | None = None,
+    kid_resamples: int = KID_RESAMPLES,
     seed: int = KID_SEED,
 ) -> FidKidResult:
-    """FID and KID (mean and std over subsets) of generated images in [-1, 1] against
-    ``reference``, with torch-fidelity's metric code. KID's subset size (default 1000) is capped
-    at min(N, N_reference); FID below 2048 samples is flagged in ``note``."""
+    """FID, KID (with its bootstrap interval), precision and recall of generated images in
+    [-1, 1] against ``reference`` (whose statistics are cached); FID below 2048 samples is
+    flagged in ``note``."""
     loaded = load_extractor(extractor, weights_path, device)  # fails early if weights are absent
     ref = reference_statistics(reference, loaded, cache_dir=cache_dir, batch_size=batch_size)
     features = extract_features(generated, loaded, batch_size=batch_size)
+    return realism_from_features(features, ref, loaded.spec.name, kid_resamples=kid_resamples, seed=seed)
+
+
+def realism_from_features(features: Tensor, ref: ReferenceStats, extractor: str, *,
+                          kid_resamples: int = KID_RESAMPLES, seed: int = KID_SEED) -> FidKidResult:
+    """FID, KID, precision and recall of features (N, D) against the reference's statistics:
+    the metrics of :func:`compute_fid_kid` once features exist (the real-vs-real floor passes
+    real images' cached features here)."""
     n, n_ref = len(features), len(ref.features)
     if n < 2:
         raise KpbenchError(f"FID/KID need at least 2 generated images, got {n}")
@@ -677,9 +744,7 @@ def compute_fid_kid(
     mu, sigma = _stats_from_features(features)
     fid = fid_statistics_to_metric({"mu": mu, "sigma": sigma}, {"mu": ref.mu, "sigma": ref.sigma},
                                    verbose=False)[KEY_METRIC_FID]
-    subset = min(kid_subset_size or KID_SUBSET_SIZE, n, n_ref)
-    kid = kid_features_to_metric(features, ref.features, kid_subsets=kid_subsets,
-                                 kid_subset_size=subset, rng_seed=seed, verbose=False)
+    kid = kid_with_interval(features, ref.features, kid_resamples, seed)
 
     # Precision/recall (Kynkaanniemi et al. 2019), torch-fidelity's implementation, k = 3, on the
     # same features. It needs more than k samples on each side.
@@ -691,18 +756,17 @@ def compute_fid_kid(
     notes = []
     if min(n, n_ref) < FID_UNBIASED_MIN_N:
         notes.append(f"N<{FID_UNBIASED_MIN_N}: FID biased")
-    if subset < KID_SUBSET_SIZE:
-        notes.append(f"KID subsets of {subset}")
     return FidKidResult(
         fid=float(fid),
-        kid=float(kid[KEY_METRIC_KID_MEAN]),
-        kid_std=float(kid[KEY_METRIC_KID_STD]),
+        kid=kid.value,
+        kid_std=kid.std,
+        kid_low=kid.low,
+        kid_high=kid.high,
         precision=float(prc[KEY_METRIC_PRECISION]),
         recall=float(prc[KEY_METRIC_RECALL]),
         n=n,
         n_reference=n_ref,
-        kid_subset_size=subset,
-        extractor=loaded.spec.name,
+        extractor=extractor,
         note="; ".join(notes),
         reference_cached=ref.cached,
     )

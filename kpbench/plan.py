@@ -145,7 +145,7 @@ def load_plan(path: Path | str, workdir: Path | str | None = None,
     try:
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in eval_table.items()}
         options = EvalOptions(**values)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, KpbenchError) as error:  # e.g. an unknown bn_mode
         raise _fail(path, f"[eval]: {error}") from None
 
     seeds = _seeds(path, raw.get("seeds", [0]))

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
+from kpbench.choices import DEFAULT_BN_MODE
 from kpbench.errors import KpbenchError
 from kpbench.lock import RunLock
 from kpbench.metricinfo import register_metric
 from kpbench.paths import RunDir, WorkDir
 from kpbench.plugins import import_package_modules
 from kpbench.results import ResultRow, write_rows
-from kpbench.runs import TrainedRun
+from kpbench.runs import BN_MODES, TrainedRun
 from kpbench.runtime import derive_seed, pick_device
 
 if TYPE_CHECKING:
@@ -46,16 +47,27 @@ class EvalOptions:
     """Knobs shared by protocols; every row records the sample count it used."""
 
     max_samples: int = 256  # test images per condition for the per-sample metrics
+    # Generation batch size. With batch statistics (bn_mode "batch") an output depends on the
+    # other samples of its batch, so this and the batch order are part of the result (recorded).
     batch_size: int = 32
     sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)  # noise std on [-1, 1] patches
     max_patches: int = 5  # num_patches protocol: N = 1..max_patches
-    fid_samples: int = 2048  # generated images for FID/KID (capped by the test split size)
+    fid_samples: int = 2048  # test patch sets behind FID/KID (capped by the test split size)
+    realism_z: int = 1  # fid: images generated per test patch set, each with its own z
+    fid_reference_samples: int = 2048  # fid: training images in the real reference (capped)
     extractor: str = "inception"
     inception_weights: Path | None = None
     folds: int = 5
     classify_samples: int = 2000
     min_per_class: int = 5  # classification: classes with fewer samples are left out
     device: str | None = None
+    bn_mode: str = DEFAULT_BN_MODE  # batch-norm statistics at generation (kpbench.runs.BN_MODES)
+
+    def __post_init__(self) -> None:
+        if self.bn_mode not in BN_MODES:
+            raise KpbenchError(f"unknown batch-norm mode {self.bn_mode!r}; use {', '.join(BN_MODES)}")
+        if self.realism_z < 1 or self.fid_reference_samples < 2 or self.batch_size < 1:
+            raise KpbenchError("need realism_z >= 1, fid_reference_samples >= 2 and batch_size >= 1")
 
 
 PROTOCOLS_PACKAGE = "kpbench.protocols"  # the folder of protocol files, one protocol each
@@ -408,7 +420,8 @@ def evaluate(
     for run_dir in find_runs(workdir, variants, seeds, names):
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
             with outcome.timed("load"):
-                run = load_run(run_dir, device=device)
+                # The one place where the batch-norm mode is applied: every protocol's generator.
+                run = load_run(run_dir, device=device).with_bn_mode(options.bn_mode)
             context = EvalContext(workdir, run_dir, run, options, device, datasets, boxes)
             shift = context.box_shift
             for protocol in protocols:
@@ -428,7 +441,8 @@ def evaluate(
 
 def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
     """Record what the rows of ``context.run_dir`` came from in ``results/provenance.json``:
-    data (manifest hash, side, split sizes), training length, device, package versions and what
+    data (manifest hash, side, split sizes), training length, device, package versions, how
+    each protocol's images were generated (``generation``: batch-norm mode, batch size) and what
     each protocol that ran adds (:attr:`Protocol.provenance`: FID its feature extractor and
     weights hash). Earlier entries are kept."""
     import json
@@ -458,6 +472,10 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
         device += f" ({torch.cuda.get_device_name(context.device)})"
     record["device"] = device
     record["versions"] = {package: found or "not installed" for package, found in package_versions().items()}
+    # How the rows of each protocol that ran were generated (kept per protocol: a later
+    # evaluation of other protocols with other settings does not relabel these rows).
+    generation = {"bn_mode": context.run.bn_mode, "batch_size": context.options.batch_size}
+    record.setdefault("generation", {}).update({name: generation for name in protocol_names})
     for name in protocol_names:
         protocol = protocol_info(name)
         if protocol is not None and protocol.provenance is not None:

@@ -1,6 +1,7 @@
-"""Trained runs for evaluation: load a run directory's generator and use it, in eval mode.
+"""Trained runs for evaluation: load a run directory's generator and use it.
 
-    run = load_run(workdir.runs / "full-seed0")
+    run = load_run(workdir.runs / "full-seed0")          # eval mode: running statistics
+    run = run.with_bn_mode("batch")                      # a copy whose BN uses batch statistics
     info = describe_run(run_dir)                 # name, variant, seed, tags, progress, evaluated
     infos = list_runs(workdir.runs)              # every run under workdir/runs
     image, mask = run.generate(patches)          # (B,N,3,S,S) -> (B,3,S,S), (B,1,S,S) or None
@@ -10,14 +11,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from kpbench.choices import BnMode, choice_values
 from kpbench.config import TrainConfig
 from kpbench.errors import KpbenchError
 from kpbench.identity import stored_tags
@@ -27,6 +30,28 @@ from kpbench.paths import RunDir
 from kpbench.runtime import pick_device
 from kpbench.variant import VariantSpec
 
+# Batch-norm statistics at generation. "batch": every BN layer normalises with the statistics of
+# the batch it is given, as the authors' code does (it never calls .eval(), so its samples are made
+# in train mode); an output then depends on the other samples of its batch, so evaluation fixes
+# its batch size and order and records them. "running": the running averages stored at training
+# time (PyTorch's eval mode); an output depends on its own input only.
+# The default (kpbench.choices.DEFAULT_BN_MODE) is the authors' code's; docs/fidelity.md says why.
+BN_MODES: tuple[str, ...] = choice_values(BnMode)
+
+
+def generator_in_bn_mode(generator: PatchGenerator, mode: str) -> PatchGenerator:
+    """A copy of ``generator`` in eval mode whose batch-norm layers use ``mode``'s statistics. For
+    "batch" they run in train mode with ``track_running_stats`` off, which makes PyTorch normalise
+    with each batch's own statistics and skip updating the running averages (and
+    ``num_batches_tracked``). The original and its buffers are never touched."""
+    batch = mode == "batch"
+    copied = copy.deepcopy(generator).eval()
+    for module in copied.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.train(batch)
+            module.track_running_stats = not batch
+    return copied
+
 
 @dataclass
 class TrainedRun:
@@ -34,8 +59,18 @@ class TrainedRun:
     spec: VariantSpec
     config: TrainConfig
     step: int  # training iterations behind these weights (0: untrained)
-    generator: PatchGenerator  # eval mode, on ``device``
+    generator: PatchGenerator  # eval mode (batch-norm layers as ``bn_mode`` says), on ``device``
     device: torch.device
+    bn_mode: str = "running"  # load_run gives eval mode; with_bn_mode changes it
+
+    def with_bn_mode(self, mode: str) -> TrainedRun:
+        """This run with its generator's batch-norm layers using ``mode``'s statistics
+        (:data:`BN_MODES`), on a copy of the generator, so the loaded weights never change."""
+        if mode not in BN_MODES:
+            raise KpbenchError(f"unknown batch-norm mode {mode!r}; use {', '.join(BN_MODES)}")
+        if mode == self.bn_mode:
+            return self
+        return replace(self, generator=generator_in_bn_mode(self.generator, mode), bn_mode=mode)
 
     @property
     def supports_variable_n(self) -> bool:
@@ -82,7 +117,8 @@ class TrainedRun:
     def untrained(self, seed: int = 0) -> TrainedRun:
         """The same architecture with fresh random weights (the classification baseline)."""
         generator = build_untrained_generator(self.spec, self.config, seed).to(self.device).eval()
-        return TrainedRun(self.run_dir, self.spec, self.config, 0, generator, self.device)
+        return TrainedRun(self.run_dir, self.spec, self.config, 0, generator, self.device).with_bn_mode(
+            self.bn_mode)
 
 
 def build_untrained_generator(spec: VariantSpec, config: TrainConfig, seed: int = 0) -> PatchGenerator:

@@ -133,6 +133,8 @@ def test_plan_files_are_checked_with_clear_errors(tmp_path: Path) -> None:
         (text.replace("steps = 2", "stepz = 2"), "unknown setting stepz in \\[train\\]"),
         (text.replace('protocols = ["patches"]', 'protocols = ["nois"]'), "unknown protocol nois"),
         (text.replace("[train]", "[train"), "not valid TOML"),
+        (text.replace('device = "cpu"\n[datasets', 'device = "cpu"\nbn_mode = "eval"\n[datasets'),
+         "plan .*tiny.toml: \\[eval\\]: unknown batch-norm mode 'eval'; use batch, running"),
     ):
         plan_path.write_text(broken)
         with pytest.raises(KpbenchError, match=message):
@@ -158,6 +160,7 @@ def test_shipped_plans_expand_to_the_papers_experiments() -> None:
     paper = load_plan(REPO / "plans" / "paper.toml", data={"celeba": "/data/celeba"})
     config = paper.cells[0].config
     assert (config.width, config.batch_size, config.epochs, config.size) == (1.0, 64, 25, 64)
+    assert (paper.eval_options.bn_mode, paper.eval_options.batch_size) == ("batch", 64)
     assert sorted({cell.config.seed for cell in paper.cells}) == [0, 1, 2]
     assert not load_plan(REPO / "plans" / "paper.toml").cells  # no folder: nothing to run, said so
     assert load_plan(REPO / "plans" / "paper.toml").datasets[0].skipped

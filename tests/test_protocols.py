@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from kpbench.choices import DEFAULT_BN_MODE
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.protocol import EvalOptions, evaluate, find_runs, get_protocol, list_protocols
@@ -50,7 +52,8 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     assert list(rows.columns) == [*COLUMNS, "run"]
     assert set(rows["run"]) == {path.name for path in written}
     assert set(rows["protocol"]) == EXPECTED_PROTOCOLS
-    assert set(rows["variant"]) == {"full", "cgan", "baseline:prior_mask", "baseline:nearest_neighbour"}
+    assert set(rows["variant"]) == {"full", "cgan", "baseline:prior_mask", "baseline:nearest_neighbour",
+                                    "baseline:real"}
     # Every value is a finite number with its sample count, or NaN explained by a note.
     for row in rows.itertuples():
         if math.isnan(row.value):
@@ -87,6 +90,13 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     assert fid.loc["fid", "extractor"] == "random-conv" and fid.loc["fid", "value"] >= 0
     assert "FID biased" in fid.loc["fid", "note"]
     assert fid.loc["precision", "value"] >= 0 and fid.loc["recall", "value"] <= 1
+    assert fid.loc["kid", "ci_low"] < fid.loc["kid", "value"] < fid.loc["kid", "ci_high"]
+    # The real-vs-real floor: the same metrics, N and extractor, real held-out images.
+    real = rows[(rows.variant == "baseline:real") & (rows.run == full.run.iloc[0])].set_index("metric")
+    assert set(real.index) == set(fid.index) == {"fid", "kid", "kid_std", "precision", "recall"}
+    assert (real["n"] == fid.loc["fid", "n"]).all() and (real["extractor"] == "random-conv").all()
+    assert set(real["condition"]) == {"key patches"}
+    assert "N=5 (5 test patch sets x 1 z); reference 43 training images" in fid.loc["fid", "note"]
     accuracy = full[(full.protocol == "classification") & (full.metric == "accuracy")]
     assert set(accuracy.condition) == {"encoder:trained", "encoder:random_init", "raw_pixels"}
     assert accuracy["value"].between(0, 1).all()
@@ -112,6 +122,71 @@ def test_every_protocol_writes_well_formed_rows(workdir: WorkDir) -> None:
     assert provenance["fid_extractor"]["name"] == "random-conv"
     assert len(provenance["fid_extractor"]["weights_sha256"]) == 64
     assert provenance["device"] == "cpu" and provenance["training"]["iterations"] == 2
+    # How every protocol's rows were generated: the default batch-norm mode and the batch size.
+    assert provenance["generation"] == {name: {"bn_mode": DEFAULT_BN_MODE, "batch_size": 4}
+                                        for name in EXPECTED_PROTOCOLS}
+
+
+def test_batch_norm_mode_changes_images_and_never_the_running_statistics(workdir: WorkDir) -> None:
+    import torch
+
+    from kpbench.runs import load_run
+
+    run_dir = find_runs(workdir, ["full"], [0])[0]
+    running = load_run(run_dir)
+    stored = {name: tensor.clone() for name, tensor in running.generator.state_dict().items()}
+    batch = running.with_bn_mode("batch")
+    assert (running.bn_mode, batch.bn_mode) == ("running", "batch")
+    patches = torch.rand(4, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = torch.rand(4, running.spec.z_dim, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    image_batch, _ = batch.generate(patches, z)
+    image_running, _ = running.generate(patches, z)
+    assert (image_batch - image_running).abs().max() > 1e-3  # the mode changes the images
+    assert torch.equal(batch.generate(patches, z)[0], image_batch)  # deterministic for one batch
+    # Batch statistics make an output depend on its batch companions.
+    assert not torch.allclose(batch.generate(patches[:2], z[:2])[0], image_batch[:2], atol=1e-5)
+    # Neither the loaded weights nor the batch-mode copy's running statistics moved.
+    for generator in (running.generator, batch.generator):
+        for name, tensor in generator.state_dict().items():
+            assert torch.equal(tensor, stored[name]), name
+    assert batch.untrained(seed=0).bn_mode == "batch"  # the random-encoder baseline follows the mode
+    assert batch.with_bn_mode("running").generate(patches, z)[0].allclose(image_running)
+    with pytest.raises(KpbenchError, match="unknown batch-norm mode 'eval'"):
+        running.with_bn_mode("eval")
+    with pytest.raises(KpbenchError, match="unknown batch-norm mode"):
+        EvalOptions(bn_mode="eval")
+
+
+def test_bn_mode_is_recorded_per_protocol_and_changes_rows(workdir: WorkDir) -> None:
+    options = OPTIONS
+    for mode in ("running", "batch"):
+        evaluate(workdir, ["noise"], variants=["full"], options=replace(options, bn_mode=mode))
+        rows = read_rows(workdir.runs).query("variant == 'full' and protocol == 'noise'")
+        run_dir = find_runs(workdir, ["full"], [0])[0]
+        provenance = json.loads((run_dir / "results" / "provenance.json").read_text())
+        assert provenance["generation"]["noise"] == {"bn_mode": mode, "batch_size": 4}
+        if mode == "running":
+            running_values = rows["value"].to_numpy()
+    assert not np.allclose(rows["value"].to_numpy(), running_values)
+
+
+def test_several_z_per_patch_set_and_a_floor_that_needs_more_real_images(workdir: WorkDir) -> None:
+    def fid_rows(**settings: int) -> pd.DataFrame:
+        evaluate(workdir, ["fid"], variants=["full"], options=replace(OPTIONS, realism_z=2, **settings))
+        rows = read_rows(workdir.runs).query("protocol == 'fid' and metric == 'kid'")
+        return rows[rows.run == find_runs(workdir, ["full"], [0])[0].name].set_index("variant")
+
+    # 5 test patch sets x 2 z = 10 images; every training image (43) in the reference leaves only
+    # the 5 test images for the floor: no floor, and the note says what to change.
+    rows = fid_rows()
+    assert rows.loc["full", "n"] == 10 and "(5 test patch sets x 2 z)" in rows.loc["full", "note"]
+    assert math.isnan(rows.loc["baseline:real", "value"])
+    assert "needs 10 real images" in rows.loc["baseline:real", "note"]
+    # A 20-image reference leaves 5 test + 23 training images: the floor at N = 10.
+    rows = fid_rows(fid_reference_samples=20)
+    assert rows.loc["baseline:real", "n"] == rows.loc["full", "n"] == 10
+    assert "reference 20 training images" in rows.loc["baseline:real", "note"]
+    assert math.isfinite(rows.loc["baseline:real", "value"])
 
 
 def test_rerun_replaces_rows_and_is_deterministic(workdir: WorkDir) -> None:
