@@ -6,10 +6,18 @@ metrics without per-sample values, such as FID). Baselines that need no learning
 mask, the nearest training image) are rows too, with ``variant`` = ``baseline:<name>``. Rows of one
 protocol for one run live in ``<run>/results/<protocol>.csv``; re-running the protocol replaces
 that file, so results are never duplicated. Comparison across runs happens only in reports.
+
+Per-sample metrics also keep their values, one per test image (and per repeat where a protocol
+draws several z for one image), in ``<run>/results/<protocol>.samples.csv.gz``
+(:data:`SAMPLE_COLUMNS`; ``sample`` is the test image's dataset index). They are written with
+the rows (:func:`write_rows`) and read by :func:`read_samples`, so that two runs scored on the
+same images can be compared image by image (paired: :mod:`kpbench.stats`).
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
@@ -17,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kpbench.io import atomic_write_text
+from kpbench.io import atomic_write_bytes, atomic_write_text
 from kpbench.metricinfo import Direction, metric_direction
 from kpbench.paths import RunDir
 
@@ -29,8 +37,14 @@ BASELINE_PREFIX = "baseline:"  # variant names of rows that come from a baseline
 
 # Whether a bigger value is better is registered with each metric
 # (:func:`kpbench.metricinfo.register_metric`); reports state it next to every column.
-__all__ = ["BASELINE_PREFIX", "COLUMNS", "Direction", "ResultRow", "is_baseline", "metric_direction",
-           "read_rows", "write_rows"]
+__all__ = ["BASELINE_PREFIX", "COLUMNS", "SAMPLE_COLUMNS", "SAMPLE_KEYS", "Direction", "ResultRow",
+           "is_baseline", "metric_direction", "read_rows", "read_samples", "write_rows"]
+
+# One per-sample value: the row it belongs to (variant, condition, metric, extractor; protocol and
+# seed are the file's and the run's), the test image's dataset index and the repeat (z draw).
+SAMPLE_COLUMNS: tuple[str, ...] = ("variant", "condition", "metric", "extractor", "sample", "repeat",
+                                   "value")
+SAMPLE_KEYS: tuple[str, ...] = ("sample", "repeat")  # a value's identity within its row
 
 
 @dataclass(frozen=True)
@@ -52,11 +66,50 @@ def is_baseline(variant: str) -> bool:
     return variant.startswith(BASELINE_PREFIX)
 
 
-def write_rows(run_dir: Path, protocol: str, rows: Iterable[ResultRow]) -> Path:
-    """Replace ``<run_dir>/results/<protocol>.csv`` with ``rows`` (atomically)."""
+def write_rows(run_dir: Path, protocol: str, rows: Iterable[ResultRow],
+               samples: pd.DataFrame | None = None) -> Path:
+    """Replace ``<run_dir>/results/<protocol>.csv`` with ``rows`` and its per-sample values with
+    ``samples`` (:data:`SAMPLE_COLUMNS`; None or empty: the protocol has none, and an older file is
+    removed so that values never outlive their rows). Each file is replaced atomically, the samples
+    first: a reader never sees rows next to values of another evaluation that finished."""
+    files = RunDir(Path(run_dir))
     frame = pd.DataFrame([asdict(row) for row in rows], columns=list(COLUMNS))
-    path = RunDir(Path(run_dir)).results_csv(protocol)
-    return atomic_write_text(path, frame.to_csv(index=False))
+    samples_path = files.results_samples(protocol)
+    if samples is not None and not samples.empty:
+        missing = set(SAMPLE_COLUMNS) - set(samples.columns)
+        if missing:
+            raise ValueError(f"per-sample values lack columns {sorted(missing)}")
+        buffer = io.BytesIO()
+        # mtime=0: the same values give the same bytes
+        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as handle:
+            handle.write(samples[list(SAMPLE_COLUMNS)].to_csv(index=False).encode("utf-8"))
+        atomic_write_bytes(samples_path, buffer.getvalue())
+    else:
+        samples_path.unlink(missing_ok=True)
+    return atomic_write_text(files.results_csv(protocol), frame.to_csv(index=False))
+
+
+def read_samples(runs_root: Path) -> pd.DataFrame:
+    """Every per-sample value under ``runs_root/*/results/*.samples.csv.gz`` as one frame with
+    :data:`SAMPLE_COLUMNS`, ``seed`` (the run's, from its rows), ``protocol`` and ``run``.
+    Files without a rows file beside them are ignored."""
+    frames = []
+    for path in sorted(Path(runs_root).glob(f"*/{RunDir.RESULTS_DIR}/*{RunDir.SAMPLES_SUFFIX}")):
+        protocol = path.name[:-len(RunDir.SAMPLES_SUFFIX)]
+        rows_path = path.with_name(f"{protocol}.csv")
+        if not rows_path.is_file():
+            continue
+        seeds = pd.read_csv(rows_path, usecols=["seed"])["seed"].unique()
+        if len(seeds) != 1:
+            continue  # rows of no run, or of several: nothing to key the values by
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"],
+                            dtype={"variant": str, "condition": str, "metric": str, "extractor": str})
+        frames.append(frame.assign(seed=int(seeds[0]), protocol=protocol, run=path.parent.parent.name))
+    columns = [*SAMPLE_COLUMNS, "seed", "protocol", "run"]
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 def read_rows(runs_root: Path) -> pd.DataFrame:

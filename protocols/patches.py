@@ -52,13 +52,14 @@ def run(context: EvalContext) -> list[ResultRow]:
         for number, batch in enumerate(context.batches(context.samples("test", patch_source=source))):
             tag = f"{NAME}-{source}-{number}"
             patches, real, true_mask = batch["patches"], batch["image"], batch["mask"]
+            ids = batch["sample_id"]  # (B,) dataset indices: the same images for every run
             generated, mask = context.generate(patches, tag=tag)
-            accumulator.add(source, reconstruction_metrics(generated, real, mask, true_mask))
+            accumulator.add(source, reconstruction_metrics(generated, real, mask, true_mask), ids=ids)
             prior_iou = metrics.mask_iou(prior_mask_batch(prior, true_mask), true_mask)
-            accumulator.add(source, {"mask_iou": prior_iou}, variant=PRIOR_MASK)
+            accumulator.add(source, {"mask_iou": prior_iou}, variant=PRIOR_MASK, ids=ids)
             nn_image, nn_mask = neighbour.by_patches(patches)
             accumulator.add(source, reconstruction_metrics(nn_image, real, nn_mask, true_mask),
-                            variant=NEAREST_NEIGHBOUR)
+                            variant=NEAREST_NEIGHBOUR, ids=ids)
             if source == "key" and len(patches) >= 2:
                 # Same z (same tag): only the patches change.
                 swapped_image, swapped_mask = context.generate(swap(patches), tag=tag)
@@ -66,7 +67,7 @@ def run(context: EvalContext) -> list[ResultRow]:
                 if mask is not None and swapped_mask is not None:
                     dependence["mask_dependence"] = input_dependence(mask, swapped_mask, true_mask)
                 dependence |= _order_dependence(context, patches, generated, mask, real, true_mask, tag)
-                accumulator.add(source, dependence)
+                accumulator.add(source, dependence, ids=ids)
             if number == 0:
                 _save_grids(context, source, batch, generated, mask, nn_image, neighbour)
     return accumulator.rows(context, NAME)
