@@ -19,6 +19,8 @@ main text).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kpbench import metrics
@@ -37,11 +39,13 @@ from kpbench.results import ResultRow
 NAME = "patches"
 GRID_ROWS = 8
 
-register_metric("image_dependence", "image dependence", "higher", order=60)
-register_metric("mask_dependence", "mask dependence", "higher", order=70)
+register_metric("image_dependence", "image dependence", "higher", order=60, bounds=(0.0, math.inf))
+register_metric("mask_dependence", "mask dependence", "higher", order=70, bounds=(0.0, math.inf))
 # Change under a permutation of the patches: 0 for an order-invariant model (the paper's aim).
-register_metric("image_order_dependence", "image order dependence", "lower", order=80)
-register_metric("mask_order_dependence", "mask order dependence", "lower", order=90)
+register_metric("image_order_dependence", "image order dependence", "lower", order=80,
+                bounds=(0.0, math.inf))
+register_metric("mask_order_dependence", "mask order dependence", "lower", order=90,
+                bounds=(0.0, math.inf))
 
 
 def run(context: EvalContext) -> list[ResultRow]:
