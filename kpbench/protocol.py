@@ -276,7 +276,8 @@ register_metric("mask_iou", "mask IoU", "higher", order=10, bounds=(0.0, 1.0))
 register_metric("appearance_l1", "appearance L1", "lower", order=20, bounds=(0.0, 2.0))  # pixels in [-1, 1]
 register_metric("psnr", "PSNR", "higher", order=30)
 register_metric("ssim", "SSIM", "higher", order=40, bounds=(-1.0, 1.0))
-register_metric("l1", "L1", "lower", order=50, bounds=(0.0, 2.0))  # plain L1 of the whole image, in older result files
+# plain L1 of the whole image, in older result files
+register_metric("l1", "L1", "lower", order=50, bounds=(0.0, 2.0))
 
 
 def reconstruction_metrics(

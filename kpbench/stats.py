@@ -231,7 +231,7 @@ def _pooled_note(seeds: int, pooled_seed_var: float | None) -> str:
 def per_seed_estimate(values: Sequence[float] | np.ndarray, lows: Sequence[float] | np.ndarray | None = None,
                       highs: Sequence[float] | np.ndarray | None = None, *,
                       bounds: tuple[float, float] | None = None, pooled_seed_var: float | None = None,
-                      confidence: float = CONFIDENCE) -> Estimate:
+                      images: int = 0, confidence: float = CONFIDENCE) -> Estimate:
     """The mean of one number per seed and its interval, combining both variance sources.
 
     The seed values' variance s^2 estimates between-seed plus within-seed variance, so
@@ -239,7 +239,8 @@ def per_seed_estimate(values: Sequence[float] | np.ndarray, lows: Sequence[float
     rows' own intervals show (w^2, from their half-width / z), the larger of the two is used.
     One seed: w^2 plus the pooled between-seed variance where given. Student's t on k - 1
     degrees of freedom when s^2 decides, normal otherwise; the interval is clipped to
-    ``bounds`` (never mean +- t sd past what the metric can take)."""
+    ``bounds`` (never mean +- t sd past what the metric can take). ``images``: the samples behind
+    each value (the rows' n), over which the within-seed variance would shrink."""
     from scipy import stats
 
     v = np.asarray(values, dtype=np.float64)
@@ -267,14 +268,15 @@ def per_seed_estimate(values: Sequence[float] | np.ndarray, lows: Sequence[float
         pooled = pooled_seed_var if pooled_seed_var is not None and pooled_seed_var > 0 else 0.0
         note = _pooled_note(k, pooled_seed_var)
         if not math.isfinite(within) and pooled == 0:
-            return Estimate(mean, math.nan, math.nan, k, 0, math.nan, math.nan, False, note=note)
+            return Estimate(mean, math.nan, math.nan, k, images, math.nan, math.nan, False, note=note)
         var_seed, var_image = pooled, within if math.isfinite(within) else 0.0
         variance = var_seed + var_image
     quantile = float(stats.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else z
     low, high = mean - quantile * math.sqrt(variance), mean + quantile * math.sqrt(variance)
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
-    return Estimate(mean, low, high, k, 0, var_seed, var_image, False, df=df, note=note)
+    return Estimate(mean, low, high, k, images if var_image > 0 else 0, var_seed, var_image, False, df=df,
+                    note=note)
 
 
 def unpaired_difference(a: Estimate, b: Estimate, confidence: float = CONFIDENCE) -> Estimate:
@@ -295,7 +297,8 @@ def unpaired_difference(a: Estimate, b: Estimate, confidence: float = CONFIDENCE
         stats.norm.ppf(0.5 + confidence / 2))
     mean = a.mean - b.mean
     half = quantile * math.sqrt(total)
-    return Estimate(mean, mean - half, mean + half, min(a.seeds, b.seeds), 0,
+    images = min(a.images, b.images) if a.images and b.images else max(a.images, b.images)
+    return Estimate(mean, mean - half, mean + half, min(a.seeds, b.seeds), images,
                     a.var_seed + b.var_seed, a.var_image + b.var_image, False, df=df,
                     note="; ".join(dict.fromkeys(n for n in (a.note, b.note) if n)))
 
