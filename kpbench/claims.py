@@ -457,10 +457,11 @@ def _compare(evidence: Evidence, a: Side, b: Side, missing: list[str]) -> Test |
     names = ((a.condition, b.condition) if a.label == b.label
              else (variant_label(a.label), variant_label(b.label)))
     margin = PRACTICAL_MARGINS.get(a.metric)
-    text = (f"{metric_label(a.metric)} {names[0]} {_number(cell_a.mean)} "
+    measure = metric_label(a.metric) + (f" ({a.extractor})" if a.extractor else "")
+    text = (f"{measure} {names[0]} {_number(cell_a.mean)} "
             f"vs {names[1]} {_number(cell_b.mean)}: "
             f"{_signed(raw.mean)} {_interval(raw)} ({basis}{'; ' + raw.note if raw.note else ''})")
-    item = {"what": f"{metric_label(a.metric)}: {names[0]} - {names[1]}", "mean": raw.mean, "low": raw.low,
+    item = {"what": f"{measure}: {names[0]} - {names[1]}", "mean": raw.mean, "low": raw.low,
             "high": raw.high, "basis": basis, "metric": a.metric}
     return Test(text, _oriented(raw, sign), margin, item)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,16 +152,22 @@ def _finite_columns(*matrices: np.ndarray) -> np.ndarray:
 
 def hierarchical_estimate(values: np.ndarray, rng: np.random.Generator, *,
                           pooled_seed_var: float | None = None, confidence: float = CONFIDENCE,
-                          resamples: int = BOOTSTRAP_RESAMPLES) -> Estimate:
+                          resamples: int = BOOTSTRAP_RESAMPLES,
+                          weights: Callable[[int], np.ndarray] | None = None) -> Estimate:
     """The mean of ``values`` (seeds, images) and its hierarchical-bootstrap interval (seeds,
-    then images). Images missing for any seed are left out. NO_ESTIMATE when none remain."""
+    then images). Images missing for any seed are left out. NO_ESTIMATE when none remain.
+    ``weights(size) -> (R, size)``: bootstrap weights to use instead of drawing new ones from
+    ``rng`` (a table of many cells may share one draw per size: each cell's interval stays valid,
+    and the draws are made once)."""
     matrix = np.atleast_2d(np.asarray(values, dtype=np.float64))
     matrix = matrix[:, _finite_columns(matrix)]
     seeds, images = matrix.shape
     if images == 0 or seeds == 0:
         return NO_ESTIMATE
-    seed_w = bootstrap_weights(rng, seeds, resamples)  # (R, k)
-    image_w = bootstrap_weights(rng, images, resamples)  # (R, n)
+    draw = weights or (lambda size: bootstrap_weights(rng, size, resamples))
+    seed_w = draw(seeds)  # (R, k)
+    image_w = draw(images)  # (R, n)
+    resamples = len(image_w)
     pooled = _seed_term(rng, seeds, pooled_seed_var, resamples)
     draws = np.einsum("rn,rn->r", seed_w @ matrix, image_w) + pooled
     seed_means, image_means = matrix.mean(axis=1), matrix.mean(axis=0)
@@ -271,6 +277,11 @@ def per_seed_estimate(values: Sequence[float] | np.ndarray, lows: Sequence[float
             return Estimate(mean, math.nan, math.nan, k, images, math.nan, math.nan, False, note=note)
         var_seed, var_image = pooled, within if math.isfinite(within) else 0.0
         variance = var_seed + var_image
+        if pooled == 0 and lows is not None and highs is not None:
+            # One seed and nothing to add: the row's own (bootstrap) interval, asymmetry kept.
+            low, high = float(np.asarray(lows, dtype=np.float64)[keep][0]), float(
+                np.asarray(highs, dtype=np.float64)[keep][0])
+            return Estimate(mean, low, high, k, images, var_seed, var_image, False, note=note)
     quantile = float(stats.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else z
     low, high = mean - quantile * math.sqrt(variance), mean + quantile * math.sqrt(variance)
     if bounds is not None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kpbench.claims import ClaimResult, check_claims
 from kpbench.identity import distinguishing_tags
 from kpbench.identity import label as run_label
-from kpbench.metricinfo import metric_direction, metric_label, ordered_metrics
+from kpbench.metricinfo import metric_bounds, metric_direction, metric_label, ordered_metrics
 from kpbench.protocol import protocol_info
 from kpbench.report.formatting import (
     format_interval,
@@ -30,7 +32,14 @@ from kpbench.report.formatting import (
 )
 from kpbench.results import is_baseline
 from kpbench.runs import list_runs
-from kpbench.stats import cell_interval, separated
+from kpbench.stats import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_weights,
+    cell_interval,
+    hierarchical_estimate,
+    separated,
+    stable_rng,
+)
 
 # Display order of baselines; others follow alphabetically, baselines (``baseline:*``) always last.
 # Protocols and metrics are ordered by their registries (Protocol.order, MetricInfo.order).
@@ -83,10 +92,13 @@ def label_runs(rows: pd.DataFrame, runs_root: Path) -> tuple[pd.DataFrame, dict[
     return rows, {name: relabel(info.variant, name) for name, info in infos.items()}
 
 
-def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
+def aggregate(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (protocol, condition, extractor, metric, variant) with ``mean``, ``std``
-    (sample std over seeds, NaN for one seed), ``low``/``high`` (the 95 % interval of
-    :func:`kpbench.stats.cell_interval`, NaN when none can be formed), ``seeds`` (seeds with a
+    (sample std over seeds, NaN for one seed), ``low``/``high`` (the 95 % interval, NaN when none
+    can be formed: the hierarchical bootstrap over seeds then images of
+    :func:`kpbench.stats.hierarchical_estimate` where ``samples``, the per-sample values
+    (:func:`kpbench.results.read_samples`, labelled like ``rows``), hold the cell; else
+    :func:`kpbench.stats.cell_interval` of the per-seed values), ``seeds`` (seeds with a
     row), ``valued`` (seeds with a value, behind ``mean``), ``n_min``, ``n_max`` (samples per
     seed), ``notes`` (distinct notes, newline-joined) and ``best``."""
     rows = rows.copy()
@@ -100,9 +112,14 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     records = []
+    matrices = sample_matrices(samples)
     for key, group in per_seed.groupby(CELL_KEYS, sort=False):
         cell = cell_interval(group["value"].to_numpy(), group["ci_low"].to_numpy(),
-                             group["ci_high"].to_numpy())
+                             group["ci_high"].to_numpy(), bounds=metric_bounds(key[3]))
+        if key in matrices:
+            estimate = hierarchical_estimate(matrices[key], stable_rng("table"),
+                                             weights=shared_weights)
+            cell = replace(cell, low=estimate.low, high=estimate.high)
         records.append({
             **dict(zip(CELL_KEYS, key)),
             "mean": group["value"].mean(),
@@ -121,6 +138,22 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     stats = stats.join(notes, on=CELL_KEYS)
     stats["best"] = best_flags(stats)
     return stats
+
+
+def sample_matrices(samples: pd.DataFrame | None) -> dict[tuple[str, ...], np.ndarray]:
+    """Cell key (:data:`CELL_KEYS`) -> per-sample values (seeds, images), repeats averaged."""
+    if samples is None or samples.empty:
+        return {}
+    frame = samples.assign(extractor=samples["extractor"].fillna("").astype(str))
+    means = frame.groupby([*CELL_KEYS, "seed", "sample"], sort=False)["value"].mean()
+    return {key: group.droplevel(list(range(len(CELL_KEYS)))).unstack("sample").to_numpy(dtype=np.float64)
+            for key, group in means.groupby(level=list(range(len(CELL_KEYS))), sort=False)}
+
+
+@lru_cache(maxsize=64)
+def shared_weights(size: int) -> np.ndarray:
+    """One bootstrap draw (R, size) per size, shared by a table's cells (seeded by the size)."""
+    return bootstrap_weights(stable_rng("table weights", size), size, BOOTSTRAP_RESAMPLES)
 
 
 def join_notes(notes: pd.Series) -> str:
@@ -386,10 +419,10 @@ def protocol_grid(stats: pd.DataFrame, variants: Sequence[str], axis: Axis | Non
     return ProtocolGrid(metrics, decimals, {m: shared_notes(by_metric[m]) for m in metrics}, groups)
 
 
-def judge_claims(rows: pd.DataFrame) -> tuple[list[ClaimResult], str]:
-    """:func:`kpbench.claims.check_claims` of ``rows``, or ([], why) when the rows cannot be
-    judged (e.g. one cell measured under several extractors)."""
+def judge_claims(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> tuple[list[ClaimResult], str]:
+    """:func:`kpbench.claims.check_claims` of ``rows`` (and their per-sample values), or
+    ([], why) when the rows cannot be judged (e.g. one cell measured under several extractors)."""
     try:
-        return check_claims(rows), ""
+        return check_claims(rows, samples), ""
     except ValueError as error:
         return [], str(error)
