@@ -40,7 +40,8 @@ def render_markdown(data: ReportData, generated: str) -> str:
         "interval (hierarchical bootstrap over seeds, then test images, for per-sample metrics; for "
         "one value per run, such as FID, the seeds' spread combined with each row's own interval, "
         "Student's t over seeds, inside the metric's range); n = evaluated samples per seed; "
-        "**bold** = best trained variant of a column, only where its interval is separated from every other trained variant's (↑ higher is better, "
+        "**bold** = best trained variant of a column, only where its interval is separated from "
+        "every other trained variant's (↑ higher is better, "
         "↓ lower is better; spreads such as KID std are never ranked); *italic* rows are baselines "
         "(floors), never ranked.\n",
         "## Summary\n",
