@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from kpbench.metricinfo import metric_bounds, metric_direction, metric_label
-from kpbench.results import BASELINE_PREFIX, COLUMNS, is_baseline
+from kpbench.results import BASELINE_PREFIX, COLUMNS, is_baseline, sample_matrices
 from kpbench.stats import (
     BOOTSTRAP_RESAMPLES,
     FAMILY_ALPHA,
@@ -53,6 +53,7 @@ from kpbench.stats import (
     cell_interval,
     hierarchical_estimate,
     holm,
+    one_blas_thread,
     paired_difference,
     per_seed_estimate,
     power_statement,
@@ -219,13 +220,10 @@ class Evidence:
         self.rows = _normalise(rows)
         self._by_cell = {key: group for key, group in self.rows.groupby(
             ["variant", "protocol", "condition", "metric"], sort=False)}
-        self._samples: dict[tuple[str, str, str, str], pd.DataFrame] = {}
-        if samples is not None and not samples.empty:
-            frame = samples.copy()
-            frame["extractor"] = frame["extractor"].fillna("").astype(str)
-            self._samples = {key: group for key, group in frame.groupby(
-                ["variant", "protocol", "condition", "metric"], sort=False)}
+        # (variant, protocol, condition, metric, extractor) -> per-sample values
+        self._matrices = sample_matrices(samples, ["variant", "protocol", "condition", "metric", "extractor"])
         self._pooled: dict[tuple[str, str, str, str], float | None] = {}
+        self._cells: dict[Side, Estimate] = {}
         self.labels = list(dict.fromkeys(self.rows["variant"]))
 
     # -- raw access
@@ -264,13 +262,8 @@ class Evidence:
     def matrix(self, side: Side) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(seeds (k,), image ids (n,), values (k, n)) from the per-sample values (repeats of one
         image averaged); None when the cell has none."""
-        group = self._samples.get((side.label, side.protocol, side.condition, side.metric))
-        if group is None or (side.extractor and not (group["extractor"] == side.extractor).any()):
-            return None
-        if side.extractor:
-            group = group[group["extractor"] == side.extractor]
-        table = group.pivot_table(index="seed", columns="sample", values="value", aggfunc="mean")
-        return (table.index.to_numpy(), table.columns.to_numpy(), table.to_numpy(dtype=np.float64))
+        found = self._matrices.get((side.label, side.protocol, side.condition, side.metric, side.extractor))
+        return None if found is None else (found.seeds, found.ids, found.values)
 
     # -- seed variance pooled over the report's trained models
     def pooled_seed_var(self, side: Side) -> float | None:
@@ -304,6 +297,11 @@ class Evidence:
     def cell(self, side: Side) -> Estimate:
         """The cell's mean and interval: hierarchical bootstrap over seeds and images where the
         per-sample values exist, else from the per-seed values (NO_ESTIMATE when missing)."""
+        if side not in self._cells:
+            self._cells[side] = self._cell(side)
+        return self._cells[side]
+
+    def _cell(self, side: Side) -> Estimate:
         matrix = self.matrix(side)
         if matrix is not None:
             return hierarchical_estimate(matrix[2], stable_rng("cell", side),
@@ -838,8 +836,9 @@ def check_claims(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> lis
     """Every registered claim's outcomes, decided together (Holm over the report's claims)."""
     evidence = Evidence(rows, samples)
     pending: list[tuple[Claim, Outcome]] = []
-    for claim in list_claims():
-        pending.extend((claim, outcome) for outcome in claim.check(evidence))
+    with one_blas_thread():
+        for claim in list_claims():
+            pending.extend((claim, outcome) for outcome in claim.check(evidence))
     decidable = [bool(outcome.tests) and all(t.estimate.has_interval for t in outcome.tests)
                  for _, outcome in pending]
     p_values = [_claim_p(outcome.tests) if ok else math.nan for (_, outcome), ok in zip(pending, decidable)]

@@ -19,10 +19,12 @@ from __future__ import annotations
 import gzip
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kpbench.io import atomic_write_bytes, atomic_write_text
@@ -38,7 +40,8 @@ BASELINE_PREFIX = "baseline:"  # variant names of rows that come from a baseline
 # Whether a bigger value is better is registered with each metric
 # (:func:`kpbench.metricinfo.register_metric`); reports state it next to every column.
 __all__ = ["BASELINE_PREFIX", "COLUMNS", "SAMPLE_COLUMNS", "SAMPLE_KEYS", "Direction", "ResultRow",
-           "is_baseline", "metric_direction", "read_rows", "read_samples", "write_rows"]
+           "SampleMatrix", "is_baseline", "metric_direction", "read_rows", "read_samples", "sample_matrices",
+           "write_rows"]
 
 # One per-sample value: the row it belongs to (variant, condition, metric, extractor; protocol and
 # seed are the file's and the run's), the test image's dataset index and the repeat (z draw).
@@ -128,6 +131,40 @@ def read_rows(runs_root: Path) -> pd.DataFrame:
     for column in ("extractor", "note", "condition"):
         frame[column] = frame[column].fillna("").astype(str)
     return frame[[*COLUMNS, "run"]]
+
+
+@dataclass(frozen=True)
+class SampleMatrix:
+    """The per-sample values of one cell: ``values`` (seeds, images), NaN where a seed lacks an
+    image; rows follow ``seeds`` and columns ``ids`` (dataset indices), both sorted; the repeats
+    (z draws) of one image are averaged."""
+
+    seeds: np.ndarray  # (k,)
+    ids: np.ndarray  # (n,)
+    values: np.ndarray  # (k, n)
+
+
+def sample_matrices(samples: pd.DataFrame | None, keys: Sequence[str]) -> dict[tuple[Any, ...], SampleMatrix]:
+    """Cell key (the values of ``keys``, e.g. variant, protocol, condition, metric) -> its
+    :class:`SampleMatrix`, from :func:`read_samples`' frame (``seed`` and ``sample`` columns)."""
+    if samples is None or samples.empty:
+        return {}
+    frame = samples.assign(extractor=samples["extractor"].fillna("").astype(str)) if "extractor" in keys \
+        else samples
+    seeds_all = frame["seed"].to_numpy(dtype=np.int64)
+    ids_all = frame["sample"].to_numpy(dtype=np.int64)
+    values_all = frame["value"].to_numpy(dtype=np.float64)
+    matrices = {}
+    for key, positions in frame.groupby(list(keys), sort=False).indices.items():
+        seeds, seed_rows = np.unique(seeds_all[positions], return_inverse=True)
+        ids, id_columns = np.unique(ids_all[positions], return_inverse=True)
+        total = np.zeros((len(seeds), len(ids)))
+        count = np.zeros((len(seeds), len(ids)))
+        np.add.at(total, (seed_rows, id_columns), values_all[positions])
+        np.add.at(count, (seed_rows, id_columns), 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            matrices[key if isinstance(key, tuple) else (key,)] = SampleMatrix(seeds, ids, total / count)
+    return matrices
 
 
 assert tuple(field.name for field in fields(ResultRow)) == COLUMNS

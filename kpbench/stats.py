@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,18 @@ BOOTSTRAP_RESAMPLES = 2000
 # A model needs this many seeds for its own between-seed variance; with fewer, a pooled
 # estimate is used where one is given (with one seed, a variance cannot be computed at all).
 MIN_SEEDS_FOR_OWN_VARIANCE = 2
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread while bootstraps run: their products are small ((R, k) @ (k, n)
+    with R = 2000, n ~ 300), and a BLAS thread pool on a busy 2-core machine made them ~10x
+    slower than one thread (measured with benchmarks/claims.py). threadpoolctl comes with
+    scikit-learn."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def stable_rng(*parts: object) -> np.random.Generator:

@@ -30,13 +30,14 @@ from kpbench.report.formatting import (
     format_n,
     metric_decimals,
 )
-from kpbench.results import is_baseline
+from kpbench.results import is_baseline, sample_matrices
 from kpbench.runs import list_runs
 from kpbench.stats import (
     BOOTSTRAP_RESAMPLES,
     bootstrap_weights,
     cell_interval,
     hierarchical_estimate,
+    one_blas_thread,
     separated,
     stable_rng,
 )
@@ -111,8 +112,23 @@ def aggregate(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.Dat
              n=("n", "max"))
         .reset_index()
     )
+    matrices = {key: matrix.values for key, matrix in sample_matrices(samples, CELL_KEYS).items()}
+    with one_blas_thread():
+        records = _cell_records(per_seed, matrices)
+    stats = pd.DataFrame.from_records(
+        records, columns=[*CELL_KEYS, "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max"]
+    )
+    notes = rows.groupby(CELL_KEYS, sort=False)["note"].agg(join_notes).rename("notes")
+    stats = stats.join(notes, on=CELL_KEYS)
+    stats["best"] = best_flags(stats)
+    return stats
+
+
+def _cell_records(per_seed: pd.DataFrame,
+                  matrices: dict[tuple[Any, ...], np.ndarray]) -> list[dict[str, Any]]:
+    """One record per cell of ``per_seed`` (one row per seed), its interval from ``matrices``
+    (per-sample values by cell key) where they hold the cell."""
     records = []
-    matrices = sample_matrices(samples)
     for key, group in per_seed.groupby(CELL_KEYS, sort=False):
         cell = cell_interval(group["value"].to_numpy(), group["ci_low"].to_numpy(),
                              group["ci_high"].to_numpy(), bounds=metric_bounds(key[3]))
@@ -131,23 +147,7 @@ def aggregate(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.Dat
             "n_min": group["n"].min(),
             "n_max": group["n"].max(),
         })
-    stats = pd.DataFrame.from_records(
-        records, columns=[*CELL_KEYS, "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max"]
-    )
-    notes = rows.groupby(CELL_KEYS, sort=False)["note"].agg(join_notes).rename("notes")
-    stats = stats.join(notes, on=CELL_KEYS)
-    stats["best"] = best_flags(stats)
-    return stats
-
-
-def sample_matrices(samples: pd.DataFrame | None) -> dict[tuple[str, ...], np.ndarray]:
-    """Cell key (:data:`CELL_KEYS`) -> per-sample values (seeds, images), repeats averaged."""
-    if samples is None or samples.empty:
-        return {}
-    frame = samples.assign(extractor=samples["extractor"].fillna("").astype(str))
-    means = frame.groupby([*CELL_KEYS, "seed", "sample"], sort=False)["value"].mean()
-    return {key: group.droplevel(list(range(len(CELL_KEYS)))).unstack("sample").to_numpy(dtype=np.float64)
-            for key, group in means.groupby(level=list(range(len(CELL_KEYS))), sort=False)}
+    return records
 
 
 @lru_cache(maxsize=64)
