@@ -50,6 +50,7 @@ from kpbench.stats import (
     NO_ESTIMATE,
     CellStats,
     Estimate,
+    bootstrap_weights,
     cell_interval,
     hierarchical_estimate,
     holm,
@@ -486,10 +487,14 @@ def _threshold_test(evidence: Evidence, side: Side, threshold: float, above: boo
     return Test(text, oriented, None, item)
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _cell_basis(estimate: Estimate) -> str:
-    if estimate.images:
-        return f"{estimate.seeds} seeds x {estimate.images} images, hierarchical bootstrap"
-    return f"{estimate.seeds} seeds, per-seed values"
+    if estimate.images and estimate.paired is False and estimate.draws is not None:
+        return f"{_plural(estimate.seeds, 'seed')} x {estimate.images} images, hierarchical bootstrap"
+    return f"{_plural(estimate.seeds, 'seed')}, per-seed values"
 
 
 def _stronger_floor(evidence: Evidence, side: Side, floors: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -674,10 +679,11 @@ def _noise_sigmas(evidence: Evidence, label: str) -> dict[float, str]:
 
 
 def relative_score_draws(evidence: Evidence, noisy: Side, clean: Side, swapped: Side
-                         ) -> tuple[float, np.ndarray, int, int]:
-    """r = (m(noisy) - m(swapped)) / (m(clean) - m(swapped)), its bootstrap replicates, seeds and
-    images: the three cells resampled jointly (same seeds, same images) where per-sample values
-    exist, else from independent normal replicates of each cell."""
+                         ) -> tuple[float, np.ndarray, tuple[float, float], int, int]:
+    """r = (m(noisy) - m(swapped)) / (m(clean) - m(swapped)), its bootstrap replicates, its
+    variance from resampling seeds alone and images alone, seeds and images: the three cells
+    resampled jointly (same seeds, same images) where per-sample values exist, else from
+    independent normal replicates of each cell."""
     matrices = [evidence.matrix(side) for side in (noisy, clean, swapped)]
     if all(m is not None for m in matrices) and all(
             np.array_equal(m[0], matrices[0][0]) and np.array_equal(m[1], matrices[0][1])
@@ -687,20 +693,33 @@ def relative_score_draws(evidence: Evidence, noisy: Side, clean: Side, swapped: 
         stacked = stacked[:, :, keep]
         k, n = stacked.shape[1:]
         rng = stable_rng("relative", noisy, clean, swapped)
-        from kpbench.stats import bootstrap_weights  # the same draws for the three cells
-
-        seed_w = bootstrap_weights(rng, k, BOOTSTRAP_RESAMPLES)
+        seed_w = bootstrap_weights(rng, k, BOOTSTRAP_RESAMPLES)  # the same draws for the three cells
         image_w = bootstrap_weights(rng, n, BOOTSTRAP_RESAMPLES)
         means = np.einsum("rk,ckn,rn->rc", seed_w, stacked, image_w)  # (R, 3)
+        # Seeds alone (every image once) and images alone (every seed once): the variance split.
+        by_seed = np.einsum("rk,ckn->rc", seed_w, stacked) / n
+        by_image = np.einsum("ckn,rn->rc", stacked, image_w) / k
         point = stacked.mean(axis=(1, 2))
     else:
         means = np.stack([evidence.draws(side) for side in (noisy, clean, swapped)], axis=1)
         point = np.array([evidence.cell(side).mean for side in (noisy, clean, swapped)])
         k, n = evidence.cell(noisy).seeds, 0
+        by_seed = means if k >= MIN_SEEDS_FOR_OWN_VARIANCE else np.tile(point, (2, 1))
+        by_image = np.tile(point, (2, 1)) if k >= MIN_SEEDS_FOR_OWN_VARIANCE else means
+    r = float(_relative(point[None, :])[0])
+    draws = _relative(means)
+    return r, draws, (_finite_var(_relative(by_seed)), _finite_var(_relative(by_image))), k, n
+
+
+def _relative(means: np.ndarray) -> np.ndarray:
+    """(R, 3) means of (noisy, clean, swapped) -> (R,) r = (noisy - swapped) / (clean - swapped)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        draws = (means[:, 0] - means[:, 2]) / (means[:, 1] - means[:, 2])
-        r = float((point[0] - point[2]) / (point[1] - point[2]))
-    return r, draws, k, n
+        return (means[:, 0] - means[:, 2]) / (means[:, 1] - means[:, 2])
+
+
+def _finite_var(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.var(finite)) if len(finite) > 1 else 0.0
 
 
 def check_noise(evidence: Evidence) -> list[Outcome]:
@@ -727,12 +746,11 @@ def check_noise(evidence: Evidence) -> list[Outcome]:
         clean = Side(reference, NOISE, clean_condition, NOISE_METRIC)
         for sigma, condition in sigmas.items():
             noisy = Side(reference, NOISE, condition, NOISE_METRIC)
-            r, draws, seeds, images = relative_score_draws(evidence, noisy,
-                                                           clean, swapped)
+            r, draws, (var_seed, var_image), seeds, images = relative_score_draws(
+                evidence, noisy, clean, swapped)
             finite = draws[np.isfinite(draws)]
             low, high = (np.percentile(finite, [2.5, 97.5]) if len(finite) > 1 else (math.nan, math.nan))
-            estimate = Estimate(r, float(low), float(high), seeds, images,
-                                float(np.var(finite)) if len(finite) else math.nan, 0.0, images > 0,
+            estimate = Estimate(r, float(low), float(high), seeds, images, var_seed, var_image, False,
                                 draws=finite)
             test = Test(f"r({sigma:g}) = {_number(r)} {_interval(estimate)}", _oriented(
                 estimate, 1.0, MIN_RELATIVE_UNDER_SMALL_NOISE), None,
@@ -863,7 +881,7 @@ def _verdict(claim: Claim, outcome: Outcome, decidable: bool, p: float, reject: 
     if any(t.estimate.mean < 0 for t in outcome.tests):
         deciding = min((t for t in outcome.tests if t.estimate.mean < 0), key=lambda t: t.estimate.p_value())
     difference = deciding.text
-    parts = [t.text for t in outcome.tests]
+    parts = [t.text for t in outcome.tests if t is not deciding]  # the deciding one is shown apart
     if outcome.note:
         parts.append(outcome.note)
     power = ""
@@ -882,7 +900,7 @@ def _verdict(claim: Claim, outcome: Outcome, decidable: bool, p: float, reject: 
         power = power_statement(deciding.estimate, deciding.margin,
                                 level if math.isfinite(level) else FAMILY_ALPHA)
     if math.isfinite(p):
-        parts.append(f"p = {p:.2g} (Holm level {level:.2g}, {family} claims)")
+        parts.append(f"p = {p:.2g} (Holm level {level:.2g}, {_plural(family, 'claim')})")
     if secondary:
         parts.append(f"secondary (not deciding): {secondary}")
     return ClaimResult(outcome.sentence, verdict, "; ".join(parts), evidence, primary, difference, power,

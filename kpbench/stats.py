@@ -310,7 +310,8 @@ def unpaired_difference(a: Estimate, b: Estimate, confidence: float = CONFIDENCE
 
     if not (a.has_interval and b.has_interval):
         return Estimate(a.mean - b.mean, math.nan, math.nan, min(a.seeds, b.seeds), 0,
-                        math.nan, math.nan, False, note="; ".join(n for n in (a.note, b.note) if n))
+                        math.nan, math.nan, False,
+                        note="; ".join(dict.fromkeys(n for n in (a.note, b.note) if n)))
     va, vb = a.var_seed + a.var_image, b.var_seed + b.var_image
     total = va + vb
     if math.isfinite(a.df) and math.isfinite(b.df) and total > 0:

@@ -218,7 +218,7 @@ def test_holm_changes_a_verdict_when_claims_are_decided_together() -> None:
     assert 0.02 < mask_alone.p_value < 0.04 and mask_alone.holm_level == pytest.approx(0.05)
     together = [claim(check_claims(frame(*rows)), text) for text in (PRIOR_MASK_CLAIM, KEY_VS_RANDOM_CLAIM)]
     for result in together:
-        assert result.verdict == "underpowered" and "2 claims" in result.reason
+        assert result.verdict == "underpowered" and "2 claims)" in result.reason
     # The smaller p is tested at 0.05 / 2 and is not below it, so testing stops there.
     assert sorted(result.holm_level for result in together) == pytest.approx([0.025, 0.05])
 
@@ -281,7 +281,7 @@ def noise_rows(curve: dict[float, float], swapped: float | None = 0.2, dependenc
 
 def test_noise_claim_reads_r_with_an_interval() -> None:
     holds = claim(check_claims(noise_rows({0: 0.8, 0.05: 0.78, 0.1: 0.76, 0.4: 0.3})), NOISE_CLAIM)
-    assert holds.verdict == "holds" and "r(0.05) = 0.967 [" in holds.reason
+    assert holds.verdict == "holds" and "r(0.05) = 0.967 [" in holds.difference + holds.reason
     assert "r(0.4) = 0.167" in holds.reason and "secondary" in holds.reason  # large sigma: shown only
     fails = claim(check_claims(noise_rows({0: 0.8, 0.05: 0.4, 0.1: 0.3})), NOISE_CLAIM)
     assert fails.verdict == "fails"
