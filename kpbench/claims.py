@@ -499,7 +499,8 @@ def _cell_basis(estimate: Estimate) -> str:
 
 def _stronger_floor(evidence: Evidence, side: Side, floors: Sequence[str]) -> tuple[str | None, list[str]]:
     """The floor (baseline label) with the best mean on ``side``'s cell, and the floors absent."""
-    present, absent = [], []
+    present: list[str] = []
+    absent: list[str] = []
     for floor in floors:
         cell = replace(side, label=floor)
         (present if evidence.has(cell) else absent).append(floor)
@@ -684,11 +685,12 @@ def relative_score_draws(evidence: Evidence, noisy: Side, clean: Side, swapped: 
     variance from resampling seeds alone and images alone, seeds and images: the three cells
     resampled jointly (same seeds, same images) where per-sample values exist, else from
     independent normal replicates of each cell."""
-    matrices = [evidence.matrix(side) for side in (noisy, clean, swapped)]
-    if all(m is not None for m in matrices) and all(
-            np.array_equal(m[0], matrices[0][0]) and np.array_equal(m[1], matrices[0][1])
-            for m in matrices if m is not None):
-        stacked = np.stack([m[2] for m in matrices if m is not None])  # (3, k, n)
+    found = [evidence.matrix(side) for side in (noisy, clean, swapped)]
+    matrices = [m for m in found if m is not None]
+    first = matrices[0] if matrices else None
+    if first is not None and len(matrices) == 3 and all(
+            np.array_equal(m[0], first[0]) and np.array_equal(m[1], first[1]) for m in matrices):
+        stacked = np.stack([m[2] for m in matrices])  # (3, k, n)
         keep = np.isfinite(stacked).all(axis=(0, 1))
         stacked = stacked[:, :, keep]
         k, n = stacked.shape[1:]
@@ -714,7 +716,8 @@ def relative_score_draws(evidence: Evidence, noisy: Side, clean: Side, swapped: 
 def _relative(means: np.ndarray) -> np.ndarray:
     """(R, 3) means of (noisy, clean, swapped) -> (R,) r = (noisy - swapped) / (clean - swapped)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (means[:, 0] - means[:, 2]) / (means[:, 1] - means[:, 2])
+        ratio: np.ndarray = (means[:, 0] - means[:, 2]) / (means[:, 1] - means[:, 2])
+    return ratio
 
 
 def _finite_var(values: np.ndarray) -> float:
