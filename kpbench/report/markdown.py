@@ -37,7 +37,8 @@ def render_markdown(data: ReportData, generated: str) -> str:
     lines = [
         f"# {md_escape(data.title)}\n",
         f"Generated {generated}. Mean ± sample standard deviation over seeds, then in brackets the 95 % "
-        "interval (hierarchical bootstrap over seeds, then test images, for per-sample metrics; for "
+        "interval (hierarchical bootstrap over seeds, then test images, for per-sample metrics, test "
+        "images only for one seed; for "
         "one value per run, such as FID, the seeds' spread combined with each row's own interval, "
         "Student's t over seeds, inside the metric's range); n = evaluated samples per seed; "
         "**bold** = best trained variant of a column, only where its interval is separated from "
