@@ -27,7 +27,13 @@ How a verdict is reached (``kpbench.stats`` has the statistics):
   *fails* when rejected against it; otherwise *equivalent* when every test's 95 % interval lies
   within the primary metric's practical margin (:data:`PRACTICAL_MARGINS`), else *underpowered*,
   with roughly how many seeds or test images would decide it at the observed variance.
-  *missing*: the rows are not there (the reason says which, once).
+  *missing*: the rows are not there (the reason says which, once). Equivalence is read from the
+  95 % intervals (two one-sided tests at 2.5 % each), outside Holm's family: it never makes a
+  claim hold or fail.
+- A model with a single seed has no between-seed variance of its own; the variance of the cell
+  means of the same protocol/condition/metric, pooled over the report's models with several
+  seeds, is added where there is one (the reason says so), else the reason says that training
+  variance was not measured.
 """
 
 from __future__ import annotations
@@ -328,9 +334,11 @@ class Evidence:
             seeds_b, ids_b, values_b = matrix_b
             if np.array_equal(ids_a, ids_b):
                 same_runs = a.label == b.label and np.array_equal(seeds_a, seeds_b)
+                # Two conditions of the same runs: the seed variance of their difference is not
+                # what the pooled variance of the cells' levels estimates, so none is added.
+                pooled = (None, None) if same_runs else (self._pooled_for(a), self._pooled_for(b))
                 estimate = paired_difference(values_a, values_b, stable_rng("difference", a, b),
-                                             same_runs=same_runs,
-                                             pooled_seed_var=(self._pooled_for(a), self._pooled_for(b)))
+                                             same_runs=same_runs, pooled_seed_var=pooled)
                 seeds = _seeds_text(seeds_a, seeds_b, same_runs)
                 return estimate, f"paired, {seeds} x {estimate.images} images"
             basis = (f"unpaired: the image ids differ ({len(ids_a)} vs {len(ids_b)}, "
