@@ -23,6 +23,8 @@ from kpbench.claims import (
     RANDOM_TRAINED_CLAIM,
     STUDY_CLAIM,
     ClaimResult,
+    Evidence,
+    Side,
     cell,
     check_claims,
     claims_frame,
@@ -360,3 +362,18 @@ def test_noise_claim_resamples_the_three_conditions_jointly_from_samples() -> No
     assert result.verdict == "holds"
     r = [item for item in result.evidence if item["what"].startswith("relative")][0]
     assert 0.9 < r["low"] < r["mean"] < r["high"] < 1.0 and "2 seeds x 80 images" in r["basis"]
+
+
+def test_a_single_seed_model_borrows_the_pooled_seed_variance_and_says_so() -> None:
+    """nomask has one seed; full's five seeds spread widely: nomask's interval takes that pooled
+    between-seed variance, not only its test-image interval; the floor takes none."""
+    full = [key("full", "mask_iou", value, 0.005, seed=seed)
+            for seed, value in enumerate((0.5, 0.6, 0.7, 0.55, 0.65))]
+    rows = frame(*full, key("nomask", "mask_iou", 0.66, 0.005), key(PRIOR_MASK, "mask_iou", 0.3, 0.005))
+    evidence = Evidence(rows)
+    pooled = evidence.pooled_seed_var(Side("nomask", "patches", "key", "mask_iou"))
+    assert pooled == pytest.approx(np.var([0.5, 0.6, 0.7, 0.55, 0.65], ddof=1))
+    cell_ = evidence.cell(Side("nomask", "patches", "key", "mask_iou"))
+    assert cell_.high - cell_.low > 0.2 and "pooled" in cell_.note
+    floor = evidence.cell(Side(PRIOR_MASK, "patches", "key", "mask_iou"))
+    assert floor.high - floor.low < 0.02  # floors need no training: no seed variance
