@@ -501,7 +501,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def _cell_basis(estimate: Estimate) -> str:
-    if estimate.images and estimate.paired is False and estimate.draws is not None:
+    if estimate.images and estimate.draws is not None:  # bootstrapped from per-sample values
         return f"{_plural(estimate.seeds, 'seed')} x {estimate.images} images, hierarchical bootstrap"
     return f"{_plural(estimate.seeds, 'seed')}, per-seed values"
 
