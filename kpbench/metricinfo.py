@@ -26,15 +26,18 @@ class MetricInfo:
     direction: Direction | None
     order: float = math.inf  # columns are sorted by order, then name
     decimals: int | None = None  # fixed decimals in reports; None: chosen per column from its values
+    # The range a value can take (an IoU lies in [0, 1]); intervals are kept inside it. None: unbounded.
+    bounds: tuple[float, float] | None = None
 
 
 _REGISTRY: dict[str, MetricInfo] = {}
 
 
 def register_metric(name: str, label: str | None = None, direction: Direction | None = None,
-                    order: float = math.inf, decimals: int | None = None) -> MetricInfo:
+                    order: float = math.inf, decimals: int | None = None,
+                    bounds: tuple[float, float] | None = None) -> MetricInfo:
     """Register a metric (at module level of the file that computes it) and return its info."""
-    info = MetricInfo(name, label or name, direction, order, decimals)
+    info = MetricInfo(name, label or name, direction, order, decimals, bounds)
     if direction not in (None, "higher", "lower"):
         raise ValueError(f"metric {name!r}: direction must be 'higher', 'lower' or None")
     if name in _REGISTRY and _REGISTRY[name] != info:
@@ -64,6 +67,12 @@ def metric_info(name: str) -> MetricInfo | None:
 def metric_direction(name: str) -> Direction | None:
     info = metric_info(name)
     return info.direction if info else None
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range a value of ``name`` can take, None when unbounded or unregistered."""
+    info = metric_info(name)
+    return info.bounds if info else None
 
 
 def metric_label(name: str) -> str:

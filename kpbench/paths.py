@@ -75,6 +75,7 @@ class RunDir:
     SAMPLES_DIR = "samples"
     TENSORBOARD_DIR = "tensorboard"
     RESULTS_DIR = "results"
+    SAMPLES_SUFFIX = ".samples.csv.gz"
     PROVENANCE_FILE = "provenance.json"
 
     @property
@@ -116,6 +117,10 @@ class RunDir:
     def results_csv(self, protocol: str) -> Path:
         """The rows of ``protocol`` for this run."""
         return self.results / f"{protocol}.csv"
+
+    def results_samples(self, protocol: str) -> Path:
+        """The per-sample values behind the rows of ``protocol`` (:func:`kpbench.results.read_samples`)."""
+        return self.results / f"{protocol}{self.SAMPLES_SUFFIX}"
 
     def grids(self, protocol: str) -> Path:
         """The folder of the image grids ``protocol`` writes for this run."""

@@ -158,6 +158,8 @@ class EvalContext:
     # Evaluate on key patches from this box source (a box file, or "edgeboxes") instead of the
     # run's own: a distribution-shift evaluation, whose rows carry :attr:`box_shift`.
     boxes: str | None = None
+    # Per-sample values of each protocol run on this context (SAMPLE_COLUMNS), written with its rows.
+    sample_values: dict[str, Any] = field(default_factory=dict)
     variant: str = field(init=False)
     seed: int = field(init=False)
     _data_spec: DataSpec = field(init=False, repr=False)
@@ -250,7 +252,15 @@ class EvalContext:
             positions = np.sort(rng.choice(len(samples), size=limit, replace=False)).tolist()
         from kpbench.samples import sample_batches
 
-        yield from sample_batches(samples, positions, self.options.batch_size, self.device)
+        # Each batch also carries "sample_id" (B,): the images' dataset indices, on the CPU, so
+        # that per-sample values can be paired across runs (MetricAccumulator.add(ids=...)).
+        ids = samples.indices[np.asarray(positions, dtype=np.int64)]
+        offset = 0
+        for batch in sample_batches(samples, positions, self.options.batch_size, self.device):
+            size = len(batch["patches"])
+            batch["sample_id"] = torch.as_tensor(ids[offset:offset + size])
+            offset += size
+            yield batch
 
     def noise_generator(self, tag: str) -> torch.Generator:
         """A seeded generator so that z and added noise repeat across re-runs."""
@@ -293,11 +303,12 @@ class EvalContext:
 
 
 # The per-sample metrics every reconstruction protocol reports (computed in kpbench.metrics).
-register_metric("mask_iou", "mask IoU", "higher", order=10)
-register_metric("appearance_l1", "appearance L1", "lower", order=20)
+register_metric("mask_iou", "mask IoU", "higher", order=10, bounds=(0.0, 1.0))
+register_metric("appearance_l1", "appearance L1", "lower", order=20, bounds=(0.0, 2.0))  # pixels in [-1, 1]
 register_metric("psnr", "PSNR", "higher", order=30)
-register_metric("ssim", "SSIM", "higher", order=40)
-register_metric("l1", "L1", "lower", order=50)  # plain L1 of the whole image, in older result files
+register_metric("ssim", "SSIM", "higher", order=40, bounds=(-1.0, 1.0))
+# plain L1 of the whole image, in older result files
+register_metric("l1", "L1", "lower", order=50, bounds=(0.0, 2.0))
 
 
 def reconstruction_metrics(
@@ -325,17 +336,43 @@ def reconstruction_metrics(
 
 class MetricAccumulator:
     """Collects per-sample metric values per (variant or baseline, condition) and turns them into
-    mean rows with bootstrap intervals."""
+    mean rows with bootstrap intervals, keeping the values themselves (keyed by sample id) for
+    paired comparisons."""
 
     def __init__(self) -> None:
         self._values: dict[tuple[str | None, str, str], list[np.ndarray]] = {}
+        self._ids: dict[tuple[str | None, str, str], list[np.ndarray | None]] = {}
 
-    def add(self, condition: str, values: dict[str, torch.Tensor], variant: str | None = None) -> None:
-        """``variant``: None for the run itself, ``baseline:<name>`` for a baseline's values."""
+    def add(self, condition: str, values: dict[str, torch.Tensor], variant: str | None = None,
+            ids: torch.Tensor | np.ndarray | None = None, repeat: int = 0) -> None:
+        """``variant``: None for the run itself, ``baseline:<name>`` for a baseline's values;
+        ``ids`` (B,): the samples' dataset indices (``batch["sample_id"]``), ``repeat`` the z draw:
+        without ids the values make a row but are not kept."""
+        keys = None if ids is None else np.asarray(ids, dtype=np.int64)
         for metric, tensor in values.items():
-            self._values.setdefault((variant, condition, metric), []).append(tensor.detach().cpu().numpy())
+            key = (variant, condition, metric)
+            self._values.setdefault(key, []).append(tensor.detach().cpu().numpy())
+            self._ids.setdefault(key, []).append(
+                None if keys is None else np.stack([keys, np.full_like(keys, repeat)], axis=1))
 
     def rows(self, context: EvalContext, protocol: str) -> list[ResultRow]:
+        """The rows; the per-sample values go to ``context.sample_values[protocol]``."""
+        import pandas as pd
+
+        from kpbench.results import SAMPLE_COLUMNS
+
+        frames = []
+        for (variant, condition, metric), chunks in self._values.items():
+            ids = self._ids[(variant, condition, metric)]
+            if any(chunk is None for chunk in ids):
+                continue
+            keys = np.concatenate([chunk for chunk in ids if chunk is not None])  # (M, 2)
+            frames.append(pd.DataFrame({
+                "variant": variant or context.variant, "condition": condition, "metric": metric,
+                "extractor": "", "sample": keys[:, 0], "repeat": keys[:, 1],
+                "value": np.concatenate(chunks).astype(np.float64)}))
+        context.sample_values[protocol] = (pd.concat(frames, ignore_index=True) if frames
+                                           else pd.DataFrame(columns=list(SAMPLE_COLUMNS)))
         return [context.sample_row(protocol, condition, metric, np.concatenate(chunks), variant=variant)
                 for (variant, condition, metric), chunks in self._values.items()]
 
@@ -432,8 +469,11 @@ def evaluate(
                     rows = protocol.run(context)
                 if shift:
                     rows = [replace(row, condition=f"{row.condition}{shift}") for row in rows]
+                samples = context.sample_values.pop(protocol.name, None)
+                if shift and samples is not None and len(samples):
+                    samples = samples.assign(condition=samples["condition"].astype(str) + shift)
                 outcome.written.setdefault(run_dir, []).append(
-                    write_rows(run_dir, protocol.name + shift, rows))
+                    write_rows(run_dir, protocol.name + shift, rows, samples))
             with outcome.timed("load"):
                 write_provenance(context, [protocol.name for protocol in protocols])
     return outcome

@@ -75,7 +75,7 @@ register_protocol(Protocol(
     "participant-bootstrap Bradley-Terry intervals. A second study of the same runs replaces "
     "the first one's rows (the note names the study).",
 ))
-register_metric("preference", "preference", "higher", order=100)
+register_metric("preference", "preference", "higher", order=100, bounds=(0.0, 1.0))
 register_metric("preference_p_value", "binomial p (preference)", None, order=110)
 register_metric("realism", "realism vs real", "higher", order=120)
 register_metric("realism_p_value", "binomial p (realism)", None, order=130)

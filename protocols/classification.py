@@ -32,7 +32,7 @@ from kpbench.samples import sample_batches
 
 NAME = "classification"
 
-register_metric("accuracy", "accuracy", "higher", order=220)
+register_metric("accuracy", "accuracy", "higher", order=220, bounds=(0.0, 1.0))
 register_metric("accuracy_std", "accuracy std", None, order=230)  # a spread over folds: no direction
 
 

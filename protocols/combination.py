@@ -53,7 +53,7 @@ def run(context: EvalContext) -> list[ResultRow]:
             if mask is not None:
                 union = part_masks.amax(dim=1)  # (B, 1, S, S)
                 values["mask_iou"] = metrics.mask_iou(mask, union)
-            accumulator.add(condition, values)
+            accumulator.add(condition, values, ids=batch["sample_id"])
             if number == 0:
                 columns = [patches[:8], generated[:8]] + ([mask[:8]] if mask is not None else [])
                 save_grid(context.files.grids(NAME) / f"{sources}-images.png", columns)

@@ -45,21 +45,22 @@ def run(context: EvalContext) -> list[ResultRow]:
     # brings a metric down to this level has destroyed all the information the input carried.
     for number, batch in enumerate(batches):
         generated, mask = context.generate(swap(batch["patches"]), tag=f"{NAME}-{number}")
-        accumulator.add(SWAPPED, reconstruction_metrics(generated, batch["image"], mask, batch["mask"]))
+        accumulator.add(SWAPPED, reconstruction_metrics(generated, batch["image"], mask, batch["mask"]),
+                        ids=batch["sample_id"])
     clean: dict[int, dict[str, torch.Tensor]] = {}  # sigma 0 is the same input for every target
     for target in TARGETS:
         for sigma in context.options.sigmas:
             condition = condition_name(target, sigma)
             for number, batch in enumerate(batches):
                 if sigma == 0 and number in clean:
-                    accumulator.add(condition, clean[number])
+                    accumulator.add(condition, clean[number], ids=batch["sample_id"])
                     continue
                 noisy = add_noise(batch["patches"], sigma, target,
                                   context.noise_generator(f"{NAME}-{condition}-{number}"))
                 # Same z for every sigma: only the input noise changes along the curve.
                 generated, mask = context.generate(noisy, tag=f"{NAME}-{number}")
                 values = reconstruction_metrics(generated, batch["image"], mask, batch["mask"])
-                accumulator.add(condition, values)
+                accumulator.add(condition, values, ids=batch["sample_id"])
                 if sigma == 0:
                     clean[number] = values
     return accumulator.rows(context, NAME)

@@ -47,7 +47,8 @@ def run(context: EvalContext) -> list[ResultRow]:
         for number, batch in enumerate(context.batches(samples)):
             generated, mask = context.generate(batch["patches"], tag=f"{NAME}-{number}")
             accumulator.add(condition_name(count),
-                            reconstruction_metrics(generated, batch["image"], mask, batch["mask"]))
+                            reconstruction_metrics(generated, batch["image"], mask, batch["mask"]),
+                            ids=batch["sample_id"])
     return accumulator.rows(context, NAME) + rows
 
 

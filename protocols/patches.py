@@ -19,6 +19,8 @@ main text).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kpbench import metrics
@@ -37,11 +39,13 @@ from kpbench.results import ResultRow
 NAME = "patches"
 GRID_ROWS = 8
 
-register_metric("image_dependence", "image dependence", "higher", order=60)
-register_metric("mask_dependence", "mask dependence", "higher", order=70)
+register_metric("image_dependence", "image dependence", "higher", order=60, bounds=(0.0, math.inf))
+register_metric("mask_dependence", "mask dependence", "higher", order=70, bounds=(0.0, math.inf))
 # Change under a permutation of the patches: 0 for an order-invariant model (the paper's aim).
-register_metric("image_order_dependence", "image order dependence", "lower", order=80)
-register_metric("mask_order_dependence", "mask order dependence", "lower", order=90)
+register_metric("image_order_dependence", "image order dependence", "lower", order=80,
+                bounds=(0.0, math.inf))
+register_metric("mask_order_dependence", "mask order dependence", "lower", order=90,
+                bounds=(0.0, math.inf))
 
 
 def run(context: EvalContext) -> list[ResultRow]:
@@ -52,13 +56,14 @@ def run(context: EvalContext) -> list[ResultRow]:
         for number, batch in enumerate(context.batches(context.samples("test", patch_source=source))):
             tag = f"{NAME}-{source}-{number}"
             patches, real, true_mask = batch["patches"], batch["image"], batch["mask"]
+            ids = batch["sample_id"]  # (B,) dataset indices: the same images for every run
             generated, mask = context.generate(patches, tag=tag)
-            accumulator.add(source, reconstruction_metrics(generated, real, mask, true_mask))
+            accumulator.add(source, reconstruction_metrics(generated, real, mask, true_mask), ids=ids)
             prior_iou = metrics.mask_iou(prior_mask_batch(prior, true_mask), true_mask)
-            accumulator.add(source, {"mask_iou": prior_iou}, variant=PRIOR_MASK)
+            accumulator.add(source, {"mask_iou": prior_iou}, variant=PRIOR_MASK, ids=ids)
             nn_image, nn_mask = neighbour.by_patches(patches)
             accumulator.add(source, reconstruction_metrics(nn_image, real, nn_mask, true_mask),
-                            variant=NEAREST_NEIGHBOUR)
+                            variant=NEAREST_NEIGHBOUR, ids=ids)
             if source == "key" and len(patches) >= 2:
                 # Same z (same tag): only the patches change.
                 swapped_image, swapped_mask = context.generate(swap(patches), tag=tag)
@@ -66,7 +71,7 @@ def run(context: EvalContext) -> list[ResultRow]:
                 if mask is not None and swapped_mask is not None:
                     dependence["mask_dependence"] = input_dependence(mask, swapped_mask, true_mask)
                 dependence |= _order_dependence(context, patches, generated, mask, real, true_mask, tag)
-                accumulator.add(source, dependence)
+                accumulator.add(source, dependence, ids=ids)
             if number == 0:
                 _save_grids(context, source, batch, generated, mask, nn_image, neighbour)
     return accumulator.rows(context, NAME)

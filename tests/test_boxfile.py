@@ -302,27 +302,29 @@ def test_claims_are_judged_per_box_source(tmp_path: Path) -> None:
 
     import pandas as pd
 
+    from kpbench.claims import realism_sentence
     from kpbench.report.aggregation import judge_claims_by_box_source, verdict_changes
     from kpbench.results import COLUMNS, read_rows
 
     runs = tmp_path / "runs"
-    mask_iou = {("edgeboxes", "full"): 0.8, ("edgeboxes", "nomask"): 0.3,
-                ("boxes-mine.1a2b", "full"): 0.3, ("boxes-mine.1a2b", "nomask"): 0.8}
-    for (source, variant), value in mask_iou.items():
+    # Realism is decided on KID (lower is better): full wins on one source and loses on the other.
+    kid = {("edgeboxes", "full"): 0.1, ("edgeboxes", "nomask"): 0.3,
+           ("boxes-mine.1a2b", "full"): 0.3, ("boxes-mine.1a2b", "nomask"): 0.1}
+    for (source, variant), value in kid.items():
         for seed in range(3):
             tags = [] if source == "edgeboxes" else [["data.boxes_id", source]]
             run = runs / f"{variant}-{source}-seed{seed}"
             (run / "results").mkdir(parents=True)
             (run / "config.json").write_text(json.dumps({"config": {"variant": variant, "seed": seed},
                                                          "tags": tags}))
-            rows = [(variant, seed, "patches", "key", metric, mean + 0.01 * seed, 64, "", "", mean - 0.02,
-                     mean + 0.02) for metric, mean in (("mask_iou", value), ("appearance_l1", 1 - value))]
-            pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(run / "results" / "patches.csv", index=False)
+            row = (variant, seed, "fid", "key patches", "kid", value + 0.002 * seed, 300, "inception", "",
+                   value - 0.01, value + 0.01)
+            pd.DataFrame([row], columns=list(COLUMNS)).to_csv(run / "results" / "fid.csv", index=False)
     judged = judge_claims_by_box_source(read_rows(runs), runs)
     assert sorted(judged) == ["boxes-mine.1a2b", "edgeboxes"]
+    claim = realism_sentence("nomask")
     changes = verdict_changes(judged)
-    assert "The full model beats nomask." in changes, judged
-    assert set(changes["The full model beats nomask."]) == {"boxes-mine.1a2b", "edgeboxes"}
+    assert changes.get(claim) == {"boxes-mine.1a2b": "fails", "edgeboxes": "holds"}, judged
 
 
 def test_contact_sheet_marks_images_without_boxes(tmp_path: Path) -> None:

@@ -99,6 +99,12 @@ def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
     counter.feed(html_path.read_text())
     assert counter.tables >= 6 and counter.images >= 5
     assert (tmp_path / "reports" / "demo" / "results.csv").stat().st_size > 1000
+    # Each claim shows its primary metric, and per-sample values were kept for paired comparisons.
+    page = html_path.read_text()
+    assert '<td class="primary">KID (lower for the full model)</td>' in page
+    assert '<td class="primary">mask IoU (higher than the stronger floor)</td>' in page
+    markdown = (tmp_path / "reports" / "demo" / "results.md").read_text()
+    assert "| primary metric | difference [95 % interval] |" in markdown and "(paired, 1 seed x" in markdown
 
 
 # --- what each flag asks the library for ---------------------------------------------------------

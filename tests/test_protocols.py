@@ -16,7 +16,7 @@ from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.protocol import EvalOptions, evaluate, find_runs, get_protocol, list_protocols
 from kpbench.protocols.classification import select_balanced, shortfall
-from kpbench.results import COLUMNS, read_rows
+from kpbench.results import COLUMNS, SAMPLE_COLUMNS, read_rows, read_samples
 from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, train
 
@@ -196,6 +196,29 @@ def test_rerun_replaces_rows_and_is_deterministic(workdir: WorkDir) -> None:
     second = read_rows(workdir.runs)
     assert len(first) == len(second)
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_per_sample_values_match_their_rows_and_pair_across_runs(workdir: WorkDir) -> None:
+    """Every row of the per-sample protocols has its values kept, keyed by image id; two runs
+    (and the floors) are scored on identical ids, and each row's value is their mean."""
+    evaluate(workdir, ["patches", "noise"], options=OPTIONS)
+    rows = read_rows(workdir.runs)
+    samples = read_samples(workdir.runs)
+    assert set(SAMPLE_COLUMNS) <= set(samples.columns)
+    patches = samples[(samples["protocol"] == "patches") & (samples["condition"] == "key")]
+    l1 = patches[patches["metric"] == "appearance_l1"]
+    ids = {(run, variant): tuple(sorted(group["sample"]))
+           for (run, variant), group in l1.groupby(["run", "variant"])}
+    assert {variant for _, variant in ids} == {"full", "cgan", "baseline:nearest_neighbour"}
+    n = rows.loc[(rows["protocol"] == "patches") & (rows["variant"] == "full") & (rows["condition"] == "key")
+                 & (rows["metric"] == "appearance_l1"), "n"].iloc[0]
+    assert len(set(ids.values())) == 1 and len(set(next(iter(ids.values())))) == n > 1
+    means = samples.groupby(["run", "protocol", "variant", "condition", "metric"])["value"].mean()
+    selected = rows[rows["protocol"].isin(["patches", "noise"])].set_index(
+        ["run", "protocol", "variant", "condition", "metric"])["value"]
+    joined = selected.to_frame("row").join(means.rename("samples"), how="inner")
+    assert len(joined) == len(selected)  # no row without its values
+    np.testing.assert_allclose(joined["row"], joined["samples"], rtol=1e-6)
 
 
 def test_missing_inception_weights_leave_an_explained_gap(workdir: WorkDir) -> None:

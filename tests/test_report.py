@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from kpbench.claims import KEY_VS_RANDOM_CLAIM
+from kpbench.claims import KEY_VS_RANDOM_CLAIM, PRIOR_MASK_CLAIM, realism_sentence
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.report import (
@@ -270,7 +270,7 @@ def test_intervals_in_html_markdown_and_terminal(report: ReportResult) -> None:
     assert float(cell["attrs"]["data-low"]) == pytest.approx(expected.low)
     assert float(cell["attrs"]["data-high"]) == pytest.approx(expected.high)
     assert cell["text"] == f"0.720 ± 0.028{interval}"
-    assert "bootstrap" in page_text and "t-interval over seeds" in page_text  # the page says what it is
+    assert "hierarchical bootstrap over seeds, then test images" in page_text  # the page says what it is
     markdown = report.markdown.read_text(encoding="utf-8")
     assert f"| 0.720 ± 0.028 {interval} |" in markdown
     console = Console(record=True, width=240)
@@ -375,6 +375,7 @@ def test_strings_from_data_are_escaped(workdir: WorkDir) -> None:
     for variant in ("full", "nomask"):
         write_rows(workdir.run_dir(variant, 0), "fid-hostile", [
             ResultRow(variant, 0, "fid", "key patches", "fid", 30.0, 500, HOSTILE),
+            ResultRow(variant, 0, "fid", "key patches", "kid", 0.02, 500, HOSTILE, ci_low=0.01, ci_high=0.03),
         ])
     write_log(run, [diagnostics_entry(10, 0.3, 800.0), diagnostics_entry(20, 0.2, 900.0),
                     {"event": "mask-collapse-warning", "step": 20, "message": HOSTILE}])
@@ -397,11 +398,11 @@ def test_strings_from_data_are_escaped(workdir: WorkDir) -> None:
     assert any(tag == "img" and (attrs.get("src") or "").startswith("data:image/png;base64,")
                for tag, attrs in page.tags)
     assert "mask IoU ↑" in section(page_text, "training-curves")  # the hostile run's curves
-    assert "fid (&lt;script&gt;alert(1)&lt;/script&gt;)" in section(page_text, "claims")
+    assert "KID (&lt;script&gt;alert(1)&lt;/script&gt;)" in section(page_text, "claims")
     assert "&lt;script&gt;alert(1)&lt;/script&gt; <span class=\"floor\">(floor)</span>" in page_text
     markdown = report.markdown.read_text(encoding="utf-8")
     assert HOSTILE not in markdown and "<img" not in markdown
-    assert "fid (&lt;script&gt;alert(1)&lt;/script&gt;)" in markdown
+    assert "KID (&lt;script&gt;alert(1)&lt;/script&gt;)" in markdown
 
 
 def test_plots_images_specs_and_provenance(workdir: WorkDir) -> None:
@@ -498,18 +499,22 @@ def test_claims_section_shows_verdicts_computed_from_rows(separated_report: Repo
     page = Page(page_text)
     claims = claims_rows(page.table("claims-table"))
     # full 0.71 [0.685, 0.735] vs prior mask 0.95 [0.93, 0.97]: the predicted masks are worse.
-    verdict, attrs = claims["Predicted masks beat the prior mask."]
+    verdict, attrs = claims[PRIOR_MASK_CLAIM]
     assert verdict == "✗ fails" and attrs["data-verdict"] == "fails"
-    # full vs nomask: better IoU and appearance L1 (the claim reads FID under "key patches" only).
-    verdict, _ = claims["The full model beats nomask."]
-    assert verdict == "✓ holds"
-    assert claims[KEY_VS_RANDOM_CLAIM][0] == "? inconclusive"  # no random rows
+    # full vs nomask: better IoU and appearance L1 do not decide realism; without KID rows the
+    # claim is missing, not held.
+    verdict, _ = claims[realism_sentence("nomask")]
+    assert verdict == "– missing"
+    assert claims[KEY_VS_RANDOM_CLAIM][0] == "– missing"  # no random rows
     assert page_text.index('id="claims"') < page_text.index('id="p0-patches"')  # near the top
-    assert "<details><summary>Evidence (2 cells)</summary>" in page_text
+    assert "<details><summary>Evidence (1 tests)</summary>" in page_text
+    claims_section = section(page_text, "claims")
+    assert '<td class="primary">mask IoU (higher than the stronger floor)</td>' in claims_section
+    assert "mask IoU full 0.710 vs prior mask 0.950: -0.240 [" in claims_section
     markdown = separated_report.markdown.read_text(encoding="utf-8")
     assert "## Paper's claims" in markdown
-    assert "| Predicted masks beat the prior mask. | ✗ fails |" in markdown
-    assert "- 5: prior mask (floor) · patches · key · mask_iou: 0.950 [0.930, 0.970] (3 seeds)" in markdown
+    assert f"| {PRIOR_MASK_CLAIM} | ✗ fails | mask IoU (higher than the stronger floor) |" in markdown
+    assert "(primary): mask IoU: full - prior mask: -0.240 [" in markdown
 
 
 def test_claims_holds_when_the_full_model_beats_the_prior_mask(tmp_path: Path) -> None:
@@ -520,7 +525,7 @@ def test_claims_holds_when_the_full_model_beats_the_prior_mask(tmp_path: Path) -
     ])
     report = build_report(workdir, name="holds")
     claims = claims_rows(Page(report.html.read_text(encoding="utf-8")).table("claims-table"))
-    assert claims["Predicted masks beat the prior mask."][0] == "✓ holds"
+    assert claims[PRIOR_MASK_CLAIM][0] == "✓ holds"
 
 
 # --- training curves ----------------------------------------------------------------------------

@@ -9,10 +9,12 @@
 Numbers are aggregated over seeds: a run's rows are first averaged per seed (value, ci_low and
 ci_high; a protocol writes one row per cell, so this only matters for duplicates), then each
 cell shows the mean, the sample standard deviation (ddof=1, "±") over the seeds that have a
-value, and a 95 % interval from :func:`kpbench.stats.cell_interval`: the rows' bootstrap
-intervals over test images, widened to the t-interval of the seed means when there are several
-seeds. A NaN value is shown as "n/a" with its row's note (why it is missing and how to fix it)
-as a footnote.
+value, and a 95 % interval: for per-sample metrics a hierarchical bootstrap (seeds, then test
+images) of the values kept next to the rows (:func:`kpbench.results.read_samples`); for metrics
+with one value per run (FID, KID, accuracy), :func:`kpbench.stats.cell_interval` of the seed
+values, which combines their spread with the rows' own intervals, kept inside the metric's range.
+A NaN value is shown as "n/a" with its row's note (why it is missing and how to fix it) as a
+footnote.
 
 A variant is marked *best* in a column only when the metric has a direction
 (registered with it, :mod:`kpbench.metricinfo`; spreads such as ``kid_std`` are never ranked), it
@@ -103,7 +105,7 @@ from kpbench.report.sources import (
     read_run_log,
 )
 from kpbench.report.terminal import TERMINAL_METRICS, print_summary
-from kpbench.results import read_rows
+from kpbench.results import read_rows, read_samples
 
 __all__ = [
     "ARROWS", "BASELINE_ORDER", "CELL_KEYS", "COLUMN_KEYS", "DASHES", "IMAGE_CAPTIONS", "IMAGE_ORDER",
@@ -152,9 +154,10 @@ def build_report(
     if rows.empty:
         raise KpbenchError(f"no result rows under {workdir.runs}: run `kpbench eval` first")
     rows, run_labels = label_runs(rows, workdir.runs)
-    stats = aggregate(rows)
+    samples, _ = label_runs(read_samples(workdir.runs), workdir.runs)
+    stats = aggregate(rows, samples)
     summary = summary_table(rows, headlines, stats=stats)
-    claims, claims_error = judge_claims(rows)
+    claims, claims_error = judge_claims(rows, samples)
     data = ReportData(
         workdir=workdir,
         name=name,

@@ -11,16 +11,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kpbench.claims import ClaimResult, check_claims
 from kpbench.identity import box_source_of, distinguishing_tags
 from kpbench.identity import label as run_label
-from kpbench.metricinfo import metric_direction, metric_label, ordered_metrics
+from kpbench.metricinfo import metric_bounds, metric_direction, metric_label, ordered_metrics
 from kpbench.protocol import protocol_info
 from kpbench.report.formatting import (
     format_interval,
@@ -28,9 +30,17 @@ from kpbench.report.formatting import (
     format_n,
     metric_decimals,
 )
-from kpbench.results import is_baseline
+from kpbench.results import is_baseline, sample_matrices
 from kpbench.runs import list_runs
-from kpbench.stats import cell_interval, separated
+from kpbench.stats import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_weights,
+    cell_interval,
+    hierarchical_estimate,
+    one_blas_thread,
+    separated,
+    stable_rng,
+)
 
 # Display order of baselines; others follow alphabetically, baselines (``baseline:*``) always last.
 # Protocols and metrics are ordered by their registries (Protocol.order, MetricInfo.order).
@@ -86,10 +96,13 @@ def label_runs(rows: pd.DataFrame, runs_root: Path,
     return rows, {name: relabel(info.variant, name) for name, info in infos.items()}
 
 
-def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
+def aggregate(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (protocol, condition, extractor, metric, variant) with ``mean``, ``std``
-    (sample std over seeds, NaN for one seed), ``low``/``high`` (the 95 % interval of
-    :func:`kpbench.stats.cell_interval`, NaN when none can be formed), ``seeds`` (seeds with a
+    (sample std over seeds, NaN for one seed), ``low``/``high`` (the 95 % interval, NaN when none
+    can be formed: the hierarchical bootstrap over seeds then images of
+    :func:`kpbench.stats.hierarchical_estimate` where ``samples``, the per-sample values
+    (:func:`kpbench.results.read_samples`, labelled like ``rows``), hold the cell; else
+    :func:`kpbench.stats.cell_interval` of the per-seed values), ``seeds`` (seeds with a
     row), ``valued`` (seeds with a value, behind ``mean``), ``n_min``, ``n_max`` (samples per
     seed), ``notes`` (distinct notes, newline-joined) and ``best``."""
     rows = rows.copy()
@@ -102,10 +115,30 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
              n=("n", "max"))
         .reset_index()
     )
+    matrices = {key: matrix.values for key, matrix in sample_matrices(samples, CELL_KEYS).items()}
+    with one_blas_thread():
+        records = _cell_records(per_seed, matrices)
+    stats = pd.DataFrame.from_records(
+        records, columns=[*CELL_KEYS, "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max"]
+    )
+    notes = rows.groupby(CELL_KEYS, sort=False)["note"].agg(join_notes).rename("notes")
+    stats = stats.join(notes, on=CELL_KEYS)
+    stats["best"] = best_flags(stats)
+    return stats
+
+
+def _cell_records(per_seed: pd.DataFrame,
+                  matrices: dict[tuple[Any, ...], np.ndarray]) -> list[dict[str, Any]]:
+    """One record per cell of ``per_seed`` (one row per seed), its interval from ``matrices``
+    (per-sample values by cell key) where they hold the cell."""
     records = []
     for key, group in per_seed.groupby(CELL_KEYS, sort=False):
         cell = cell_interval(group["value"].to_numpy(), group["ci_low"].to_numpy(),
-                             group["ci_high"].to_numpy())
+                             group["ci_high"].to_numpy(), bounds=metric_bounds(key[3]))
+        if key in matrices:
+            estimate = hierarchical_estimate(matrices[key], stable_rng("table"),
+                                             weights=shared_weights)
+            cell = replace(cell, low=estimate.low, high=estimate.high)
         records.append({
             **dict(zip(CELL_KEYS, key)),
             "mean": group["value"].mean(),
@@ -117,13 +150,13 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
             "n_min": group["n"].min(),
             "n_max": group["n"].max(),
         })
-    stats = pd.DataFrame.from_records(
-        records, columns=[*CELL_KEYS, "mean", "std", "low", "high", "seeds", "valued", "n_min", "n_max"]
-    )
-    notes = rows.groupby(CELL_KEYS, sort=False)["note"].agg(join_notes).rename("notes")
-    stats = stats.join(notes, on=CELL_KEYS)
-    stats["best"] = best_flags(stats)
-    return stats
+    return records
+
+
+@lru_cache(maxsize=64)
+def shared_weights(size: int) -> np.ndarray:
+    """One bootstrap draw (R, size) per size, shared by a table's cells (seeded by the size)."""
+    return bootstrap_weights(stable_rng("table weights", size), size, BOOTSTRAP_RESAMPLES)
 
 
 def join_notes(notes: pd.Series) -> str:
@@ -389,20 +422,25 @@ def protocol_grid(stats: pd.DataFrame, variants: Sequence[str], axis: Axis | Non
     return ProtocolGrid(metrics, decimals, {m: shared_notes(by_metric[m]) for m in metrics}, groups)
 
 
-def judge_claims_by_box_source(rows: pd.DataFrame, runs_root: Path
+def judge_claims_by_box_source(rows: pd.DataFrame, runs_root: Path,
+                               samples: pd.DataFrame | None = None,
                                ) -> dict[str, tuple[list[ClaimResult], str]]:
     """:func:`judge_claims` once per box source the runs were trained on
     (:func:`kpbench.identity.box_source_of`): each source's runs alone, labelled among
     themselves, so ``full`` is the full model on that source. ``rows`` as :func:`label_runs`
     takes them (with ``run``). Rows of an evaluation on another source (conditions
-    ``...@<source>``) are in no claim's cells."""
+    ``...@<source>``) are in no claim's cells. ``samples``: the per-sample values
+    (:func:`kpbench.results.read_samples`, unlabelled), for paired differences."""
     groups: dict[str, list[str]] = {}
     for info in list_runs(runs_root, problems=[]):
         groups.setdefault(box_source_of(info.tags), []).append(info.name)
     judged = {}
     for source, names in sorted(groups.items()):
         labelled, _ = label_runs(rows[rows["run"].isin(names)], runs_root, names)
-        judged[source] = judge_claims(labelled)
+        source_samples = None
+        if samples is not None and not samples.empty:
+            source_samples, _ = label_runs(samples[samples["run"].isin(names)], runs_root, names)
+        judged[source] = judge_claims(labelled, source_samples)
     return judged
 
 
@@ -416,10 +454,10 @@ def verdict_changes(judged: dict[str, tuple[list[ClaimResult], str]]) -> dict[st
     return {claim: by_source for claim, by_source in verdicts.items() if len(set(by_source.values())) > 1}
 
 
-def judge_claims(rows: pd.DataFrame) -> tuple[list[ClaimResult], str]:
-    """:func:`kpbench.claims.check_claims` of ``rows``, or ([], why) when the rows cannot be
-    judged (e.g. one cell measured under several extractors)."""
+def judge_claims(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> tuple[list[ClaimResult], str]:
+    """:func:`kpbench.claims.check_claims` of ``rows`` (and their per-sample values), or
+    ([], why) when the rows cannot be judged (e.g. one cell measured under several extractors)."""
     try:
-        return check_claims(rows), ""
+        return check_claims(rows, samples), ""
     except ValueError as error:
         return [], str(error)

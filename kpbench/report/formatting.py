@@ -13,7 +13,8 @@ from kpbench.protocol import protocol_info
 from kpbench.results import BASELINE_PREFIX, is_baseline
 
 ARROWS: dict[str, str] = {"higher": "↑", "lower": "↓"}
-VERDICT_MARKS: dict[str, str] = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
+VERDICT_MARKS: dict[str, str] = {"holds": "✓", "fails": "✗", "equivalent": "=", "underpowered": "?",
+                                 "missing": "–"}
 
 
 def ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:

@@ -30,6 +30,7 @@ from kpbench.report.formatting import (
     format_interval,
     format_n,
     metric_heading,
+    number3,
     protocol_heading,
     split_mean_std,
     variant_label,
@@ -243,20 +244,15 @@ def _figure(caption: str, svg: str) -> dict[str, Any]:
 def _claims(data: ReportData) -> dict[str, Any]:
     rows = []
     for number, result in enumerate(data.claims, 1):
-        kind = result.verdict if result.verdict in VERDICT_MARKS else "inconclusive"
-        evidence = []
-        for item in result.evidence:
-            mean, interval = evidence_numbers(item)
-            evidence.append({
-                "variant": _variant(str(item.get("variant", ""))),
-                "protocol": item.get("protocol", ""),
-                "condition": item.get("condition", ""),
-                "extractor": item.get("extractor", "") or "—",
-                "metric": metric_heading(str(item.get("metric", ""))),
-                "mean": mean, "interval": interval, "seeds": item.get("seeds", ""),
-            })
+        kind = result.verdict if result.verdict in VERDICT_MARKS else "underpowered"
+        evidence = [{
+            "role": item.get("role", ""), "what": item.get("what", ""),
+            "mean": number3(item.get("mean", math.nan)), "interval": evidence_numbers(item)[1],
+            "basis": item.get("basis", ""),
+        } for item in result.evidence]
         rows.append({"number": number, "claim": result.claim, "verdict": result.verdict, "kind": kind,
-                     "mark": VERDICT_MARKS[kind], "reason": result.reason, "evidence": evidence})
+                     "mark": VERDICT_MARKS[kind], "primary": result.primary, "difference": result.difference,
+                     "power": result.power, "reason": result.reason, "evidence": evidence})
     return {"error": data.claims_error, "rows": rows}
 
 

@@ -37,9 +37,12 @@ def render_markdown(data: ReportData, generated: str) -> str:
     lines = [
         f"# {md_escape(data.title)}\n",
         f"Generated {generated}. Mean ± sample standard deviation over seeds, then in brackets the 95 % "
-        "interval (bootstrap over test images, widened to the t-interval over seeds when there are "
-        "several); n = evaluated samples per seed; **bold** = best trained variant of a column, only "
-        "where its interval is separated from every other trained variant's (↑ higher is better, "
+        "interval (hierarchical bootstrap over seeds, then test images, for per-sample metrics, test "
+        "images only for one seed; for "
+        "one value per run, such as FID, the seeds' spread combined with each row's own interval, "
+        "Student's t over seeds, inside the metric's range); n = evaluated samples per seed; "
+        "**bold** = best trained variant of a column, only where its interval is separated from "
+        "every other trained variant's (↑ higher is better, "
         "↓ lower is better; spreads such as KID std are never ranked); *italic* rows are baselines "
         "(floors), never ranked.\n",
         "## Summary\n",
@@ -102,29 +105,31 @@ def _md_variant(variant: str) -> str:
 def _md_claims(data: ReportData) -> str:
     lines = [
         "## Paper's claims\n",
-        "Verdicts computed from the rows by `kpbench.claims`: two numbers differ only when their 95 % "
-        "intervals are separated.\n",
+        "Verdicts computed by `kpbench.claims` from the rows and their per-sample values. Each claim "
+        "is decided on its primary metric alone: a paired difference (hierarchical bootstrap over "
+        "seeds, then the same test images) where both sides were scored on the same images, else "
+        "per-seed values (unpaired). Holm-Bonferroni over this report's claims (family-wise error "
+        "5 %). *equivalent*: the 95 % interval lies within the metric's practical margin; "
+        "*underpowered*: neither decided nor equivalent, with how many seeds or test images would "
+        "decide it; *missing*: no rows.\n",
     ]
     if data.claims_error:
         return "\n".join([*lines, f"The claims could not be checked: {md_escape(data.claims_error)}\n"])
     rows = [
         [str(number), md_escape(result.claim),
-         f"{VERDICT_MARKS.get(result.verdict, '?')} {md_escape(result.verdict)}", md_escape(result.reason)]
+         f"{VERDICT_MARKS.get(result.verdict, '?')} {md_escape(result.verdict)}", md_escape(result.primary),
+         md_escape(result.difference), md_escape(result.power), md_escape(result.reason)]
         for number, result in enumerate(data.claims, 1)
     ]
-    lines.append(_md_table(["#", "claim", "verdict", "reason"], rows, [True, False, False, False]))
+    lines.append(_md_table(["#", "claim", "verdict", "primary metric", "difference [95 % interval]", "power",
+                            "reason"], rows, [True] + [False] * 6))
     evidence = []
     for number, result in enumerate(data.claims, 1):
         for item in result.evidence:
             mean, interval = evidence_numbers(item)
-            cell = " · ".join(
-                md_escape(part) for part in (
-                    variant_label(str(item.get("variant", ""))), item.get("protocol", ""),
-                    item.get("condition", ""), item.get("extractor", ""), item.get("metric", ""),
-                ) if part
-            )
-            evidence.append(f"- {number}: {cell}: {mean} {interval} "  # numbers: nothing to escape
-                            f"({md_escape(item.get('seeds', ''))} seeds)")
+            role, what = md_escape(item.get("role", "")), md_escape(item.get("what", ""))
+            basis = md_escape(item.get("basis", ""))
+            evidence.append(f"- {number} ({role}): {what}: {mean} {interval} ({basis})")
     if evidence:
         lines.append("Evidence (95 % intervals):\n\n" + "\n".join(evidence) + "\n")
     return "\n".join(lines)
