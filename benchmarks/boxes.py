@@ -14,8 +14,8 @@ of the best-matching kpbench box.
 
 DIR holds ``images/``, ``labels.csv`` (file, identity, split) and ``authors_boxes.csv`` (file,
 box, x, y, w, h in source pixels of the 178x218 image; see SOURCE.txt there). The boxes are
-mapped into the S-px frame here with the preset's centre crop and resize (the frame of
-``Preprocess.apply``), flooring like the authors' loader.
+mapped into the S-px frame by kpbench's own box-file mapping (``Preprocess.map_boxes`` and
+``kpbench.boxfile.to_whole_pixels``), the mapping training on ``--boxes`` uses.
 """
 
 from __future__ import annotations
@@ -33,31 +33,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kpbench.box_agreement import AgreementSummary, best_ious, compare_boxes  # noqa: E402
-from kpbench.data import make_preprocess, read_rgb  # noqa: E402
+from kpbench.boxfile import read_box_file, to_whole_pixels  # noqa: E402
+from kpbench.data import Preprocess, make_preprocess, read_rgb  # noqa: E402
 from kpbench.patches import PATCH_PRESETS, KeyPatchDetector, box_iou  # noqa: E402
 
 SIZE = 64  # the S of the CelebA runs
 
 
 def read_authors_boxes(path: Path) -> dict[str, np.ndarray]:
-    """file -> (3, 4) float x, y, w, h in source pixels, in box-index order."""
-    rows: dict[str, list[tuple[int, list[float]]]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            rows.setdefault(row["file"], []).append((int(row["box"]), [float(row[k]) for k in "xywh"]))
-    return {file: np.array([xywh for _, xywh in sorted(boxes)]) for file, boxes in rows.items()}
+    """file -> (K, 4) float x, y, w, h in source pixels, in box-index order (kpbench's box-file
+    reader, the one ``--boxes`` uses)."""
+    return {file: np.array([box.xywh for box in boxes]) for file, boxes in read_box_file(path).items()}
 
 
-def to_frame(xywh: np.ndarray, source_w: int, source_h: int, crop: int, size: int) -> np.ndarray:
-    """(K, 4) x, y, w, h in source pixels -> (K, 4) int xyxy in the S-px frame of a centre
-    ``crop`` x ``crop`` resized to ``size`` (the offsets of ``Preprocess.apply``); x, y, w, h
-    are floored as the authors' loader floors theirs."""
-    left, top = (source_w - crop) // 2, (source_h - crop) // 2
-    scale = size / crop
-    x0 = np.floor((xywh[:, 0] - left) * scale + 1e-6)
-    y0 = np.floor((xywh[:, 1] - top) * scale + 1e-6)
-    w, h = np.floor(xywh[:, 2] * scale + 1e-6), np.floor(xywh[:, 3] * scale + 1e-6)
-    return np.stack([x0, y0, x0 + w, y0 + h], axis=1).astype(np.int64)
+def to_frame(preprocess: Preprocess, xywh: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(K, 4) x, y, w, h in source pixels -> (K, 4) int xyxy in the S-px frame, mapped and rounded
+    exactly as ``kpbench data prepare --boxes`` maps them (so the figures here equal
+    ``kpbench data compare-boxes``'s on the same images)."""
+    _, clipped = to_whole_pixels(preprocess.map_boxes(xywh, width, height), preprocess.size)
+    return clipped.astype(np.int64)
 
 
 def split_files(labels: Path, split: str) -> list[str]:
@@ -127,7 +121,7 @@ def main() -> None:
             start = time.perf_counter()
             boxes[name].append(detector.detect(image).boxes)
             seconds[name] += time.perf_counter() - start
-        references.append(to_frame(authors[file], *source.size, preprocess.crop, SIZE))
+        references.append(to_frame(preprocess, authors[file], *source.size))
 
     reference = np.array(references)
     print(f"{len(files)} {args.split} images, {reference.shape[1]} authors' boxes each, S={SIZE}, "

@@ -320,10 +320,19 @@ class BoxSummary:
     height: tuple[float, float, float]
     area_percent: tuple[float, float, float]  # of the image area
     aspect: tuple[float, float, float]  # w / h
+    # Boxes read from a box file (kpbench.boxfile): no filter was relaxed for them; ``filled``
+    # images had boxes completed by the detector (--fill detect). None: detected boxes.
+    filled: int | None = None
 
     def lines(self) -> list[str]:
         relaxed = sum(self.relaxed.values())
         levels = ", ".join(f"level {level}: {count}" for level, count in sorted(self.relaxed.items()))
+        if self.filled is None:
+            origin = f"relaxed filters: {relaxed} images" + (f" ({levels})" if relaxed else "")
+        else:
+            origin = f"boxes from the file: {self.images - self.filled} images" + (
+                f"; completed by the detector: {self.filled} (relaxed filters: {relaxed})"
+                if self.filled else "")
 
         def span(name: str, values: tuple[float, float, float], unit: str = "") -> str:
             low, median, high = values
@@ -331,14 +340,15 @@ class BoxSummary:
 
         return [
             f"{self.images} images x {self.boxes_per_image} boxes at {self.image_size}px",
-            f"relaxed filters: {relaxed} images" + (f" ({levels})" if relaxed else ""),
+            origin,
             ", ".join([span("width", self.width, "px"), span("height", self.height, "px"),
                        span("area", self.area_percent, "%"), span("w/h", self.aspect)]),
         ]
 
 
-def summarize_boxes(table: BoxTable) -> BoxSummary:
-    """Relaxation counts and box-size statistics, for the CLI to print."""
+def summarize_boxes(table: BoxTable, from_file: bool = False) -> BoxSummary:
+    """Relaxation counts and box-size statistics, for the CLI to print. ``from_file``: the table
+    came from a box file, whose detector-completed rows have a score of 0 on the added boxes."""
     width_height = table.reference_wh().astype(np.float64)
     width, height = width_height[:, 0], width_height[:, 1]
     levels, counts = np.unique(table.relax_level[table.usable_rows()], return_counts=True)
@@ -353,6 +363,7 @@ def summarize_boxes(table: BoxTable) -> BoxSummary:
         relaxed={int(level): int(count) for level, count in zip(levels, counts) if level > 0},
         width=stats(width), height=stats(height),
         area_percent=stats(100.0 * width * height / table.image_size**2), aspect=stats(width / height),
+        filled=int((table.scores[table.usable_rows()] == 0).any(axis=1).sum()) if from_file else None,
     )
 
 

@@ -209,6 +209,14 @@ def _dataset_keys(dataset: _BoxFileDataset) -> dict[str, int]:
     return keys
 
 
+def to_whole_pixels(frame: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 4) float xyxy boxes in the ``size``-px frame (:meth:`Preprocess.map_boxes`) -> the
+    boxes rounded to whole pixels (x1/y1 exclusive) and the same clipped to the frame, both (K, 4)
+    float. The one rounding of file boxes: training, ``compare-boxes`` and benchmarks/boxes.py."""
+    whole = np.floor(frame + 0.5)
+    return whole, np.clip(whole, 0, size)
+
+
 def map_file_boxes(dataset: _BoxFileDataset, listed: dict[str, list[FileBox]], n_patches: int,
                    problems: BoxFileProblems) -> tuple[list[np.ndarray], np.ndarray]:
     """Per dataset image, the (K_i, 4) int32 boxes of the file in the image frame (at most N,
@@ -237,8 +245,7 @@ def map_file_boxes(dataset: _BoxFileDataset, listed: dict[str, list[FileBox]], n
                          int((~positive).sum()))
         rows = [box.row for box, keep in zip(boxes, positive) if keep]
         frame = dataset.preprocess.map_boxes(xywh[positive], *dataset.source_size(index))  # (K', 4)
-        whole = np.floor(frame + 0.5)  # to whole pixels, x1/y1 exclusive
-        clipped = np.clip(whole, 0, size)
+        whole, clipped = to_whole_pixels(frame, size)
         inside = (clipped[:, 2] - clipped[:, 0] >= 1) & (clipped[:, 3] - clipped[:, 1] >= 1)
         cut = inside & (clipped != whole).any(axis=1)
         if (~inside).any():

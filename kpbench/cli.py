@@ -214,7 +214,7 @@ def data_prepare(
                   + (f" (id {spec.box_source})" if spec.boxes else ""), highlight=False, markup=False,
                   soft_wrap=True)
     table = load_boxes(dataset, spec, work, workers=workers, progress=True)
-    for line in summarize_boxes(table).lines():
+    for line in summarize_boxes(table, from_file=spec.boxes is not None).lines():
         console.print(line, highlight=False)
     console.print(f"manifest: {manifest_path}", highlight=False)
 

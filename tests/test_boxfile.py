@@ -325,6 +325,18 @@ def test_claims_are_judged_per_box_source(tmp_path: Path) -> None:
     claim = realism_sentence("nomask")
     changes = verdict_changes(judged)
     assert changes.get(claim) == {"boxes-mine.1a2b": "fails", "edgeboxes": "holds"}, judged
+    # The report shows the same check per source, and marks the claim whose verdict changes.
+    from kpbench.report import build_report
+
+    result = build_report(WorkDir.resolve(tmp_path), "sources", include_images=False)
+    page = result.html.read_text()
+    table = page[page.index('id="claims-by-source-table"'):]
+    table = table[:table.index("</table>")]
+    assert "boxes-mine.1a2b" in table and "edgeboxes" in table
+    row = next(part for part in table.split("<tr>") if "realistic than nomask" in part)
+    assert "fails" in row and "holds" in row and "<strong>changes</strong>" in row
+    markdown = result.markdown.read_text()
+    assert "### The same claims per box source" in markdown and "**changes**" in markdown
 
 
 def test_contact_sheet_marks_images_without_boxes(tmp_path: Path) -> None:
@@ -338,3 +350,17 @@ def test_contact_sheet_marks_images_without_boxes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert out.is_file() and not caught  # the CLI shows each warning as one line
     assert "2 image(s) without boxes in the file: left out" in result.output
+
+
+def test_prepare_says_where_file_boxes_came_from(tmp_path: Path) -> None:
+    folder = square_folder(tmp_path / "squares")
+    boxes = write_csv(tmp_path / "boxes.csv", "a.png,20,10,15,15\nb.png,60,40,15,15\n")
+    common = ["data", "prepare", str(folder), "--patches", "1", "--boxes", str(boxes), "--workers", "1"]
+    result = CliRunner().invoke(app, [*common, "-w", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    # Filters are never relaxed for a file's boxes: the line says where the boxes came from.
+    assert "boxes from the file: 2 images" in result.output
+    assert "relaxed filters" not in result.output
+    filled = CliRunner().invoke(app, [*common, "--fill", "detect", "-w", str(tmp_path / "work2")])
+    assert filled.exit_code == 0, filled.output
+    assert "boxes from the file: 2 images; completed by the detector: 2" in filled.output

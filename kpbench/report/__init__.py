@@ -66,9 +66,11 @@ from kpbench.report.aggregation import (
     Axis,
     Headline,
     aggregate,
+    box_source_verdicts,
     default_headlines,
     extractor_tables,
     judge_claims,
+    judge_claims_by_box_source,
     label_runs,
     numeric_axis,
     ordered_protocols,
@@ -150,11 +152,13 @@ def build_report(
     not be redistributed).
     """
     _check_report_name(name)
-    rows = read_rows(workdir.runs)
-    if rows.empty:
+    raw_rows = read_rows(workdir.runs)
+    if raw_rows.empty:
         raise KpbenchError(f"no result rows under {workdir.runs}: run `kpbench eval` first")
-    rows, run_labels = label_runs(rows, workdir.runs)
-    samples, _ = label_runs(read_samples(workdir.runs), workdir.runs)
+    raw_samples = read_samples(workdir.runs)
+    rows, run_labels = label_runs(raw_rows, workdir.runs)
+    samples, _ = label_runs(raw_samples, workdir.runs)
+    by_source = judge_claims_by_box_source(raw_rows, workdir.runs, raw_samples)
     stats = aggregate(rows, samples)
     summary = summary_table(rows, headlines, stats=stats)
     claims, claims_error = judge_claims(rows, samples)
@@ -171,6 +175,7 @@ def build_report(
         claims=claims,
         claims_error=claims_error,
         run_labels=run_labels,
+        box_source_claims=box_source_verdicts(by_source) if by_source else None,
     )
     sources = gather(data, include_images)  # every file read, every problem known, before rendering
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

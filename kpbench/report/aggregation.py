@@ -427,13 +427,16 @@ def judge_claims_by_box_source(rows: pd.DataFrame, runs_root: Path,
                                ) -> dict[str, tuple[list[ClaimResult], str]]:
     """:func:`judge_claims` once per box source the runs were trained on
     (:func:`kpbench.identity.box_source_of`): each source's runs alone, labelled among
-    themselves, so ``full`` is the full model on that source. ``rows`` as :func:`label_runs`
+    themselves, so ``full`` is the full model on that source; empty when every run shares one
+    source. ``rows`` as :func:`label_runs`
     takes them (with ``run``). Rows of an evaluation on another source (conditions
     ``...@<source>``) are in no claim's cells. ``samples``: the per-sample values
     (:func:`kpbench.results.read_samples`, unlabelled), for paired differences."""
     groups: dict[str, list[str]] = {}
     for info in list_runs(runs_root, problems=[]):
         groups.setdefault(box_source_of(info.tags), []).append(info.name)
+    if len(groups) < 2:  # one source: the report's own claims table is that judgement
+        return {}
     judged = {}
     for source, names in sorted(groups.items()):
         labelled, _ = label_runs(rows[rows["run"].isin(names)], runs_root, names)
@@ -452,6 +455,30 @@ def verdict_changes(judged: dict[str, tuple[list[ClaimResult], str]]) -> dict[st
         for result in results:
             verdicts.setdefault(result.claim, {})[source] = str(result.verdict)
     return {claim: by_source for claim, by_source in verdicts.items() if len(set(by_source.values())) > 1}
+
+
+@dataclass(frozen=True)
+class BoxSourceVerdicts:
+    """The claim check per box source, for a report: ``sources`` in column order and, per claim
+    (in the first source's order), source -> (verdict, difference with its interval)."""
+
+    sources: list[str]
+    claims: dict[str, dict[str, tuple[str, str]]]
+    errors: dict[str, str]  # source -> why its claims could not be checked
+
+    def changed(self, claim: str) -> bool:
+        """Whether the claim's verdict differs between the sources that judged it."""
+        return len({verdict for verdict, _ in self.claims[claim].values()}) > 1
+
+
+def box_source_verdicts(judged: dict[str, tuple[list[ClaimResult], str]]) -> BoxSourceVerdicts:
+    """:func:`judge_claims_by_box_source`'s result arranged claim by source."""
+    claims: dict[str, dict[str, tuple[str, str]]] = {}
+    for source, (results, _) in judged.items():
+        for result in results:
+            claims.setdefault(result.claim, {})[source] = (str(result.verdict), result.difference)
+    return BoxSourceVerdicts(list(judged), claims, {source: error for source, (_, error) in judged.items()
+                                                     if error})
 
 
 def judge_claims(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> tuple[list[ClaimResult], str]:

@@ -253,7 +253,24 @@ def _claims(data: ReportData) -> dict[str, Any]:
         rows.append({"number": number, "claim": result.claim, "verdict": result.verdict, "kind": kind,
                      "mark": VERDICT_MARKS[kind], "primary": result.primary, "difference": result.difference,
                      "power": result.power, "reason": result.reason, "evidence": evidence})
-    return {"error": data.claims_error, "rows": rows}
+    return {"error": data.claims_error, "rows": rows, "by_source": _claims_by_source(data)}
+
+
+def _claims_by_source(data: ReportData) -> dict[str, Any] | None:
+    """The claim check per box source (runs trained on each source judged among themselves)."""
+    verdicts = data.box_source_claims
+    if verdicts is None:
+        return None
+    def cell(verdict: str, difference: str) -> dict[str, str]:
+        kind = verdict if verdict in VERDICT_MARKS else "underpowered"
+        return {"verdict": verdict, "difference": difference, "kind": kind}
+
+    rows = [{"claim": claim, "changed": verdicts.changed(claim),
+             "cells": [cell(*by_source[source]) if source in by_source else None
+                       for source in verdicts.sources]}
+            for claim, by_source in verdicts.claims.items()]
+    errors = [f"{source}: {error}" for source, error in verdicts.errors.items()]
+    return {"sources": verdicts.sources, "rows": rows, "errors": errors}
 
 
 # --------------------------------------------------------------------------- training curves

@@ -132,7 +132,27 @@ def _md_claims(data: ReportData) -> str:
             evidence.append(f"- {number} ({role}): {what}: {mean} {interval} ({basis})")
     if evidence:
         lines.append("Evidence (95 % intervals):\n\n" + "\n".join(evidence) + "\n")
+    lines.extend(_md_claims_by_source(data))
     return "\n".join(lines)
+
+
+def _md_claims_by_source(data: ReportData) -> list[str]:
+    """The claim check per box source, when the runs were trained on more than one."""
+    verdicts = data.box_source_claims
+    if verdicts is None:
+        return []
+    lines = ["### The same claims per box source\n",
+             "Each box source's runs judged among themselves (the full model on that source against "
+             "the ablations on that source); **changes**: the verdict is not the same on every source.\n"]
+    lines.extend(f"- {md_escape(source)}: {md_escape(error)}" for source, error in verdicts.errors.items())
+    rows = []
+    for claim, by_source in verdicts.claims.items():
+        cells = [md_escape(" ".join(by_source[source])) if source in by_source else "–"
+                 for source in verdicts.sources]
+        rows.append([md_escape(claim), *cells, "**changes**" if verdicts.changed(claim) else ""])
+    lines.append(_md_table(["claim", *map(md_escape, verdicts.sources), ""], rows,
+                           [False] * (len(verdicts.sources) + 2)))
+    return lines
 
 
 def _md_protocol_table(data: ReportData, stats: pd.DataFrame) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from kpbench.claims import ClaimResult
 from kpbench.paths import RunDir, WorkDir
-from kpbench.report.aggregation import ordered_protocols, variant_order
+from kpbench.report.aggregation import BoxSourceVerdicts, ordered_protocols, variant_order
 from kpbench.results import is_baseline
 from kpbench.variant import reference_name as variant_reference_name
 
@@ -58,6 +58,8 @@ class ReportData:
     claims: list[ClaimResult] = field(default_factory=list)
     claims_error: str = ""  # why the claims could not be checked
     run_labels: dict[str, str] = field(default_factory=dict)  # run folder -> label (label_runs)
+    # The claim check once per box source the runs were trained on; None: one source only.
+    box_source_claims: BoxSourceVerdicts | None = None
 
     def seeds(self, variant: str) -> list[int]:
         return sorted({int(seed) for seed in self.rows.loc[self.rows["variant"] == variant, "seed"]})
