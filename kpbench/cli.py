@@ -491,9 +491,8 @@ def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | 
         raise KpbenchError("--predictions DIR and --name METHOD go together (--outputs with them)")
     if variant or run or seeds:
         raise KpbenchError("--predictions scores one method: drop --variant, --run and --seed(s)")
-    run_dir, inputs, check = import_predictions(workdir, predictions, name, outputs)
-    fixed = ", ".join(f"{key.replace('_', '-')} {value}" for key, value in inputs.manifest["options"].items()
-                      if key in REQUEST_OPTIONS)
+    run_dir, inputs, check = import_predictions(workdir, predictions, name, outputs, warn=False)
+    fixed = ", ".join(f"{key.replace('_', '-')} {inputs.manifest['options'][key]}" for key in REQUEST_OPTIONS)
     console.print(f"predictions: {check.images:,} images{' and masks' if check.masks else ', no masks'} "
                   f"as {run_dir.name}; inputs as exported ({fixed})", highlight=False, markup=False,
                   soft_wrap=True)

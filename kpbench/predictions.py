@@ -374,11 +374,12 @@ def read_output(path: Path, channels: int, side: int) -> tuple[Tensor, bool]:
     return values.nan_to_num(0.0).clamp(low, 1.0), outside
 
 
-def check_outputs(inputs: ExportedInputs, outputs: Path) -> OutputCheck:
+def check_outputs(inputs: ExportedInputs, outputs: Path, warn: bool = True) -> OutputCheck:
     """Check that ``outputs`` holds an image for every request (and a mask for every request or for
     none), of the export's size and in range. Missing files, wrong sizes, unreadable files and
     masks for only some ids are errors (counted, first named); values outside the range are
-    clipped with one counted warning; files matching no id are counted and ignored."""
+    clipped with one counted warning; files matching no id are counted and ignored (``warn``:
+    say these two, else only count them)."""
     if not outputs.is_dir():
         raise KpbenchError(f"no outputs folder {outputs}: write <id>.png for every id of "
                            f"{inputs.folder / REQUESTS_FILE} there")
@@ -415,11 +416,11 @@ def check_outputs(inputs: ExportedInputs, outputs: Path) -> OutputCheck:
     known = set(inputs.requests)
     check.unmatched = sum(1 for path in outputs.iterdir() if path.suffix in (".png", ".npy")
                           and path.stem.removesuffix(MASK_SUFFIX) not in known)
-    if check.clipped:
+    if check.clipped and warn:
         warnings.warn(f"{len(check.clipped):,} of {check.images + check.masks:,} output files have values "
                       f"outside [-1, 1] (images) or [0, 1] (masks), clipped (first: {check.clipped[0]})",
                       stacklevel=2)
-    if check.unmatched:
+    if check.unmatched and warn:
         warnings.warn(f"{check.unmatched:,} files in {outputs} match no request id; ignored", stacklevel=2)
     return check
 
@@ -492,10 +493,11 @@ def check_name(name: str) -> None:
                                "choose another name")
 
 
-def import_predictions(workdir: WorkDir, inputs_dir: Path, name: str, outputs_dir: Path | None = None
-                       ) -> tuple[Path, ExportedInputs, OutputCheck]:
+def import_predictions(workdir: WorkDir, inputs_dir: Path, name: str, outputs_dir: Path | None = None,
+                       warn: bool = True) -> tuple[Path, ExportedInputs, OutputCheck]:
     """Check the outputs of ``inputs_dir``'s requests and make (or refresh) the run folder that
-    scores them as method ``name``: ``runs/<name>[-<data tags>]-seed<k>``."""
+    scores them as method ``name``: ``runs/<name>[-<data tags>]-seed<k>``. ``warn=False`` leaves
+    the warnings to the evaluation, which checks the outputs again when it loads them."""
     from kpbench.identity import run_name, run_tags
     from kpbench.io import atomic_write_json, sha256_file
     from kpbench.samples import open_data
@@ -504,7 +506,7 @@ def import_predictions(workdir: WorkDir, inputs_dir: Path, name: str, outputs_di
     inputs = ExportedInputs.read(inputs_dir)
     outputs = (Path(outputs_dir).expanduser().resolve() if outputs_dir is not None
                else inputs.folder / OUTPUTS_DIR)
-    check = check_outputs(inputs, outputs)
+    check = check_outputs(inputs, outputs, warn)
     spec = inputs.data_spec
     found = open_data(spec).manifest.hash
     if found != inputs.manifest.get("data_manifest_hash"):
