@@ -448,9 +448,17 @@ def eval_command(
                      "key patches from this box source instead of each run's own (a distribution "
                      "shift): rows of runs trained on another source go to results/<protocol>@<source>"
                      ".csv, their conditions marked @<source>.")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", metavar="DIR", help="Score the "
+                           "outputs a program wrote for the inputs `kpbench export` put in DIR (read "
+                           "from DIR/outputs, or --outputs) as a run named --name.")] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="METHOD", help="With --predictions: the "
+                    "method's name in rows and reports.")] = None,
+    outputs: Annotated[Path | None, typer.Option("--outputs", metavar="FOLDER", help="With --predictions: "
+                       "the folder of <id>.png (and <id>.mask.png) files, if not DIR/outputs.")] = None,
     workdir: WorkdirOption = None,
 ) -> None:
-    """Run evaluation protocols on trained runs; rows go to runs/<run>/results/<protocol>.csv."""
+    """Run evaluation protocols on trained runs (or on predictions made elsewhere); rows go to
+    runs/<run>/results/<protocol>.csv."""
     from kpbench.protocol import EvalOptions, evaluate
 
     options = EvalOptions(max_samples=max_samples, batch_size=batch_size, fid_samples=fid_samples,
@@ -461,6 +469,9 @@ def eval_command(
     if sigmas:
         options = replace(options, sigmas=tuple(sigmas))
     chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
+    if predictions is not None or name is not None or outputs is not None:
+        run = [_import_predictions(WorkDir.resolve(workdir), predictions, name, outputs, variant, run,
+                                   chosen_seeds)]
     outcome = evaluate(WorkDir.resolve(workdir), protocol, variant, chosen_seeds or None, options,
                        on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run,
                        boxes=boxes)
@@ -469,6 +480,77 @@ def eval_command(
     console.print(f"time per protocol over {len(outcome.written)} run(s):", highlight=False)
     for line in outcome.timing_lines():
         console.print(f"  {line}", highlight=False, markup=False)
+
+
+def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | None, outputs: Path | None,
+                        variant: list[str] | None, run: list[str] | None, seeds: list[int]) -> str:
+    """Check the outputs of ``predictions`` and make the run that scores them; its folder name."""
+    from kpbench.predictions import REQUEST_OPTIONS, import_predictions
+
+    if predictions is None or name is None:
+        raise KpbenchError("--predictions DIR and --name METHOD go together (--outputs with them)")
+    if variant or run or seeds:
+        raise KpbenchError("--predictions scores one method: drop --variant, --run and --seed(s)")
+    run_dir, inputs, check = import_predictions(workdir, predictions, name, outputs, warn=False)
+    fixed = ", ".join(f"{key.replace('_', '-')} {inputs.manifest['options'][key]}" for key in REQUEST_OPTIONS)
+    console.print(f"predictions: {check.images:,} images{' and masks' if check.masks else ', no masks'} "
+                  f"as {run_dir.name}; inputs as exported ({fixed})", highlight=False, markup=False,
+                  soft_wrap=True)
+    return run_dir.name
+
+
+@app.command("export")
+@user_errors
+@with_data_options
+def export_command(
+    source: Annotated[str, typer.Argument(help="Folder of images, 'builtin[:COUNT]', or a run folder "
+                      "(its data and seed; the data options are then not used).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the inputs (see "
+                   "docs/predictions.md).")],
+    protocol: Annotated[list[str] | None, typer.Option("--protocol", "-p", help="Protocol name, or "
+                        "'all' (the default). Repeat for several.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the run the outputs are scored as (random "
+                    "patches, subsets, z).")] = 0,
+    max_samples: Annotated[int, typer.Option(min=1, help="Test images per condition.")] = 256,
+    sigmas: Annotated[list[float] | None, typer.Option("--sigmas", help="Noise sigma on the [-1, 1] "
+                      "scale (repeatable; default: 0, 0.05, 0.1, 0.2, 0.4 and 0.8).")] = None,
+    max_patches: Annotated[int, typer.Option(min=1, help="num_patches: N = 1..this.")] = 5,
+    fid_samples: Annotated[int, typer.Option(min=2, help="Test patch sets behind FID/KID (capped by "
+                           "the test split).")] = 2048,
+    realism_z: Annotated[int, typer.Option(min=1, help="fid: images per test patch set, each with its "
+                         "own z.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Request batch size (swapped and combined "
+                          "inputs are formed within a batch).")] = 32,
+    arrays: Annotated[bool, typer.Option("--arrays", help="Also write each patch set's exact float "
+                      "values (<id>.npy, float32 (N, 3, S, S)); the PNGs are rounded to 8 bits.")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (cuts the patches).")] = None,
+    data_options: DataOptions = DataOptions(),
+    workdir: WorkdirOption = None,
+) -> None:
+    """Write a dataset's evaluation inputs (patch sets with ids, z) for a program that is not
+    kpbench's to answer; score its answers with `kpbench eval --predictions`."""
+    import json
+
+    from kpbench.paths import RunDir
+    from kpbench.predictions import export_inputs
+    from kpbench.protocol import EvalOptions
+    from kpbench.train import TrainConfig
+
+    files = RunDir(Path(source))
+    if files.config.is_file():  # a run folder: export the data it was trained and is evaluated on
+        config = TrainConfig.from_dict(json.loads(files.config.read_text())["config"])
+        spec, seed = config.data, config.seed
+    else:
+        spec = data_options.spec(source)
+    options = EvalOptions(max_samples=max_samples, batch_size=batch_size, max_patches=max_patches,
+                          fid_samples=fid_samples, realism_z=realism_z, device=device)
+    if sigmas:
+        options = replace(options, sigmas=tuple(sigmas))
+    manifest = export_inputs(spec, WorkDir.resolve(workdir), out, protocol or ["all"], options, seed, arrays)
+    console.print(f"wrote {manifest['requests']:,} patch sets for {', '.join(manifest['protocols'])} "
+                  f"to {out} (seed {seed}); write <id>.png (and <id>.mask.png) for each id of "
+                  f"{out / 'requests.csv'} to {out / 'outputs'}, then: kpbench eval --predictions {out} "
+                  "--name METHOD -p all", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("run")
@@ -632,7 +714,8 @@ def runs_command(workdir: WorkdirOption = None) -> None:
     for info in infos:
         settings = ", ".join(text for _, text in info.tags) or "defaults"
         current = [name for name, fresh in info.evaluated.items() if fresh]
-        stale = [f"{name} (before the last training)" for name, fresh in info.evaluated.items()
+        since = "import" if info.predictions else "training"
+        stale = [f"{name} (before the last {since})" for name, fresh in info.evaluated.items()
                  if not fresh]
         table.add_row(info.name, info.variant, settings, str(info.seed), f"{info.step}/{info.total_steps}",
                       info.status if info.holder is None else f"running: {info.holder}",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,14 +151,20 @@ def legacy_run_name(variant: str, seed: int) -> str:
     return f"{variant}{SEED_SEPARATOR}{seed}"
 
 
-def distinguishing_tags(runs: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, list[tuple[str, str]]]:
+def distinguishing_tags(runs: Mapping[str, Sequence[tuple[str, str]]],
+                        untrained: Collection[str] = ()) -> dict[str, list[tuple[str, str]]]:
     """Run name -> the tags of that run that tell it apart in ``runs`` (name -> tags): those not
     every run shares, and always the experimental conditions (random patches, N, initialisation,
     hashed settings), so that ``full`` always means the full model under the default conditions
-    at the scale the runs share."""
+    at the scale the runs share. ``untrained``: runs without training settings (predictions made
+    elsewhere), which share the data tags and leave the training tags to the trained runs."""
     if not runs:
         return {}
-    shared = set.intersection(*(set(tags) for tags in runs.values()))
+    data_fields = {tag.field for tag in TAGS if tag.data} | {DATA_HASH}
+    trained = [set(tags) for name, tags in runs.items() if name not in untrained] or [set()]
+    everyone = set.intersection(*(set(tags) for tags in runs.values()))
+    shared = ({tag for tag in everyone if tag[0] in data_fields}
+              | {tag for tag in set.intersection(*trained) if tag[0] not in data_fields})
     conditions = {tag.field for tag in TAGS if tag.condition} | {DATA_HASH, TRAIN_HASH}
     return {name: [tag for tag in tags if tag not in shared or tag[0] in conditions]
             for name, tags in runs.items()}

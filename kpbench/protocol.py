@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from kpbench.runtime import derive_seed, pick_device
 if TYPE_CHECKING:
     from kpbench.baselines import NearestNeighbour
     from kpbench.data import Split
+    from kpbench.predictions import OutputsOnlyRun
     from kpbench.samples import DataSpec, PatchSampleDataset, PatchSource
 
 ALL = "all"
@@ -96,6 +98,9 @@ class Protocol:
     # What ``results/provenance.json`` records for this protocol (merged into the record), e.g.
     # the feature extractor FID used; called after every protocol of an evaluation has run.
     provenance: Callable[[EvalContext], dict[str, Any]] | None = None
+    # It reads a network's internals (the part encoder), not only its outputs: not available for
+    # predictions made elsewhere (kpbench.predictions), and not exported for them.
+    needs_model: bool = False
 
     @property
     def evaluates(self) -> bool:
@@ -149,7 +154,7 @@ class EvalContext:
 
     workdir: WorkDir
     run_dir: Path
-    run: TrainedRun
+    run: TrainedRun | OutputsOnlyRun  # a trained network, or outputs made elsewhere (kpbench.predictions)
     options: EvalOptions
     device: torch.device
     # Opened datasets by data spec (N aside), shared across runs: opening a folder indexes and
@@ -270,7 +275,8 @@ class EvalContext:
 
     def generate(self, patches: torch.Tensor, tag: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """patches (B, N, 3, S, S) -> image (B, 3, S, S), mask (B, 1, S, S) or None."""
-        return self.run.generate(patches, rng=self.noise_generator(tag))
+        # The tag also names the request, so that stored outputs can be served for it.
+        return self.run.generate(patches, rng=self.noise_generator(tag), key=tag)
 
     @property
     def predicts_mask(self) -> bool:
@@ -443,8 +449,6 @@ def evaluate(
     ``boxes`` (a box file or "edgeboxes"): evaluate on that box source's key patches; for runs
     trained on another, rows go to ``results/<protocol>@<source>.csv`` with the conditions
     suffixed the same way (:attr:`EvalContext.box_shift`), beside the run's own rows."""
-    from kpbench.runs import load_run
-
     options = options or EvalOptions()
     if ALL in protocol_names:
         protocols = list_protocols()
@@ -454,14 +458,21 @@ def evaluate(
     outcome = Evaluation()
 
     datasets: dict[Any, Any] = {}  # shared by every run's context
+    notices: dict[str, None] = {}  # why a run skipped a protocol, each said once
     for run_dir in find_runs(workdir, variants, seeds, names):
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
             with outcome.timed("load"):
                 # The one place where the batch-norm mode is applied: every protocol's generator.
-                run = load_run(run_dir, device=device).with_bn_mode(options.bn_mode)
-            context = EvalContext(workdir, run_dir, run, options, device, datasets, boxes)
+                run = load_evaluated_run(run_dir, device).with_bn_mode(options.bn_mode)
+            context = EvalContext(workdir, run_dir, run, run.evaluation_options(options), device,
+                                  datasets, boxes)
             shift = context.box_shift
+            ran = []
             for protocol in protocols:
+                reason = run.unavailable(protocol, shift)
+                if reason is not None:
+                    notices.setdefault(reason)
+                    continue
                 if on_progress:
                     on_progress(f"{run_dir.name}: {protocol.name}{shift}")
                 assert protocol.run is not None  # list_protocols and get_protocol give runnable ones
@@ -474,9 +485,22 @@ def evaluate(
                     samples = samples.assign(condition=samples["condition"].astype(str) + shift)
                 outcome.written.setdefault(run_dir, []).append(
                     write_rows(run_dir, protocol.name + shift, rows, samples))
-            with outcome.timed("load"):
-                write_provenance(context, [protocol.name for protocol in protocols])
+                ran.append(protocol.name)
+            if ran:
+                with outcome.timed("load"):
+                    write_provenance(context, ran)
+    for notice in notices:
+        warnings.warn(notice, stacklevel=2)
     return outcome
+
+
+def load_evaluated_run(run_dir: Path, device: torch.device) -> TrainedRun | OutputsOnlyRun:
+    """The run of ``run_dir`` as evaluation uses it: a trained network (kpbench.runs.load_run), or
+    the outputs a program made elsewhere (kpbench.predictions.load_prediction_run)."""
+    from kpbench.predictions import is_prediction_run, load_prediction_run
+    from kpbench.runs import load_run
+
+    return load_prediction_run(run_dir, device) if is_prediction_run(run_dir) else load_run(run_dir, device)
 
 
 def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:

@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -29,6 +30,9 @@ from kpbench.nets import PatchGenerator, build_networks
 from kpbench.paths import RunDir
 from kpbench.runtime import pick_device
 from kpbench.variant import VariantSpec
+
+if TYPE_CHECKING:
+    from kpbench.protocol import EvalOptions, Protocol
 
 # Batch-norm statistics at generation. "batch": every BN layer normalises with the statistics of
 # the batch it is given, as the authors' code does (it never calls .eval(), so its samples are made
@@ -63,6 +67,7 @@ class TrainedRun:
     device: torch.device
     bn_mode: str = "running"  # load_run gives eval mode; with_bn_mode changes it
 
+
     def with_bn_mode(self, mode: str) -> TrainedRun:
         """This run with its generator's batch-norm layers using ``mode``'s statistics
         (:data:`BN_MODES`), on a copy of the generator, so the loaded weights never change."""
@@ -71,6 +76,15 @@ class TrainedRun:
         if mode == self.bn_mode:
             return self
         return replace(self, generator=generator_in_bn_mode(self.generator, mode), bn_mode=mode)
+
+    def evaluation_options(self, options: EvalOptions) -> EvalOptions:
+        """The options this run is evaluated with: as given (predictions fix some at export)."""
+        return options
+
+    def unavailable(self, protocol: Protocol, box_shift: str = "") -> str | None:
+        """Why ``protocol`` cannot evaluate this run, or None: a trained network serves every one
+        (outputs made elsewhere do not: kpbench.predictions)."""
+        return None
 
     @property
     def supports_variable_n(self) -> bool:
@@ -95,11 +109,12 @@ class TrainedRun:
                                f"got {patches.shape[1]}")
 
     @torch.no_grad()
-    def generate(self, patches: Tensor, z: Tensor | None = None,
-                 rng: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+    def generate(self, patches: Tensor, z: Tensor | None = None, rng: torch.Generator | None = None,
+                 key: str | None = None) -> tuple[Tensor, Tensor | None]:
         """Patches (B, N, 3, S, S) in [-1, 1] -> image (B, 3, S, S), predicted mask (B, 1, S, S)
         or None without a mask decoder; on the patches' device. z (B, z_dim) defaults to U(-1, 1)
-        drawn from ``rng`` (a CPU generator; the global one if None)."""
+        drawn from ``rng`` (a CPU generator; the global one if None). ``key`` (the protocol's
+        request tag) is ignored here; stored outputs are found by it (kpbench.predictions)."""
         self._check_patches(patches)
         if z is None:
             z = torch.rand(patches.shape[0], self.spec.z_dim, generator=rng) * 2 - 1
@@ -152,6 +167,8 @@ class RunInfo:
     done: bool  # the log's last session ended with its "done" event
     holder: str | None  # the process training or evaluating it now, if any
     evaluated: dict[str, bool] = field(default_factory=dict)  # protocol -> results newer than weights
+    # Outputs made elsewhere and scored from their files (kpbench.predictions): no training, no weights.
+    predictions: bool = False
 
     @property
     def name(self) -> str:
@@ -165,6 +182,8 @@ class RunInfo:
     def status(self) -> str:
         if self.holder is not None:
             return "running"
+        if self.predictions:
+            return "predictions"
         if self.finished:
             return "finished"
         return "interrupted" if self.checkpointed else "not started"
@@ -208,13 +227,16 @@ def describe_run(run_dir: Path) -> RunInfo | None:
         raise KpbenchError(f"{config_path} is not a kpbench run config ({error})") from None
     checkpoint = files.checkpoint
     weights_time = checkpoint.stat().st_mtime if checkpoint.is_file() else None
+    predictions = "predictions" in stored  # kpbench.predictions.PREDICTIONS_KEY
+    if predictions:  # results are current when newer than the outputs' import
+        weights_time = config_path.stat().st_mtime
     evaluated = {}
     for path in sorted(files.results.glob("*.csv")):
         evaluated[path.stem] = weights_time is not None and path.stat().st_mtime >= weights_time
     step, done = _log_progress(files.log)
     return RunInfo(run_dir, variant, seed, stored_tags(stored), step, int(stored.get("total_steps", 0)),
                    int(stored.get("steps_per_epoch", 0)), checkpoint.is_file(), done,
-                   current_holder(run_dir), evaluated)
+                   current_holder(run_dir), evaluated, predictions)
 
 
 def list_runs(runs_root: Path, problems: list[str] | None = None) -> list[RunInfo]:
@@ -241,6 +263,10 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "cpu") -> 
     (``None`` / "auto": CUDA when present)."""
     run_dir = Path(run_dir)
     files = RunDir(run_dir)
+    from kpbench.predictions import is_prediction_run
+
+    if is_prediction_run(run_dir):
+        raise KpbenchError(f"{run_dir} holds predictions made elsewhere, not a trained model")
     for path in (files.spec, files.config, files.checkpoint):
         if not path.exists():
             raise KpbenchError(f"no trained run at {run_dir} ({path.name} is missing); "

@@ -157,6 +157,7 @@ PROTOCOL = register_protocol(Protocol(
     "--min-per-class images, balanced to the same number of images each: the trained part "
     "encoder vs a randomly initialised one of the same architecture vs raw patch pixels.",
     run=run,
+    needs_model=True,  # the part encoder's features: not available for predictions made elsewhere
     order=30,
     summary=True,
     report_description=

@@ -11,7 +11,7 @@ from kpbench.cli import app
 
 runner = CliRunner()
 COMMANDS = (["data", "prepare"], ["data", "show"], ["list"], ["show"], ["train"], ["eval"], ["report"],
-            ["demo"])
+            ["demo"], ["export"])
 
 
 def invoke(*args: str):

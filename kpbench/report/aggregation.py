@@ -86,7 +86,8 @@ def label_runs(rows: pd.DataFrame, runs_root: Path,
     label among these runs only (the others keep their variant)."""
     infos = {info.name: info for info in list_runs(runs_root, problems=[])  # the report names bad files
              if names is None or info.name in names}
-    tags = distinguishing_tags({name: info.tags for name, info in infos.items()})
+    tags = distinguishing_tags({name: info.tags for name, info in infos.items()},
+                               untrained={name for name, info in infos.items() if info.predictions})
     rows = rows.copy()
 
     def relabel(variant: str, run: str) -> str:
