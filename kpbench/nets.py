@@ -420,13 +420,21 @@ def _contract_error(spec: VariantSpec, message: str) -> KpbenchError:
                         f"(docs/extending.md): {message}")
 
 
+def _on_meta(module: nn.Module) -> bool:
+    """Built under ``torch.device("meta")``: shapes only, no values to check."""
+    return torch.empty(()).is_meta or any(p.is_meta for p in module.parameters())
+
+
 @torch.no_grad()
 def check_generator(generator: CustomGenerator, spec: VariantSpec, size: int, n_patches: int) -> None:
     """Run a freshly built custom generator on a small random batch (eval mode, its RNG state and
     training mode restored) and check the contract: image (B, 3, S, S) in [-1, 1], mask
     (B, 1, S, S) in [0, 1] exactly when ``spec.mask_decoder``, N = 1 and N + 1 accepted when it
     promises any N, the same output for permuted patches when it promises order invariance,
-    and ``encode`` giving (B, D). A one-line error says what is wrong."""
+    and ``encode`` giving (B, D). A one-line error says what is wrong. Skipped on the meta
+    device (a plan's cost estimate, which computes nothing)."""
+    if _on_meta(generator):
+        return
     was_training = generator.training
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -477,7 +485,10 @@ def _check_output(spec: VariantSpec, out: GeneratorOutput, size: int, n: int) ->
 
 @torch.no_grad()
 def check_discriminator(discriminator: nn.Module, spec: VariantSpec, size: int, n_patches: int) -> None:
-    """A freshly built custom discriminator gives logits (B,) for image (B, 3, S, S) and patches."""
+    """A freshly built custom discriminator gives logits (B,) for image (B, 3, S, S) and patches
+    (skipped on the meta device)."""
+    if _on_meta(discriminator):
+        return
     was_training = discriminator.training
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

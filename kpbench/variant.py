@@ -378,6 +378,8 @@ def spec_diff(spec: VariantSpec, base: VariantSpec) -> dict[str, tuple[Any, Any]
         if f.name in ("name", "description", "source"):
             continue
         old, new = getattr(base, f.name), getattr(spec, f.name)
+        if f.name in CODE_FIELDS:  # code by name, as spec.json writes it
+            old, new = base.to_dict().get(f.name), spec.to_dict().get(f.name)
         if old != new:
             diff[f.name] = (old, new)
     return diff

@@ -274,3 +274,30 @@ def test_a_variant_may_bring_its_own_discriminator(registries: None) -> None:
                                      torch.rand(2, 128), real.roll(1, 0)), lam=0.64)
     assert {"d/real", "d/generated", "g/adversarial", "g/appearance"} <= set(losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, nets.discriminator.parameters()))
+
+
+def test_an_installed_package_registers_its_variant_through_an_entry_point(
+        registries: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    (site / "my_attention_package-0.1.dist-info").mkdir(parents=True)
+    (site / "my_attention_package-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: my-attention-package\nVersion: 0.1\n")
+    (site / "my_attention_package-0.1.dist-info" / "entry_points.txt").write_text(
+        "[kpbench.variants]\nattention = my_attention_package\n")
+    (site / "my_attention_package.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_ENTRY_POINTS_LOADED", [])
+    monkeypatch.delitem(sys.modules, "my_attention_package", raising=False)
+    spec = get_variant(VARIANT)
+    assert spec.source is not None and spec.source.module == "my_attention_package"
+    assert spec.to_dict()["generator_network"]["build"] == "my_attention_package:AttentionPool"
+    sys.modules.pop("my_attention_package")
+
+
+def test_the_documented_example_keeps_the_contract(registries: None) -> None:
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "attention_variant.py"
+    plugins.add_plugin(str(example))
+    spec = get_variant(VARIANT)
+    nets = build_networks(spec, 64, 0.0625, 3)  # checks shapes, ranges, any N, order invariance
+    assert nets.generator.order_invariant and nets.generator.can_encode
+    assert [term.name for term in spec.loss_terms] == ["total_variation"]
