@@ -301,3 +301,22 @@ def test_the_documented_example_keeps_the_contract(registries: None) -> None:
     nets = build_networks(spec, 64, 0.0625, 3)  # checks shapes, ranges, any N, order invariance
     assert nets.generator.order_invariant and nets.generator.can_encode
     assert [term.name for term in spec.loss_terms] == ["total_variation"]
+
+
+def test_a_protocol_file_named_in_the_environment_is_registered(
+        registries: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpbench.protocol import list_protocols
+
+    path = tmp_path / "echo_protocol.py"
+    path.write_text(textwrap.dedent('''
+        from kpbench.protocol import Protocol, register_protocol
+
+        register_protocol(Protocol(name="test_echo_plugin", description="echo",
+                                   run=lambda context: [context.row("test_echo_plugin", "as given",
+                                                                    "mask_iou", 1.0, 1)]))
+    '''))
+    monkeypatch.setenv(plugins.PLUGINS_ENV, str(path))
+    assert "test_echo_plugin" in {protocol.name for protocol in list_protocols()}
+    monkeypatch.setenv(plugins.PLUGINS_ENV, str(tmp_path / "missing.py"))
+    with pytest.raises(KpbenchError, match="plug-in file .*missing.py not found"):
+        list_protocols()
