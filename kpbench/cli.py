@@ -67,6 +67,22 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@app.callback()
+@user_errors
+def plugins_option(
+    plugin: Annotated[list[str] | None, typer.Option("--plugin", metavar="FILE.py|MODULE", help="Import a "
+                      "variant (or protocol) file of your own before the command, e.g. `kpbench "
+                      "--plugin my_variant.py train --variant mine` (repeatable; also env "
+                      "KPBENCH_PLUGINS and the entry-point group kpbench.variants; docs/extending.md)."
+                      )] = None,
+) -> None:
+    """Benchmark image generation from a few key local patches (Lee et al., ECCV 2018)."""
+    from kpbench.plugins import add_plugin
+
+    for reference in plugin or []:
+        add_plugin(reference)
+
+
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
     error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -89,6 +90,17 @@ def discriminator_loss(real_logits: Tensor, fake_logits: dict[str, Tensor]
     return torch.stack(list(parts.values())).sum(), parts
 
 
+@dataclass(frozen=True)
+class LossInputs:
+    """What a variant's own loss term (kpbench.variant.LossTerm) is computed from."""
+
+    out: GeneratorOutput  # image (B, 3, S, S), mask (B, 1, S, S) or None
+    real: Tensor  # (B, 3, S, S) in [-1, 1]
+    mask: Tensor  # (B, 1, S, S) the true mask M
+    patches: Tensor | None  # (B, N, 3, S, S)
+    z: Tensor | None  # (B, z_dim)
+
+
 def generator_loss(
     spec: VariantSpec,
     out: GeneratorOutput,
@@ -96,16 +108,23 @@ def generator_loss(
     mask: Tensor,
     lam: float,
     fake_logits: Tensor | None,
+    patches: Tensor | None = None,
+    z: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Equation (1) for the generator: the spec's active terms, L1 terms scaled by ``lam``.
+    """Equation (1) for the generator: the spec's active terms, L1 terms scaled by ``lam``, and
+    the variant's own terms (``spec.loss_terms``, scaled by ``lam`` when they say so).
     Returns the weighted total and each term's unweighted value."""
     terms: dict[str, Tensor] = {}
     total = real.new_zeros(())
+    own = {term.name: term for term in spec.loss_terms}
     for name, weight in spec.generator_terms.items():
         if name == "adversarial":
             assert fake_logits is not None, "the adversarial term needs D(G_I(x))"
             value = generator_adversarial_loss(fake_logits)
             total = total + weight * value
+        elif name in own:
+            value = own[name].compute(LossInputs(out, real, mask, patches, z)).float()
+            total = total + (lam if own[name].scaled else 1.0) * weight * value
         else:
             value = _l1_term(name, spec, out, real, mask)
             total = total + lam * weight * value

@@ -16,6 +16,11 @@ keep their size at every width: they are the model's interface, not capacity.
     image decoder  cat(E, z)      -> 4x4, up x2 per level, concat the mask decoder's
                                      (already concatenated) features after each level -> I (3,S,S)
     discriminator  image [+ patches on channels] -> down x2 per level -> 4x4 valid conv -> logit
+
+A variant may bring its own generator or discriminator instead (kpbench.variant.GeneratorNetwork,
+DiscriminatorNetwork; docs/extending.md): :func:`build_networks` builds it, checks it against the
+contract on a small batch (:func:`check_generator`, :func:`check_discriminator`) and wraps the
+generator in :class:`CustomGenerator`, which gives it the interface the rest of kpbench uses.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from kpbench.data import SUPPORTED_SIZES
-from kpbench.variant import ENCODER_FUSIONS, ORDER_INVARIANT_FUSIONS
+from kpbench.errors import KpbenchError
+from kpbench.variant import ENCODER_FUSIONS, ORDER_INVARIANT_FUSIONS, NetworkSettings
 
 if TYPE_CHECKING:
     from kpbench.variant import VariantSpec
@@ -262,6 +268,8 @@ class PatchGenerator(nn.Module):
         self.image_decoder = UNetDecoder(code_dim + z_dim, size, width, image_skips_channels, 3, nn.Tanh())
         self.feature_dim = (embed_dim + sum(self.encoder.channels)) * copies
 
+    can_encode = True  # encode() gives the fused levels (the classification protocol's features)
+
     @property
     def supports_variable_n(self) -> bool:
         return self.fusion in ORDER_INVARIANT_FUSIONS
@@ -338,30 +346,201 @@ class Discriminator(nn.Module):
         return logits
 
 
+class CustomGenerator(nn.Module):
+    """A variant's own generator network behind the interface of :class:`PatchGenerator`:
+    ``forward`` returns a :class:`GeneratorOutput` (the network may return ``(image, mask)``),
+    ``encode`` is the network's own ``encode`` when it has one (``can_encode``), and the
+    promises of its :class:`kpbench.variant.GeneratorNetwork` say which N it takes. Its weights
+    are the network's, under ``network.`` in the state dict."""
+
+    def __init__(self, network: nn.Module, spec: VariantSpec, n_patches: int) -> None:
+        super().__init__()
+        assert spec.generator_network is not None
+        self.network = network
+        self.n_patches, self.z_dim = n_patches, spec.z_dim
+        self.fusion = f"custom:{spec.name}"  # names the architecture (shared random-encoder scores)
+        self.supports_variable_n = spec.generator_network.any_n
+        self.order_invariant = spec.generator_network.order_invariant
+        self.variant = spec.name
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The modules behind :meth:`encode`: the whole network."""
+        return self.network
+
+    @property
+    def can_encode(self) -> bool:
+        return callable(getattr(self.network, "encode", None))
+
+    def _check_n(self, n: int) -> None:
+        if not self.supports_variable_n and n != self.n_patches:
+            raise ValueError(f"this generator takes exactly {self.n_patches} patches, got {n}")
+
+    def forward(self, patches: Tensor, z: Tensor) -> GeneratorOutput:
+        self._check_n(patches.shape[1])
+        result = self.network(patches, z)
+        if isinstance(result, GeneratorOutput):
+            return result
+        if isinstance(result, Tensor):  # an image alone: no mask
+            return GeneratorOutput(image=result, mask=None, features=[])
+        image, mask = result
+        return GeneratorOutput(image=image, mask=mask, features=[])
+
+    def encode(self, patches: Tensor) -> Tensor:
+        """(B, N, 3, S, S) -> (B, D): the network's own ``encode``."""
+        if not self.can_encode:
+            raise KpbenchError(f"variant {self.variant}'s generator has no encode(patches) method")
+        self._check_n(patches.shape[1])
+        features: Tensor = self.network.encode(patches)  # type: ignore[operator]
+        return features.flatten(1)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(getattr(self.network, "feature_dim", 0))
+
+
+Generator = PatchGenerator | CustomGenerator  # what kpbench trains and evaluates
+
+
 @dataclass
 class Networks:
-    generator: PatchGenerator
-    discriminator: Discriminator | None
+    generator: Generator
+    discriminator: nn.Module | None  # Discriminator, or a variant's own
+
+
+# Tolerances of the build-time checks: outputs in range up to float error, and "order-invariant"
+# meaning a permutation of the patches changes no output value by more than this.
+RANGE_TOLERANCE = 1e-4
+ORDER_TOLERANCE = 1e-4
+CHECK_BATCH = 2
+
+
+def _contract_error(spec: VariantSpec, message: str) -> KpbenchError:
+    return KpbenchError(f"variant {spec.name}'s generator does not keep the contract "
+                        f"(docs/extending.md): {message}")
+
+
+def _on_meta(module: nn.Module) -> bool:
+    """Built under ``torch.device("meta")``: shapes only, no values to check."""
+    return torch.empty(()).is_meta or any(p.is_meta for p in module.parameters())
+
+
+@torch.no_grad()
+def check_generator(generator: CustomGenerator, spec: VariantSpec, size: int, n_patches: int) -> None:
+    """Run a freshly built custom generator on a small random batch (eval mode, its RNG state and
+    training mode restored) and check the contract: image (B, 3, S, S) in [-1, 1], mask
+    (B, 1, S, S) in [0, 1] exactly when ``spec.mask_decoder``, N = 1 and N + 1 accepted when it
+    promises any N, the same output for permuted patches when it promises order invariance,
+    and ``encode`` giving (B, D). A one-line error says what is wrong. Skipped on the meta
+    device (a plan's cost estimate, which computes nothing)."""
+    if _on_meta(generator):
+        return
+    was_training = generator.training
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        generator.eval()
+        try:
+            counts = [n_patches] + ([1, n_patches + 1] if generator.supports_variable_n else [])
+            for n in counts:
+                patches = torch.rand(CHECK_BATCH, n, 3, size, size) * 2 - 1
+                z = torch.rand(CHECK_BATCH, spec.z_dim) * 2 - 1
+                try:
+                    out = generator(patches, z)
+                except Exception as error:
+                    call = f"forward(patches {tuple(patches.shape)}, z {tuple(z.shape)})"
+                    raise _contract_error(spec, f"{call} failed: {type(error).__name__}: {error}") from None
+                _check_output(spec, out, size, n)
+                if generator.order_invariant and n >= 2:
+                    permuted = generator(patches.roll(1, dims=1), z)
+                    change = (permuted.image - out.image).abs().max().item()
+                    if out.mask is not None and permuted.mask is not None:
+                        change = max(change, (permuted.mask - out.mask).abs().max().item())
+                    if change > ORDER_TOLERANCE:
+                        raise _contract_error(spec, f"it promises order invariance, but permuting {n} "
+                                              f"patches changes its output by up to {change:.3g}")
+                if generator.can_encode:
+                    features = generator.encode(patches)
+                    if features.dim() != 2 or features.shape[0] != CHECK_BATCH:
+                        raise _contract_error(spec, f"encode gave {tuple(features.shape)}, not (B, D)")
+        finally:
+            generator.train(was_training)
+
+
+def _check_output(spec: VariantSpec, out: GeneratorOutput, size: int, n: int) -> None:
+    image, mask = out.image, out.mask
+    if tuple(image.shape) != (CHECK_BATCH, 3, size, size):
+        raise _contract_error(spec, f"the image is {tuple(image.shape)} for {n} patches, not "
+                              f"(B, 3, {size}, {size})")
+    if image.abs().max().item() > 1 + RANGE_TOLERANCE:
+        raise _contract_error(spec, "the image leaves [-1, 1] (end with tanh)")
+    if (mask is not None) != spec.mask_decoder:
+        returns = "it returns a mask" if mask is not None else "it returns no mask"
+        raise _contract_error(spec, f"{returns} while the spec's mask_decoder is {spec.mask_decoder}")
+    if mask is not None:
+        if tuple(mask.shape) != (CHECK_BATCH, 1, size, size):
+            raise _contract_error(spec, f"the mask is {tuple(mask.shape)}, not (B, 1, {size}, {size})")
+        if mask.min().item() < -RANGE_TOLERANCE or mask.max().item() > 1 + RANGE_TOLERANCE:
+            raise _contract_error(spec, "the mask leaves [0, 1] (end with a sigmoid)")
+
+
+@torch.no_grad()
+def check_discriminator(discriminator: nn.Module, spec: VariantSpec, size: int, n_patches: int) -> None:
+    """A freshly built custom discriminator gives logits (B,) for image (B, 3, S, S) and patches
+    (skipped on the meta device)."""
+    if _on_meta(discriminator):
+        return
+    was_training = discriminator.training
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        discriminator.eval()
+        try:
+            image = torch.rand(CHECK_BATCH, 3, size, size) * 2 - 1
+            patches = torch.rand(CHECK_BATCH, n_patches, 3, size, size) * 2 - 1
+            try:
+                logits = discriminator(image, patches)
+            except Exception as error:
+                raise KpbenchError(f"variant {spec.name}'s discriminator failed on image "
+                                   f"{tuple(image.shape)} and patches {tuple(patches.shape)}: "
+                                   f"{type(error).__name__}: {error}") from None
+            if not isinstance(logits, Tensor) or tuple(logits.shape) != (CHECK_BATCH,):
+                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                raise KpbenchError(f"variant {spec.name}'s discriminator gave {shape}, not logits (B,) "
+                                   "(docs/extending.md)")
+        finally:
+            discriminator.train(was_training)
 
 
 def build_networks(spec: VariantSpec, size: int, width: float, n_patches: int) -> Networks:
     """Freshly initialised modules for a variant (CPU, train mode), initialised by ``spec.init``
-    (see INITIALISERS); ``torch.manual_seed`` first for reproducible weights."""
-    generator = PatchGenerator(
-        size,
-        width,
-        n_patches,
-        fusion=spec.encoder_fusion,
-        mask_decoder=spec.mask_decoder,
-        embed_dim=spec.embed_dim,
-        z_dim=spec.z_dim,
-        image_skips=spec.image_skips,
-    )
-    discriminator = None
-    if spec.discriminator != "none":
+    (see INITIALISERS; "pytorch" leaves a custom network as its factory built it);
+    ``torch.manual_seed`` first for reproducible weights. A variant's own networks are built by
+    its factories and checked against the contract."""
+    settings = NetworkSettings(spec, size, width, n_patches)
+    generator: Generator
+    if spec.generator_network is not None:
+        generator = CustomGenerator(spec.generator_network.build(settings), spec, n_patches)
+    else:
+        generator = PatchGenerator(
+            size,
+            width,
+            n_patches,
+            fusion=spec.encoder_fusion,
+            mask_decoder=spec.mask_decoder,
+            embed_dim=spec.embed_dim,
+            z_dim=spec.z_dim,
+            image_skips=spec.image_skips,
+        )
+    discriminator: nn.Module | None = None
+    if spec.discriminator_network is not None:
+        discriminator = spec.discriminator_network.build(settings)
+    elif spec.discriminator != "none":
         discriminator = Discriminator(size, width, n_patches, conditional=spec.discriminator == "conditional")
     initialise = INITIALISERS[spec.init]
     generator.apply(initialise)
     if discriminator is not None:
         discriminator.apply(initialise)
+    if isinstance(generator, CustomGenerator):
+        check_generator(generator, spec, size, n_patches)
+    if spec.discriminator_network is not None and discriminator is not None:
+        check_discriminator(discriminator, spec, size, n_patches)
     return Networks(generator, discriminator)

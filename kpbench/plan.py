@@ -3,6 +3,7 @@ run (train, then evaluate), then one report per dataset. ``kpbench run PLAN`` ex
 
     name = "paper-cpu"
     seeds = [0, 1, 2]
+    plugins = ["my_variant.py"]  # optional: variant files of your own (docs/extending.md)
     [train]                      # TrainConfig fields for every cell (steps, width, batch_size, ...)
     steps = 400
     [eval]                       # EvalOptions fields, and the protocols ("all" or names)
@@ -126,7 +127,8 @@ def load_plan(path: Path | str, workdir: Path | str | None = None,
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise _fail(path, f"not valid TOML ({error})") from None
     _check_keys(path, "the plan", raw, {"name", "description", "seeds", "train", "eval", "datasets",
-                                         "experiments", "launcher"})
+                                         "experiments", "launcher", "plugins"})
+    _load_plugins(path, raw.get("plugins", []))
     name = str(raw.get("name") or path.stem)
     root = Path(workdir) if workdir is not None else Path(f"kpbench-{name}")
     data = dict(data or {})
@@ -170,6 +172,21 @@ def load_plan(path: Path | str, workdir: Path | str | None = None,
                 cells[cell.key] = replace(previous, experiments=previous.experiments + cell.experiments)
     launcher = raw.get("launcher", {})
     return Plan(name, path, datasets, list(cells.values()), protocols, options, launcher)
+
+
+def _load_plugins(path: Path, plugins: Any) -> None:
+    """``plugins = ["my_variant.py", "mypackage.variants"]``: variant (or protocol) files of the
+    user's own (a path relative to the current folder, like ``source``), imported before the
+    experiments name their variants, and named to every process the plan starts."""
+    from kpbench.plugins import add_plugin
+
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise _fail(path, f"plugins must be a list of .py files or module names, got {plugins!r}")
+    for reference in plugins:
+        try:
+            add_plugin(reference)
+        except KpbenchError as error:
+            raise _fail(path, str(error)) from None
 
 
 def _read_datasets(path: Path, table: dict[str, Any], root: Path, data: dict[str, str]) -> list[DatasetPlan]:

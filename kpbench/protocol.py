@@ -29,7 +29,7 @@ from kpbench.errors import KpbenchError
 from kpbench.lock import RunLock
 from kpbench.metricinfo import register_metric
 from kpbench.paths import RunDir, WorkDir
-from kpbench.plugins import import_package_modules
+from kpbench.plugins import import_package_modules, load_user_plugins
 from kpbench.results import ResultRow, write_rows
 from kpbench.runs import BN_MODES, TrainedRun
 from kpbench.runtime import derive_seed, pick_device
@@ -120,6 +120,7 @@ def register_protocol(protocol: Protocol) -> Protocol:
 
 def _load_registry() -> dict[str, Protocol]:
     import_package_modules(PROTOCOLS_PACKAGE)  # every protocol file registers its protocol
+    load_user_plugins()  # and those of the user's own files (kpbench.plugins)
     importlib.import_module("kpbench.study")  # the user study's rows: shown by reports, not evaluated
     return _REGISTRY
 

@@ -26,7 +26,7 @@ from kpbench.config import TrainConfig
 from kpbench.errors import KpbenchError
 from kpbench.identity import stored_tags
 from kpbench.lock import LOCKS_DIRNAME, current_holder
-from kpbench.nets import PatchGenerator, build_networks
+from kpbench.nets import Generator, build_networks
 from kpbench.paths import RunDir
 from kpbench.runtime import pick_device
 from kpbench.variant import VariantSpec
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 BN_MODES: tuple[str, ...] = choice_values(BnMode)
 
 
-def generator_in_bn_mode(generator: PatchGenerator, mode: str) -> PatchGenerator:
+def generator_in_bn_mode(generator: Generator, mode: str) -> Generator:
     """A copy of ``generator`` in eval mode whose batch-norm layers use ``mode``'s statistics. For
     "batch" they run in train mode with ``track_running_stats`` off, which makes PyTorch normalise
     with each batch's own statistics and skip updating the running averages (and
@@ -63,7 +63,7 @@ class TrainedRun:
     spec: VariantSpec
     config: TrainConfig
     step: int  # training iterations behind these weights (0: untrained)
-    generator: PatchGenerator  # eval mode (batch-norm layers as ``bn_mode`` says), on ``device``
+    generator: Generator  # eval mode (batch-norm layers as ``bn_mode`` says), on ``device``
     device: torch.device
     bn_mode: str = "running"  # load_run gives eval mode; with_bn_mode changes it
 
@@ -100,12 +100,17 @@ class TrainedRun:
     def feature_dim(self) -> int:
         return self.generator.feature_dim
 
+    @property
+    def can_encode(self) -> bool:
+        """Whether :meth:`encode` gives features (a variant's own generator may have no encode)."""
+        return self.generator.can_encode
+
     def _check_patches(self, patches: Tensor) -> None:
         if patches.dim() != 5 or patches.shape[2:] != (3, self.config.size, self.config.size):
             raise KpbenchError(f"patches must be (B, N, 3, {self.config.size}, {self.config.size}), "
                                f"got {tuple(patches.shape)}")
         if not self.supports_variable_n and patches.shape[1] != self.n_patches:
-            raise KpbenchError(f"variant {self.spec.name} concatenates exactly {self.n_patches} patches, "
+            raise KpbenchError(f"variant {self.spec.name} takes exactly {self.n_patches} patches, "
                                f"got {patches.shape[1]}")
 
     @torch.no_grad()
@@ -136,7 +141,7 @@ class TrainedRun:
             self.bn_mode)
 
 
-def build_untrained_generator(spec: VariantSpec, config: TrainConfig, seed: int = 0) -> PatchGenerator:
+def build_untrained_generator(spec: VariantSpec, config: TrainConfig, seed: int = 0) -> Generator:
     """A randomly initialised generator of the run's architecture (CPU, train mode)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -237,6 +242,31 @@ def describe_run(run_dir: Path) -> RunInfo | None:
     return RunInfo(run_dir, variant, seed, stored_tags(stored), step, int(stored.get("total_steps", 0)),
                    int(stored.get("steps_per_epoch", 0)), checkpoint.is_file(), done,
                    current_holder(run_dir), evaluated, predictions)
+
+
+def import_run_variants(runs_root: Path) -> list[str]:
+    """Register the plug-in variants that runs under ``runs_root`` recorded (spec.json ``source``)
+    and that are not registered yet, so that reports and the claim check know them. Returns one
+    line for each that cannot be imported (its rows are then shown but not judged)."""
+    from kpbench.plugins import PluginSource
+    from kpbench.variant import list_variants, registered_variant
+
+    known = {spec.name for spec in list_variants()}
+    problems: list[str] = []
+    for path in sorted(Path(runs_root).glob("*/spec.json")) if Path(runs_root).is_dir() else []:
+        try:
+            recorded = json.loads(path.read_text())
+            name, source = str(recorded["name"]), recorded.get("source")
+        except (ValueError, KeyError, TypeError):
+            continue  # the report lists unreadable files itself
+        if name in known or not source:
+            continue
+        try:
+            registered_variant(name, PluginSource.from_dict(source))
+            known.add(name)
+        except KpbenchError as error:
+            problems.append(f"{path.parent.name}: {error}")
+    return problems
 
 
 def list_runs(runs_root: Path, problems: list[str] | None = None) -> list[RunInfo]:

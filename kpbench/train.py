@@ -58,7 +58,7 @@ from kpbench.identity import legacy_identity, legacy_run_name, run_name, run_tag
 from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from kpbench.lock import RunLock
 from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
-from kpbench.nets import Discriminator, PatchGenerator, build_networks
+from kpbench.nets import Generator, build_networks
 from kpbench.paths import RunDir, WorkDir
 from kpbench.runtime import derive_seed, pick_device, resolve_amp, seed_everything
 from kpbench.samples import (
@@ -193,8 +193,8 @@ class Trainer:
     def __init__(
         self,
         spec: VariantSpec,
-        raw_generator: PatchGenerator,
-        discriminator: Discriminator | None,
+        raw_generator: Generator,
+        discriminator: nn.Module | None,
         config: TrainConfig,
         device: torch.device,
         dist_info: Dist = Dist(),
@@ -242,7 +242,8 @@ class Trainer:
             if self.discriminator is not None:
                 with frozen(self.discriminator), self.autocast():
                     fake_logits = self.discriminator(out.image, batch.patches)
-            total, terms = generator_loss(self.spec, out, batch.real, batch.mask, lam, fake_logits)
+            total, terms = generator_loss(self.spec, out, batch.real, batch.mask, lam, fake_logits,
+                                          patches=batch.patches, z=batch.z)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(total).backward()
             self.scaler_g.step(self.opt_g)
@@ -342,6 +343,14 @@ def _identity(config: dict[str, Any], spec_init: str) -> dict[str, Any]:
     return values | {"init": values.get("init") or spec_init}
 
 
+def _without_locations(identity: dict[str, Any]) -> dict[str, Any]:
+    """A run identity without where a plug-in variant's file was (its content hash stays)."""
+    spec = dict(identity.get("spec") or {})
+    if isinstance(spec.get("source"), dict):
+        spec["source"] = {"sha256": spec["source"].get("sha256")}
+    return identity | {"spec": spec}
+
+
 def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     found = []
     for key in sorted(set(stored) | set(current)):
@@ -416,7 +425,7 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
                        # Read through from_dict: fields added since the run started take the
                        # value that reproduces it (e.g. image_skips=True, init="dcgan").
                        "spec": replace(stored_spec, description=spec.description).to_dict()})
-        differences = _differences(previous, identity)
+        differences = _differences(_without_locations(previous), _without_locations(identity))
         if differences:
             raise KpbenchError(
                 f"{run_dir} was trained with different settings ({'; '.join(differences)}); pass "
@@ -540,7 +549,7 @@ def _sample_inputs(dataset: PatchSampleDataset, seed: int, z_dim: int) -> dict[s
 
 
 @torch.no_grad()
-def write_sample_grid(path: Path, generator: PatchGenerator, inputs: dict[str, Tensor],
+def write_sample_grid(path: Path, generator: Generator, inputs: dict[str, Tensor],
                       device: torch.device) -> Path:
     """Columns: the N patches, real, generated, predicted mask (if any), masked real. Eval mode."""
     from kpbench.grids import save_grid

@@ -104,6 +104,8 @@ def run(context: EvalContext) -> list[ResultRow]:
     extractor_names = ("encoder:trained", "encoder:random_init", "raw_pixels")  # rows, in this order
     labels = samples.dataset.labels[samples.indices]  # (L,) without decoding any image
     reason = shortfall(labels, options.min_per_class, options.classify_samples)
+    if reason is None and not context.run.can_encode:
+        reason = f"variant {context.variant}'s generator has no encode(patches): no part features"
     if reason is not None:
         return [context.row(NAME, name, "accuracy", math.nan, 0, name, reason)
                 for name in extractor_names]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +58,34 @@ def photo_folder(tmp_path: Path, photos: dict[str, np.ndarray]) -> Path:
         suffix = ".jpg" if number % 2 == 0 else ".png"
         Image.fromarray(image).save(root / label / f"{name}{suffix}")
     return root
+
+
+@pytest.fixture
+def registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every registry as it is now, restored after the test (whatever it registered); plug-in
+    files the test imported are forgotten and KPBENCH_PLUGINS is restored."""
+    import kpbench.metricinfo as metricinfo
+    import kpbench.plugins as plugins
+    import kpbench.protocol as protocol_module
+    import kpbench.variant as variant_module
+    from kpbench.metricinfo import list_metrics
+    from kpbench.protocol import list_protocols
+    from kpbench.variant import list_variants
+
+    monkeypatch.delenv(plugins.PLUGINS_ENV, raising=False)  # restored afterwards, whatever is set
+    list_variants(), list_protocols(), list_metrics()  # load the built-in ones first
+    saved = (dict(variant_module._REGISTRY), dict(variant_module._ORDER), list(variant_module._REFERENCE),
+             dict(protocol_module._REGISTRY), dict(metricinfo._REGISTRY))
+    files = dict(plugins._FILE_MODULES)
+    yield
+    variants, order, reference, protocols, metrics = saved
+    for registry, before in ((variant_module._REGISTRY, variants), (variant_module._ORDER, order),
+                             (protocol_module._REGISTRY, protocols), (metricinfo._REGISTRY, metrics)):
+        registry.clear()
+        registry.update(before)
+    variant_module._REFERENCE[:] = reference
+    for path, name in list(plugins._FILE_MODULES.items()):
+        if path not in files:
+            sys.modules.pop(name, None)
+    plugins._FILE_MODULES.clear()
+    plugins._FILE_MODULES.update(files)

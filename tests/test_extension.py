@@ -4,15 +4,11 @@ here, shows in a report without touching any list; the registries are restored a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-import kpbench.metricinfo as metricinfo
-import kpbench.protocol as protocol_module
-import kpbench.variant as variant_module
 from kpbench.metricinfo import list_metrics, metric_direction, metric_label, ordered_metrics, register_metric
 from kpbench.paths import WorkDir
 from kpbench.protocol import EvalContext, Protocol, get_protocol, list_protocols, register_protocol
@@ -21,21 +17,6 @@ from kpbench.results import ResultRow, read_rows, write_rows
 from kpbench.variant import get_variant, list_variants, reference_variant, register_variant
 
 VARIANT, PROTOCOL, METRIC = "test_wider", "test_echo", "test_echo_score"
-
-
-@pytest.fixture
-def registries() -> Iterator[None]:
-    """Every registry as it is now, restored after the test (whatever it registered)."""
-    list_variants(), list_protocols(), list_metrics()  # load the built-in ones first
-    saved = (dict(variant_module._REGISTRY), dict(variant_module._ORDER), list(variant_module._REFERENCE),
-             dict(protocol_module._REGISTRY), dict(metricinfo._REGISTRY))
-    yield
-    variants, order, reference, protocols, metrics = saved
-    for registry, before in ((variant_module._REGISTRY, variants), (variant_module._ORDER, order),
-                             (protocol_module._REGISTRY, protocols), (metricinfo._REGISTRY, metrics)):
-        registry.clear()
-        registry.update(before)
-    variant_module._REFERENCE[:] = reference
 
 
 def echo(context: EvalContext) -> list[ResultRow]:

@@ -46,6 +46,7 @@ The package, in the order a report is built:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,6 +109,7 @@ from kpbench.report.sources import (
 )
 from kpbench.report.terminal import TERMINAL_METRICS, print_summary
 from kpbench.results import read_rows, read_samples
+from kpbench.runs import import_run_variants
 
 __all__ = [
     "ARROWS", "BASELINE_ORDER", "CELL_KEYS", "COLUMN_KEYS", "DASHES", "IMAGE_CAPTIONS", "IMAGE_ORDER",
@@ -152,6 +154,9 @@ def build_report(
     not be redistributed).
     """
     _check_report_name(name)
+    # Plug-in variants the runs recorded: reports and claims order and judge them as registered.
+    for problem in import_run_variants(workdir.runs):
+        warnings.warn(problem, stacklevel=2)
     raw_rows = read_rows(workdir.runs)
     if raw_rows.empty:
         raise KpbenchError(f"no result rows under {workdir.runs}: run `kpbench eval` first")
