@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from kpbench.errors import KpbenchError
+from kpbench.io import atomic_write_text
 from kpbench.metricinfo import register_metric
 from kpbench.paths import WorkDir
 from kpbench.protocol import Protocol, register_protocol
@@ -269,7 +270,7 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
     }
     page_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     key["page_id"] = page_id
-    (out / KEY_FILE).write_text(json.dumps(key, indent=1))
+    atomic_write_text(out / KEY_FILE, json.dumps(key, indent=1))
     shown = list(items)
     secret.shuffle(shown)  # the page's own order says nothing either
     payload = {"pageId": page_id, "seed": seed,
@@ -279,9 +280,7 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
     # JSON inside a <script type="application/json">: escape "<" so no "</script>" can end it.
     data = json.dumps(payload).replace("<", "\\u003c")
     page = template.replace("{{PAGE_ID}}", html.escape(page_id)).replace("{{DATA}}", data)
-    path = out / PAGE_FILE
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write_text(out / PAGE_FILE, page)
 
 
 # --- reading answers -------------------------------------------------------------------------
