@@ -258,7 +258,7 @@ def data_compare_boxes(
     """Agreement of two box sources on SOURCE, in the same frame: best IoU of each reference box with
     the candidate's boxes (mean, median, share >= 0.5), and the same for random boxes of the
     candidate's sizes (the floor)."""
-    from kpbench.boxfile import compare_box_sources
+    from kpbench.samples import compare_box_sources
 
     options = DataOptions(size=size, preset=preset, crop=crop, patches=patches, edge_model=edge_model,
                           split_seed=split_seed)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+PROTOCOLS_PACKAGE = "kpbench.protocols"  # the folder of protocol files, one protocol each
+
 
 def package_module_names(package: str) -> list[str]:
     """The modules of ``package`` (its files and sub-packages, not starting with ``_``), sorted."""
