@@ -40,21 +40,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from kpbench.box_agreement import AGREEMENT_IOU, AgreementSummary, BoxAgreement, compare_boxes
 from kpbench.boxcache import BoxTable, Dataset
 from kpbench.choices import BoxFill, choice_values
 from kpbench.errors import KpbenchError
 from kpbench.io import sha256_file, stable_hash
 from kpbench.patches import KeyPatchDetector, PatchParams, box_iou
-
-if TYPE_CHECKING:
-    from kpbench.data import Split
-    from kpbench.paths import WorkDir
-    from kpbench.samples import DataSpec
 
 FILL_CHOICES: tuple[str, ...] = choice_values(BoxFill)
 BOX_FILE_VERSION = 1  # bump when reading or mapping changes the boxes: it enters the cache key
@@ -343,41 +337,3 @@ def prepare_file_boxes(dataset: _BoxFileDataset, path: Path, box_id: str, n_patc
 
 def _warn(text: str) -> None:
     warnings.warn(text, stacklevel=3)
-
-
-@dataclass(frozen=True)
-class SourceComparison:
-    """The agreement of two box sources on the images both give N boxes (kpbench.box_agreement)."""
-
-    reference: str  # box sources: "edgeboxes" or a file's id
-    candidate: str
-    split: str
-    images: int  # compared (usable in both sources)
-    agreement: BoxAgreement
-
-    def lines(self) -> list[str]:
-        def figures(summary: AgreementSummary) -> str:
-            return (f"mean {summary.mean:.3f}, median {summary.median:.3f}, "
-                    f">= {AGREEMENT_IOU:g}: {100 * summary.share_found:.1f} %")
-
-        found = self.agreement.agreement
-        return [f"reference {self.reference}, candidate {self.candidate}: {self.images} images of the "
-                f"{self.split} split, {found.n_boxes} reference boxes",
-                f"best IoU per reference box: {figures(found)}",
-                f"random boxes of the candidate's sizes (floor): {figures(self.agreement.floor)}"]
-
-
-def compare_box_sources(reference: DataSpec, candidate: DataSpec, workdir: WorkDir, split: Split = "all",
-                        seed: int = 0) -> SourceComparison:
-    """Load both sources' boxes for the same images in the same frame (the cache, detecting or
-    reading the file on first use) and measure the candidate's agreement with the reference."""
-    from kpbench.samples import load_boxes, open_data
-
-    dataset = open_data(reference)
-    tables = [load_boxes(dataset, spec, workdir, progress=True) for spec in (reference, candidate)]
-    indices = dataset.split_indices(split)
-    indices = indices[tables[0].usable_rows()[indices] & tables[1].usable_rows()[indices]]
-    if len(indices) == 0:
-        raise KpbenchError(f"no image of the {split} split has boxes in both sources")
-    agreement = compare_boxes(tables[0].boxes[indices], tables[1].boxes[indices], tables[0].image_size, seed)
-    return SourceComparison(reference.box_source, candidate.box_source, split, len(indices), agreement)

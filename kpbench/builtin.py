@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from kpbench.data import ImageDataset, ImageRecord, Preprocess
 from kpbench.errors import KpbenchError
-from kpbench.io import stable_hash
 
 BUILTIN_PREFIX = "builtin"
 BUILTIN_VERSION = 2  # bump when the drawing changes: it enters the manifest hash
@@ -152,29 +149,6 @@ def render_creature(index: int, version: int = BUILTIN_VERSION) -> tuple[np.ndar
     mouth = (cx + int(rng.uniform(-6, 6)), cy + 66 + int(rng.uniform(-5, 5)))
     _draw_mouth(canvas, mouth, int(rng.uniform(78, 100)), kind, part_rgb, rng.uniform(0.6, 1.0))
     return canvas, kind
-
-
-class BuiltinDataset(ImageDataset):
-    """``count`` creatures; split by seed like any folder without its own split."""
-
-    kind = "builtin"
-
-    def __init__(self, count: int, preprocess: Preprocess, split_seed: int = 0,
-                 test_fraction: float = 0.1) -> None:
-        self.count = count
-        labels = [render_creature_label(index) for index in range(count)]
-        records = [ImageRecord(file=f"builtin/{index:06d}", label=label)
-                   for index, label in enumerate(labels)]
-        files_hash = stable_hash([BUILTIN_PREFIX, BUILTIN_VERSION, count])
-        source = f"{BUILTIN_PREFIX}:{count}"
-        super().__init__(source, records, preprocess, files_hash, split_seed, test_fraction)
-
-    def source_size(self, index: int) -> tuple[int, int]:
-        return CANVAS, CANVAS
-
-    def _load_source(self, index: int) -> np.ndarray:
-        canvas, _ = render_creature(index)
-        return self.preprocess.apply(Image.fromarray(canvas))
 
 
 def _class_and_rng(index: int, version: int = BUILTIN_VERSION) -> tuple[str, np.random.Generator]:

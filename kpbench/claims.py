@@ -249,6 +249,10 @@ class Evidence:
                              f"({', '.join(sorted(group['extractor'].unique()))}): name one")
         return group if not group.empty and group["value"].notna().any() else None
 
+    def gap(self, side: Side) -> Gap:
+        """What is missing when ``side`` has no rows, and for which model."""
+        return Gap(self.why_missing(side), variant_label(side.label))
+
     def why_missing(self, side: Side) -> str:
         """``"patches/key mask_iou"`` plus the rows' own note where rows exist without a value."""
         group = self._by_cell.get((side.label, side.protocol, side.condition, side.metric))
@@ -384,12 +388,21 @@ class Test:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Rows a claim needs and lacks: ``what`` (the cell, with the rows' note where rows exist
+    without a value) for ``whom`` (a model's label; "" when ``what`` names the models itself)."""
+
+    what: str
+    whom: str = ""
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a claim's function returns for one claim sentence (before Holm)."""
 
     sentence: str
     tests: list[Test] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # "what (for whom)" of absent rows
+    missing: list[Gap] = field(default_factory=list)  # absent rows
     secondary: list[Test] = field(default_factory=list)  # shown, never deciding
     note: str = ""
 
@@ -450,11 +463,10 @@ def _oriented(estimate: Estimate, sign: float, offset: float = 0.0) -> Estimate:
                    draws=None if estimate.draws is None else sign * estimate.draws - offset)
 
 
-def _compare(evidence: Evidence, a: Side, b: Side, missing: list[str]) -> Test | None:
+def _compare(evidence: Evidence, a: Side, b: Side, missing: list[Gap]) -> Test | None:
     """The test "a is better than b" on their metric (its registered direction); None, with the
     absent cells added to ``missing``, when either has no rows."""
-    gaps = [f"{evidence.why_missing(side)} for {variant_label(side.label)}"
-            for side in (a, b) if not evidence.has(side)]
+    gaps = [evidence.gap(side) for side in (a, b) if not evidence.has(side)]
     if gaps:
         missing.extend(gaps)
         return None
@@ -481,10 +493,10 @@ def _interval(estimate: Estimate) -> str:
 
 
 def _threshold_test(evidence: Evidence, side: Side, threshold: float, above: bool,
-                    missing: list[str], name: str = "") -> Test | None:
+                    missing: list[Gap], name: str = "") -> Test | None:
     """The test "the cell lies above (or below) ``threshold``"."""
     if not evidence.has(side):
-        missing.append(f"{evidence.why_missing(side)} for {variant_label(side.label)}")
+        missing.append(evidence.gap(side))
         return None
     cell = evidence.cell(side)
     oriented = _oriented(cell, 1.0 if above else -1.0, threshold if above else -threshold)
@@ -521,13 +533,12 @@ def _stronger_floor(evidence: Evidence, side: Side, floors: Sequence[str]) -> tu
     return best, absent
 
 
-def _beats_floors(evidence: Evidence, side: Side, floors: Sequence[str], missing: list[str]
+def _beats_floors(evidence: Evidence, side: Side, floors: Sequence[str], missing: list[Gap]
                   ) -> tuple[Test | None, str]:
     """The test "``side`` beats the stronger of ``floors``"; its note names the floor."""
     floor, absent = _stronger_floor(evidence, side, floors)
     if floor is None:
-        missing.extend(f"{evidence.why_missing(replace(side, label=f))} for {variant_label(f)}"
-                       for f in absent)
+        missing.extend(evidence.gap(replace(side, label=floor)) for floor in absent)
         return None, ""
     note = f"stronger floor: {variant_label(floor)}"
     if absent:
@@ -572,12 +583,12 @@ def check_realism(evidence: Evidence) -> list[Outcome]:
     reference = reference_label()
     outcomes = []
     for compared in _compared_models(evidence):
-        missing: list[str] = []
+        missing: list[Gap] = []
         extractor = _realism_extractor(evidence, reference, compared.label)
         sentence = realism_sentence(compared.label)
         if extractor is None:
-            missing.append(f"{FID_PROTOCOL}/{FID_CONDITION} {REALISM_METRIC} with a feature extractor "
-                           f"common to {reference} and {compared.label}")
+            missing.append(Gap(f"{FID_PROTOCOL}/{FID_CONDITION} {REALISM_METRIC} with a feature "
+                               f"extractor common to {reference} and {compared.label}"))
             outcomes.append(Outcome(sentence, missing=missing))
             continue
         sides = [Side(label, FID_PROTOCOL, FID_CONDITION, REALISM_METRIC, extractor)
@@ -601,7 +612,7 @@ PATCH_SOURCE_SECONDARY: tuple[str, ...] = ("psnr", "mask_iou", "appearance_l1")
 
 
 def _patch_source_outcome(evidence: Evidence, sentence: str, a: Side, b: Side) -> Outcome:
-    missing: list[str] = []
+    missing: list[Gap] = []
     test = _compare(evidence, a, b, missing)
     secondary = [t for metric in PATCH_SOURCE_SECONDARY
                  if (t := _compare(evidence, replace(a, metric=metric), replace(b, metric=metric), []))]
@@ -628,7 +639,7 @@ ENCODER_CLAIM = "The trained encoder classifies better than a random one, which 
 
 def check_encoder(evidence: Evidence) -> list[Outcome]:
     reference = reference_label()
-    missing: list[str] = []
+    missing: list[Gap] = []
     sides = [Side(reference, CLASSIFICATION, condition, "accuracy")
              for condition in (TRAINED_ENCODER, RANDOM_ENCODER, RAW_PIXELS)]
     tests = [t for a, b in ((sides[0], sides[1]), (sides[1], sides[2]))
@@ -641,10 +652,10 @@ NUM_PATCHES_CLAIM = "Models trained with another number of patches N still beat 
 
 
 def check_prior_mask(evidence: Evidence) -> list[Outcome]:
-    missing: list[str] = []
+    missing: list[Gap] = []
     side = Side(reference_label(), PATCHES, KEY, "mask_iou")
     if not evidence.has(side):
-        return [Outcome(PRIOR_MASK_CLAIM, missing=[f"{evidence.why_missing(side)} for {side.label}"])]
+        return [Outcome(PRIOR_MASK_CLAIM, missing=[evidence.gap(side)])]
     test, note = _beats_floors(evidence, side, MASK_FLOORS, missing)
     return [Outcome(PRIOR_MASK_CLAIM, [test] if test else [], missing, note=note)]
 
@@ -657,7 +668,7 @@ def check_num_patches(evidence: Evidence) -> list[Outcome]:
                     key=lambda r: r.n_patches or 0)
     if not others:
         return []
-    missing: list[str] = []
+    missing: list[Gap] = []
     tests, notes = [], []
     for other in others:
         side = Side(other.label, PATCHES, KEY, "mask_iou")
@@ -739,7 +750,7 @@ def check_noise(evidence: Evidence) -> list[Outcome]:
     :data:`MIN_INPUT_DEPENDENCE`, and r(sigma) >= :data:`MIN_RELATIVE_UNDER_SMALL_NOISE` at every
     measured sigma in (0, :data:`SMALL_NOISE_SIGMA`], r with a bootstrap interval."""
     reference = reference_label()
-    missing: list[str] = []
+    missing: list[Gap] = []
     tests: list[Test] = []
     dependence = _threshold_test(evidence, Side(reference, PATCHES, KEY, DEPENDENCE_METRIC),
                                  MIN_INPUT_DEPENDENCE, True, missing)
@@ -748,9 +759,8 @@ def check_noise(evidence: Evidence) -> list[Outcome]:
     small = {sigma: condition for sigma, condition in sigmas.items() if sigma <= SMALL_NOISE_SIGMA}
     swapped = Side(reference, NOISE, SWAPPED, NOISE_METRIC)
     if clean_condition is None or not small or not evidence.has(swapped):
-        missing.append(f"{NOISE}/{NOISE_TARGET} {NOISE_METRIC} at sigma 0, "
-                       f"at a sigma in (0, {SMALL_NOISE_SIGMA:g}] "
-                       f"and with swapped patches for {reference}")
+        missing.append(Gap(f"{NOISE}/{NOISE_TARGET} {NOISE_METRIC} at sigma 0, at a sigma in "
+                           f"(0, {SMALL_NOISE_SIGMA:g}] and with swapped patches", variant_label(reference)))
     secondary: list[Test] = []
     if dependence is not None:
         tests.append(dependence)
@@ -790,7 +800,7 @@ def check_order(evidence: Evidence) -> list[Outcome]:
     if not concatenating:
         return []
     reference = reference_label()
-    missing: list[str] = []
+    missing: list[Gap] = []
     tests = [t for t in [_threshold_test(evidence, Side(reference, PATCHES, KEY, ORDER_METRIC),
                                          MIN_ORDER_DEPENDENCE, False, missing)] if t]
     for model in concatenating:
@@ -814,8 +824,8 @@ def check_study(evidence: Evidence) -> list[Outcome]:
     conditions = list(dict.fromkeys(selected["condition"]))
     if not conditions:
         return [] if not (rows["protocol"] == STUDY).any() else [
-            Outcome(STUDY_CLAIM, missing=[f"{STUDY} preference for {reference}"])]
-    missing: list[str] = []
+            Outcome(STUDY_CLAIM, missing=[Gap(f"{STUDY} preference", variant_label(reference))])]
+    missing: list[Gap] = []
     tests = [t for condition in conditions if (t := _threshold_test(
         evidence, Side(reference, STUDY, condition, "preference"), STUDY_CHANCE, True, missing,
         name=condition))]
@@ -858,8 +868,24 @@ def _claim_p(tests: Sequence[Test]) -> float:
     return max(t.estimate.p_value() for t in tests)
 
 
-def _missing_text(missing: Iterable[str]) -> str:
-    return "missing rows: " + "; ".join(dict.fromkeys(missing))
+def _missing_text(gaps: Iterable[Gap]) -> str:
+    """Each missing cell once with every model that lacks it, and cells that the same models lack
+    together: "missing rows: patches/key mask_iou for prior mask, nearest neighbour and nomask"."""
+    whom_by_what: dict[str, list[str]] = {}
+    for gap in gaps:
+        whom = whom_by_what.setdefault(gap.what, [])
+        if gap.whom and gap.whom not in whom:
+            whom.append(gap.whom)
+    what_by_whom: dict[tuple[str, ...], list[str]] = {}
+    for what, whom in whom_by_what.items():
+        what_by_whom.setdefault(tuple(whom), []).append(what)
+    return "missing rows: " + "; ".join(_and(whats) + (f" for {_and(whom)}" if whom else "")
+                                        for whom, whats in what_by_whom.items())
+
+
+def _and(items: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def check_claims(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> list[ClaimResult]:

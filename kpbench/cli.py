@@ -17,15 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperCommand
 
 from kpbench.choices import DEFAULT_BN_MODE, Amp, BnMode, BoxFill, Init, Launcher, PatchSource, Preset
-from kpbench.errors import KpbenchError
+from kpbench.errors import KpbenchError, file_error
 from kpbench.paths import WORKDIR_ENV, WorkDir
 
 if TYPE_CHECKING:
-    from typer._click import Context, HelpFormatter
-
     from kpbench.samples import DataSpec
 
 app = typer.Typer(
@@ -58,8 +55,13 @@ def user_errors(command: F) -> F:
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
         except KpbenchError as error:
-            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            _print_error(error)
             raise typer.Exit(code=error.exit_code) from None
+        except OSError as error:  # a write outside kpbench.io: full disk, no permission
+            if (translated := file_error(error, action="open")) is None:
+                raise
+            _print_error(translated)
+            raise typer.Exit(code=translated.exit_code) from None
         except KeyboardInterrupt:
             error_console.print("interrupted", highlight=False)
             raise typer.Exit(code=130) from None
@@ -83,6 +85,10 @@ def plugins_option(
         add_plugin(reference)
 
 
+def _print_error(error: KpbenchError) -> None:
+    error_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+
+
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
     error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
@@ -103,18 +109,6 @@ def checked_extractor(name: str) -> str:
 
     registered_extractors()
     return get_extractor(name).name
-
-
-class ExtractorHelp(TyperCommand):
-    """A command whose help lists the registered extractors as the values of ``--extractor``.
-    They are read when the help is shown: the registry is complete only once torch and the
-    plug-ins are imported, which the other commands and their help never need."""
-
-    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        for param in self.params:
-            if param.name == "extractor":
-                param.metavar = f"<{'|'.join(registered_extractors())}>"
-        super().format_help(ctx, formatter)
 
 
 # Options shared by several commands (typed once, reused).
@@ -280,7 +274,7 @@ def data_compare_boxes(
     """Agreement of two box sources on SOURCE, in the same frame: best IoU of each reference box with
     the candidate's boxes (mean, median, share >= 0.5), and the same for random boxes of the
     candidate's sizes (the floor)."""
-    from kpbench.boxfile import compare_box_sources
+    from kpbench.samples import compare_box_sources
 
     options = DataOptions(size=size, preset=preset, crop=crop, patches=patches, edge_model=edge_model,
                           split_seed=split_seed)
@@ -423,7 +417,7 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
-@app.command("eval", cls=ExtractorHelp)
+@app.command("eval")
 @user_errors
 def eval_command(
     protocol: Annotated[list[str], typer.Option("--protocol", "-p", help="Protocol name, or 'all'. "
@@ -448,8 +442,9 @@ def eval_command(
                        "outputs depend on --batch-size.")] = BnMode(DEFAULT_BN_MODE),
     batch_size: Annotated[int, typer.Option(min=1, help="Generation batch size (recorded; with "
                           "--bn-mode batch it changes outputs).")] = 32,
-    extractor: Annotated[str, typer.Option(help="FID/KID feature extractor, any registered one: "
-                         "inception is the standard, random-conv only for plumbing checks.")] = "inception",
+    extractor: Annotated[str, typer.Option(metavar="NAME", help="FID/KID feature extractor, any "
+                         "registered one (`kpbench list` names them): inception is the standard, "
+                         "random-conv only for plumbing checks.")] = "inception",
     inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
                                  "weights-inception-2015-12-05-6726825d.pth (env "
                                  "KPBENCH_INCEPTION_WEIGHTS).")] = None,
@@ -577,13 +572,17 @@ def run_command(
     data: Annotated[list[str] | None, typer.Option("--data", "-d", help="NAME=PATH: the folder of the "
                     "plan's dataset NAME (repeatable); overrides the file's source.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cells, what is already done and "
-                       "each cell's estimated training cost; run nothing.")] = False,
+                       "each cell's training FLOPs; run nothing.")] = False,
+    time_iteration: Annotated[bool, typer.Option("--time", help="With --dry-run: also time one training "
+                              "iteration of the cheapest cell on --device and turn the FLOPs into "
+                              "hours for that device (at the plan's width this takes minutes on a "
+                              "CPU).")] = False,
     launcher: Annotated[Launcher, typer.Option(help="local (one cell after another, here), slurm (one "
                         "submitit job per cell; torchrun inside when the plan's "
                         "launcher.processes_per_cell > 1), submitit-local or submitit-debug (the "
                         "slurm path on this machine).")] = Launcher.LOCAL,
-    device: Annotated[str | None, typer.Option(help="Device for the --dry-run timing (auto, cpu, cuda); "
-                      "training uses the plan's train.device.")] = None,
+    device: Annotated[str | None, typer.Option(help="Device for the --dry-run --time timing (auto, cpu, "
+                      "cuda); training uses the plan's train.device.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the plan's runs and "
                        "reports go, one folder per dataset (default: ./kpbench-<plan name>).")] = None,
 ) -> None:
@@ -599,7 +598,7 @@ def run_command(
         sources[name] = path
     plan = load_plan(plan_file, workdir, sources)
     if dry_run:
-        _print_dry_run(plan, device)
+        _print_dry_run(plan, device, timed=time_iteration)
         return
     result = run_plan(plan, Launcher(launcher).value,
                       say=lambda text: console.print(text, highlight=False, markup=False))
@@ -610,17 +609,20 @@ def run_command(
                               if result.report_errors else "") + "; see the summary above")
 
 
-def _print_dry_run(plan: Any, device: str | None) -> None:
-    """One line per cell (greppable, unwrapped), then the totals."""
+def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
+    """One line per cell (greppable, unwrapped), then the totals. Times come only with ``timed``:
+    one real iteration at the plan's width takes minutes on a CPU."""
     from kpbench.plan import cell_state, describe_cost, format_seconds, measure_throughput
 
     costs = describe_cost(plan)
-    throughput = float("nan")
-    if costs:
+    throughput = measured = None
+    if costs and timed:
         cheapest = min(costs, key=lambda item: item[1].flops_per_step)[0]
-        throughput = measure_throughput(cheapest, device)
+        measured = measure_throughput(cheapest, device)
+        throughput = measured.flops_per_second
     console.print(f"plan {plan.name}: {len(plan.cells)} cells (dataset, run, experiments, state, training "
-                  "iterations, GFLOP per iteration, estimated training time)", highlight=False)
+                  "iterations, GFLOP per iteration" + (", estimated training time)" if timed else ")"),
+                  highlight=False)
     total = 0.0
     for cell, cost in costs:
         finished, missing, state = cell_state(cell, plan.protocols)
@@ -629,18 +631,21 @@ def _print_dry_run(plan: Any, device: str | None) -> None:
         state_text = "done" if finished and not missing else (
             f"evaluate {', '.join(missing)}" if finished else state)
         console.print(f"  {cell.dataset:<10} {cell.name:<48} [{', '.join(cell.experiments)}] {state_text}; "
-                      f"{cost.steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP; "
-                      f"~{format_seconds(to_train / throughput)}",
+                      f"{cost.steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP"
+                      + (f"; ~{format_seconds(to_train / throughput)}" if throughput else ""),
                       highlight=False, markup=False, soft_wrap=True)
     for dataset in plan.datasets:
         if dataset.skipped:
             console.print(f"dataset {dataset.name}: skipped, {dataset.skipped}",
                           highlight=False, soft_wrap=True)
-    estimate = format_seconds(total / throughput)
-    console.print(f"training still to do: {total / 1e15:.3f} PFLOP, about {estimate} at "
-                  f"{throughput / 1e9:.1f} GFLOP/s (one timed iteration here; evaluation and data "
-                  f"preparation not included); protocols: {', '.join(plan.protocols)}",
-                  highlight=False, soft_wrap=True)
+    if measured is not None and throughput:
+        estimate = (f"about {format_seconds(total / throughput)} at {measured.describe()} (one timed "
+                    "iteration here; evaluation and data preparation not included)")
+    else:
+        estimate = ("add --time to time one iteration on --device here, or divide by the FLOP/s of the "
+                    "machine the plan is for")
+    console.print(f"training still to do: {total / 1e15:.3f} PFLOP, {estimate}; protocols: "
+                  f"{', '.join(plan.protocols)}", highlight=False, soft_wrap=True)
 
 
 def _print_plan_summary(result: Any) -> None:
@@ -761,7 +766,7 @@ def report_command(
     console.print(f"report: {result.html}", highlight=False)
 
 
-@app.command("demo", cls=ExtractorHelp)
+@app.command("demo")
 @user_errors
 def demo_command(
     tiny: Annotated[bool, typer.Option("--tiny", help="A seconds-long run of every stage (for tests "
@@ -772,8 +777,9 @@ def demo_command(
     size: Annotated[int | None, typer.Option("--size", "-s", help="Image side: 64, 128 or 256.")] = None,
     images: Annotated[int | None, typer.Option(min=16, help="Built-in images to generate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Training batch size.")] = None,
-    extractor: Annotated[str | None, typer.Option(help="FID/KID extractor, any registered one (default "
-                         "inception; without its weights the FID cells say how to get them).")] = None,
+    extractor: Annotated[str | None, typer.Option(metavar="NAME", help="FID/KID extractor, any registered "
+                         "one (`kpbench list` names them; default inception; without its weights the "
+                         "FID cells say how to get them).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the demo's runs, "
                        "cache and report go (default: ./kpbench-demo).")] = None,

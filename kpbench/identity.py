@@ -97,7 +97,9 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _defaults() -> dict[str, Any]:
-    from kpbench.config import TrainConfig  # lazily: train imports this module
+    # Lazily: kpbench.config imports kpbench.samples (torch, OpenCV), which a report reading run
+    # labels from this module does not need.
+    from kpbench.config import TrainConfig
 
     return _flatten(TrainConfig().to_dict())
 

@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from kpbench.boxcache import CacheableDataset, image_progress
+from kpbench.errors import file_error
 from kpbench.io import atomic_write
 
 CHUNK_SIZE = 256  # images decoded between two progress records
@@ -101,4 +102,19 @@ def _resume(partial: Path, filled_path: Path, shape: tuple[int, ...]) -> tuple[n
             pass  # a torn header: start again
     filled_path.unlink(missing_ok=True)
     images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+    _reserve(partial)
     return images, np.zeros(shape[0], dtype=bool)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the whole (sparse) file now: a memory map that outgrows the disk would kill the
+    process (SIGBUS) in mid-build, whereas this fails at once naming the file and its size."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb+") as handle:
+            os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as error:
+        if (translated := file_error(error, path, size)) is None:
+            return  # a file system that cannot reserve space: build as before
+        path.unlink(missing_ok=True)
+        raise translated from None

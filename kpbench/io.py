@@ -1,7 +1,8 @@
 """Atomic file writes and content hashes: one place for every file kpbench saves.
 
 A file is written to a temporary sibling, flushed, fsynced, then renamed over the target, so a
-killed process leaves either the old file or the new one, never a torn one.
+killed process leaves either the old file or the new one, never a torn one. A full disk or a
+folder without write permission is reported as one line naming the file (``errors.file_error``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from kpbench.errors import file_error
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -25,9 +28,21 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> Path:
-    """Call ``write(fileobj)`` on a temp file next to ``path`` and rename it into place."""
+def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object], size: int | None = None) -> Path:
+    """Call ``write(fileobj)`` on a temp file next to ``path`` and rename it into place.
+
+    A full disk or a folder without write permission raises :class:`KpbenchError` naming
+    ``path`` (and ``size``, the bytes to be written, when the caller knows them); the old file,
+    if any, is kept."""
     path = Path(path)
+    try:
+        _replace_atomically(path, write)
+    except OSError as error:
+        raise file_error(error, path, size) or error from None
+    return path
+
+
+def _replace_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -41,11 +56,10 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> Path
         # Ctrl-C or an error mid-write: drop the partial temp file, keep the old target.
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return path
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    return atomic_write(path, lambda handle: handle.write(data))
+    return atomic_write(path, lambda handle: handle.write(data), size=len(data))
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:

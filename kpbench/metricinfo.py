@@ -2,7 +2,7 @@
 
 A metric is registered with one :func:`register_metric` call in the file that computes it
 (``protocols/fid.py`` registers FID, ``kpbench/protocol.py`` the reconstruction metrics,
-``kpbench/study.py`` the user study's). Results read the direction (a best mark needs one),
+``protocols/user_study.py`` the user study's). Results read the direction (a best mark needs one),
 reports the label, the order of columns and the decimals. A metric that is not registered is
 shown under its own name, after the registered ones (alphabetically), without a direction.
 """
@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from kpbench.plugins import PROTOCOLS_PACKAGE, import_package_modules
 
 Direction = Literal["higher", "lower"]
 
@@ -47,11 +49,9 @@ def register_metric(name: str, label: str | None = None, direction: Direction | 
 
 
 def _load() -> dict[str, MetricInfo]:
-    # The metrics are registered where they are computed: by the protocols (and the protocol
-    # module itself) and by the user study; loading the protocol registry imports them all.
-    from kpbench.protocol import reported_protocols
-
-    reported_protocols()
+    # The metrics are registered where they are computed: by the protocol files (the user study's
+    # too) and kpbench.protocol, which each of them imports; importing the files registers them all.
+    import_package_modules(PROTOCOLS_PACKAGE)
     return _REGISTRY
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from kpbench.choices import EDGEBOXES, Launcher, choice_values
-from kpbench.errors import KpbenchError
+from kpbench.errors import KpbenchError, file_error
 from kpbench.paths import WorkDir
 from kpbench.protocol import ALL, EvalOptions, list_protocols
 from kpbench.samples import DataSpec
@@ -344,9 +344,23 @@ def estimate_cost(cell: Cell, train_images: int) -> CellCost:
     return CellCost(steps, per_step)
 
 
-def measure_throughput(cell: Cell, device: str | None) -> float:
+@dataclass(frozen=True)
+class Throughput:
+    """Training FLOP/s measured on one device, in the precision the iteration ran in."""
+
+    flops_per_second: float
+    device: str  # "cpu", or "cuda (<GPU name>)"
+    amp: str  # "off" (float32), "bf16" or "fp16"
+
+    def describe(self) -> str:
+        precision = "float32" if self.amp == "off" else f"{self.amp} autocast"
+        return f"{self.flops_per_second / 1e9:.1f} GFLOP/s measured on {self.device} in {precision}"
+
+
+def measure_throughput(cell: Cell, device: str | None) -> Throughput:
     """FLOP/s of this machine on the cell's networks: one timed training iteration (after a
-    warm-up) at the cell's batch size (at most 32), divided into its counted FLOPs."""
+    warm-up) at the cell's batch size (at most 32), divided into its counted FLOPs. At the plan's
+    width this takes minutes on a CPU, so a dry run measures only when asked."""
     import torch
 
     from kpbench.nets import build_networks
@@ -375,7 +389,9 @@ def measure_throughput(cell: Cell, device: str | None) -> float:
         if target.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-    return estimate_cost(replace(cell, config=config), train_images=b).flops_per_step / max(seconds, 1e-9)
+    flops = estimate_cost(replace(cell, config=config), train_images=b).flops_per_step
+    name = f"cuda ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else target.type
+    return Throughput(flops / max(seconds, 1e-9), name, trainer.amp)
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -533,8 +549,9 @@ def _run_local(plan: Plan, todo: list[Cell], processes: int, say: Callable[[str]
             except KpbenchError as error:
                 outcomes.append(Outcome(cell, "failed", str(error), time.perf_counter() - started))
             except Exception as error:  # a bug or a crash in one cell must not stop the others
-                outcomes.append(Outcome(cell, "failed", f"{type(error).__name__}: {error} "
-                                        f"({_save_traceback(cell)})", time.perf_counter() - started))
+                known = file_error(error, action="open") if isinstance(error, OSError) else None
+                detail = str(known) if known else f"{type(error).__name__}: {error} ({_save_traceback(cell)})"
+                outcomes.append(Outcome(cell, "failed", detail, time.perf_counter() - started))
             view.update(overall, completed=index)
     return outcomes
 
@@ -601,7 +618,7 @@ def _reports(plan: Plan, datasets: set[str],
     return reports, errors
 
 
-def describe_cost(plan: Plan, measure: bool = True, device: str | None = None) -> list[tuple[Cell, CellCost]]:
+def describe_cost(plan: Plan) -> list[tuple[Cell, CellCost]]:
     """Each cell's training cost (see :func:`estimate_cost`); the number of training images per
     dataset comes from opening it (a folder is indexed, nothing is detected)."""
     from kpbench.samples import open_data

@@ -41,6 +41,8 @@ PLUGINS_ENV = "KPBENCH_PLUGINS"
 ENTRY_POINT_GROUPS = ("kpbench.variants", "kpbench.protocols")
 FILE_MODULE_PREFIX = "kpbench_plugin_"  # the module name of an imported file: prefix + stem + path hash
 
+PROTOCOLS_PACKAGE = "kpbench.protocols"  # the folder of protocol files, one protocol each
+
 
 def package_module_names(package: str) -> list[str]:
     """The modules of ``package`` (its files and sub-packages, not starting with ``_``), sorted."""

@@ -123,6 +123,7 @@ class OutputsOnlyRun:
     calls: _Calls = field(default_factory=_Calls)
 
     supports_variable_n = True  # the requests say N; a program that cannot take it says so itself
+    can_encode = False  # no part features: protocols that need them are skipped (needs_model)
 
     @property
     def n_patches(self) -> int:

@@ -11,7 +11,6 @@ runs the protocol and replaces ``<run>/results/<protocol>.csv`` with its rows.
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 import warnings
@@ -29,7 +28,7 @@ from kpbench.errors import KpbenchError
 from kpbench.lock import RunLock
 from kpbench.metricinfo import register_metric
 from kpbench.paths import RunDir, WorkDir
-from kpbench.plugins import import_package_modules, load_user_plugins
+from kpbench.plugins import PROTOCOLS_PACKAGE, import_package_modules, load_user_plugins
 from kpbench.results import ResultRow, write_rows
 from kpbench.runs import BN_MODES, TrainedRun
 from kpbench.runtime import derive_seed, pick_device
@@ -72,7 +71,6 @@ class EvalOptions:
             raise KpbenchError("need realism_z >= 1, fid_reference_samples >= 2 and batch_size >= 1")
 
 
-PROTOCOLS_PACKAGE = "kpbench.protocols"  # the folder of protocol files, one protocol each
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,6 @@ def register_protocol(protocol: Protocol) -> Protocol:
 def _load_registry() -> dict[str, Protocol]:
     import_package_modules(PROTOCOLS_PACKAGE)  # every protocol file registers its protocol
     load_user_plugins()  # and those of the user's own files (kpbench.plugins)
-    importlib.import_module("kpbench.study")  # the user study's rows: shown by reports, not evaluated
     return _REGISTRY
 
 

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from kpbench.io import atomic_write_bytes, atomic_write_text
-from kpbench.metricinfo import Direction, metric_direction
 from kpbench.paths import RunDir
 
 COLUMNS: tuple[str, ...] = (
@@ -38,10 +37,9 @@ COLUMNS: tuple[str, ...] = (
 BASELINE_PREFIX = "baseline:"  # variant names of rows that come from a baseline, not a trained run
 
 # Whether a bigger value is better is registered with each metric
-# (:func:`kpbench.metricinfo.register_metric`); reports state it next to every column.
-__all__ = ["BASELINE_PREFIX", "COLUMNS", "SAMPLE_COLUMNS", "SAMPLE_KEYS", "Direction", "ResultRow",
-           "SampleMatrix", "is_baseline", "metric_direction", "read_rows", "read_samples", "sample_matrices",
-           "write_rows"]
+# (:func:`kpbench.metricinfo.register_metric`), not here; reports state it next to every column.
+__all__ = ["BASELINE_PREFIX", "COLUMNS", "SAMPLE_COLUMNS", "SAMPLE_KEYS", "ResultRow", "SampleMatrix",
+           "is_baseline", "read_rows", "read_samples", "sample_matrices", "write_rows"]
 
 # One per-sample value: the row it belongs to (variant, condition, metric, extractor; protocol and
 # seed are the file's and the run's), the test image's dataset index and the repeat (z draw).

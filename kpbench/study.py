@@ -15,7 +15,7 @@ answers with timings.
 
 ``analyze_study`` checks each answers file against ``key.json``. Files that are unreadable, from
 another study, tampered with, incomplete or duplicated are skipped and counted. It returns result
-rows, protocol ``user_study``:
+rows, protocol ``user_study`` (registered, with its metrics, by ``protocols/user_study.py``):
 
 - per pair of models, the preference rate with a Wilson interval and a two-sided binomial test;
 - a Bradley-Terry score per model (log strength, centred) with participant-bootstrap intervals;
@@ -43,9 +43,8 @@ import numpy as np
 import torch
 
 from kpbench.errors import KpbenchError
-from kpbench.metricinfo import register_metric
+from kpbench.io import atomic_write_text
 from kpbench.paths import WorkDir
-from kpbench.protocol import Protocol, register_protocol
 from kpbench.results import ResultRow
 
 PROTOCOL = "user_study"
@@ -53,36 +52,6 @@ REAL = "real"  # the "model" of real images in key.json
 KEY_FILE, PAGE_FILE = "key.json", "study.html"
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 1000
-
-# The study's rows are written by ``kpbench study analyze``, not by ``kpbench eval``: the
-# protocol only tells reports how to show them.
-register_protocol(Protocol(
-    name=PROTOCOL,
-    description="Blind pairwise judgments of generated (and real) images by participants.",
-    run=None,
-    order=70,
-    heading="User study",
-    report_description=
-    "The user study (kpbench study make / analyze): participants chose the more realistic of "
-    "two images made from the same patches, blind to the models. Preference: the share of "
-    "judgments a model won against another, with a Wilson interval (the note gives the "
-    "two-sided binomial p-value against 0.5); realism: the share it won against the real image; "
-    "bt_score: its Bradley-Terry log strength over all pairs with a participant-bootstrap "
-    "interval; patch_recognition: how often participants told correctly whether an image "
-    "contains given patches; agreement: participants' pairwise agreement per question (chance "
-    "0.5). The Wilson intervals and binomial tests count every judgment as independent; when "
-    "few participants judge the same pairs they are too narrow, so read them next to the "
-    "participant-bootstrap Bradley-Terry intervals. A second study of the same runs replaces "
-    "the first one's rows (the note names the study).",
-))
-register_metric("preference", "preference", "higher", order=100, bounds=(0.0, 1.0))
-register_metric("preference_p_value", "binomial p (preference)", None, order=110)
-register_metric("realism", "realism vs real", "higher", order=120)
-register_metric("realism_p_value", "binomial p (realism)", None, order=130)
-register_metric("bt_score", "Bradley-Terry score", "higher", order=140)
-register_metric("patch_recognition", "patch recognition", "higher", order=150)
-register_metric("agreement", "agreement", None, order=160)  # between participants: no direction
-
 
 # --- statistics ------------------------------------------------------------------------------
 
@@ -269,7 +238,7 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
     }
     page_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     key["page_id"] = page_id
-    (out / KEY_FILE).write_text(json.dumps(key, indent=1))
+    atomic_write_text(out / KEY_FILE, json.dumps(key, indent=1))
     shown = list(items)
     secret.shuffle(shown)  # the page's own order says nothing either
     payload = {"pageId": page_id, "seed": seed,
@@ -279,9 +248,7 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
     # JSON inside a <script type="application/json">: escape "<" so no "</script>" can end it.
     data = json.dumps(payload).replace("<", "\\u003c")
     page = template.replace("{{PAGE_ID}}", html.escape(page_id)).replace("{{DATA}}", data)
-    path = out / PAGE_FILE
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write_text(out / PAGE_FILE, page)
 
 
 # --- reading answers -------------------------------------------------------------------------

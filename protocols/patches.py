@@ -24,7 +24,14 @@ import math
 import torch
 
 from kpbench import metrics
-from kpbench.baselines import NEAREST_NEIGHBOUR, PRIOR_MASK, input_dependence, prior_mask_batch, swap
+from kpbench.baselines import (
+    NEAREST_NEIGHBOUR,
+    PRIOR_MASK,
+    NearestNeighbour,
+    input_dependence,
+    prior_mask_batch,
+    swap,
+)
 from kpbench.grids import draw_boxes, save_grid
 from kpbench.metricinfo import register_metric
 from kpbench.protocol import (
@@ -93,7 +100,7 @@ def _order_dependence(context: EvalContext, patches: torch.Tensor, generated: to
 
 
 def _save_grids(context: EvalContext, source: str, batch: dict[str, torch.Tensor], generated: torch.Tensor,
-                mask: torch.Tensor | None, nn_image: torch.Tensor, neighbour) -> None:
+                mask: torch.Tensor | None, nn_image: torch.Tensor, neighbour: NearestNeighbour) -> None:
     rows = slice(0, GRID_ROWS)
     folder = context.files.grids(NAME)
     columns = [draw_boxes(batch["image"][rows], batch["boxes"][rows]), batch["patches"][rows],

@@ -31,6 +31,7 @@ from kpbench.claims import (
     list_claims,
     realism_sentence,
     role,
+    variant_label,
 )
 from kpbench.results import COLUMNS, SAMPLE_COLUMNS
 
@@ -377,3 +378,18 @@ def test_a_single_seed_model_borrows_the_pooled_seed_variance_and_says_so() -> N
     assert cell_.high - cell_.low > 0.2 and "pooled" in cell_.note
     floor = evidence.cell(Side(PRIOR_MASK, "patches", "key", "mask_iou"))
     assert floor.high - floor.low < 0.02  # floors need no training: no seed variance
+
+
+def test_missing_rows_are_named_once_each_with_the_models_that_lack_them() -> None:
+    # Models trained with N=2 and N=4, no floor evaluated at either N: four absent cells, one cell kind.
+    rows = frame(key("full-n2", "mask_iou", 0.5), key("full-n4", "mask_iou", 0.6))
+    result = claim(check_claims(rows), NUM_PATCHES_CLAIM)
+    assert result.verdict == "missing"
+    assert result.reason.count("missing rows") == 1 and result.reason.count("patches/key mask_iou") == 1
+    assert result.reason.startswith("missing rows: patches/key mask_iou for prior mask")
+    for floor in (PRIOR_MASK, NEAREST_NEIGHBOUR):
+        for n in (2, 4):
+            assert f"{variant_label(f'{floor}-n{n}')}" in result.reason
+    # The encoder claim lacks three cells of one model: the model is named once.
+    encoder = claim(check_claims(frame(key("full", "mask_iou", 0.5))), ENCODER_CLAIM)
+    assert encoder.reason.count(" for ") == 1 and encoder.reason.endswith(" for full")

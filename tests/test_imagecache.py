@@ -3,6 +3,8 @@ the data changes, resumable after an interrupted build."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 
 from kpbench import imagecache
 from kpbench.data import Preprocess, open_dataset
+from kpbench.errors import KpbenchError
 from kpbench.imagecache import build_decoded_cache, decoded_cache_path, open_decoded
 from kpbench.patches import cut_patches
 from kpbench.paths import WorkDir
@@ -30,6 +33,20 @@ def test_cache_equals_direct_decoding_bit_for_bit(photo_folder: Path, tmp_path: 
         dataset.attach_decoded(path)
         np.testing.assert_array_equal(dataset.load_image(3), direct[3])
         np.testing.assert_array_equal(dataset.load_images([4, 1]), direct[[4, 1]])
+
+
+def test_a_cache_that_does_not_fit_fails_at_once_naming_its_size(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    dataset = open_dataset("builtin:12", Preprocess(size=64))
+    needed = len(dataset) * 64 * 64 * 3 / 1e6  # the pixels alone, MB
+    with pytest.raises(KpbenchError, match=rf"cannot write .*\.partial\.npy: no space left on device "
+                       rf"\(needs {needed:.1f} MB"):
+        build_decoded_cache(dataset, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "images").glob("*.npy")) == []  # nothing half-made left
 
 
 def test_cache_is_rebuilt_when_the_manifest_changes(photo_folder: Path, tmp_path: Path,

@@ -103,3 +103,20 @@ def test_the_wheel_installs_the_folders_inside_the_package(tmp_path):
     assert listed["protocols"] == [protocol.name for protocol in list_protocols()]
     assert all(Path(file).is_relative_to(installed / "kpbench") for file in listed["files"].values())
     assert listed["top_level"] == []
+
+
+def test_the_type_check_covers_every_python_file_of_the_package_and_its_plugins():
+    """mypy's configured files hold every .py under kpbench/, variants/ and protocols/, and no
+    override turns its errors off (the plug-ins are checked under their folder names)."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    checked = [REPO / entry for entry in config["files"]]
+    for folder in ("kpbench", "variants", "protocols"):
+        for path in (REPO / folder).rglob("*.py"):
+            assert any(path.is_relative_to(root) for root in checked), path
+    for override in config.get("overrides", []):
+        assert not override.get("ignore_errors"), override
+        modules = override["module"] if isinstance(override["module"], list) else [override["module"]]
+        ours = [name for name in modules if name.split(".")[0] in ("kpbench", "variants", "protocols")]
+        assert not ours, ours

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,15 +167,31 @@ def test_shipped_plans_expand_to_the_papers_experiments() -> None:
     assert load_plan(REPO / "plans" / "paper.toml").datasets[0].skipped
 
 
-def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path) -> None:
+def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpbench.plan
+
+    def no_timing(*_: object) -> None:
+        raise AssertionError("a dry run times an iteration only when asked (--time)")
+
     plan_path, work = write_plan(tmp_path), tmp_path / "work"
-    result = invoke("run", plan_path, "-w", work, "--dry-run")
+    with monkeypatch.context() as patched:
+        patched.setattr(kpbench.plan, "measure_throughput", no_timing)
+        result = invoke("run", plan_path, "-w", work, "--dry-run")
     assert result.exit_code == 0, result.output
     lines = [line.split() for line in result.stdout.splitlines() if line.startswith("  builtin")]
     assert sorted(line[1] for line in lines) == ["full-builtin48-random-w0.0625-b4-seed0",
                                                  "full-builtin48-w0.0625-b4-seed0"]
     assert all("[random-patches] not started; 2 it x" in " ".join(line) for line in lines)
-    assert "GFLOP/s" in result.stdout
+    assert all(" ".join(line).endswith("GFLOP") for line in lines)  # no time without a measurement
+    assert "add --time" in result.stdout and "GFLOP/s" not in result.stdout
+    # On request: one timed iteration, and the device and precision the estimate holds for.
+    timed = invoke("run", plan_path, "-w", work, "--dry-run", "--time", "--device", "cpu")
+    assert timed.exit_code == 0, timed.output
+    assert re.search(r"about \S+ \S+ at [0-9.]+ GFLOP/s measured on cpu in (float32|bf16 autocast)",
+                     timed.stdout), timed.stdout
+    assert all(re.search(r"GFLOP; ~\S+ \S+$", line) for line in timed.stdout.splitlines()
+               if line.startswith("  builtin"))
     assert not (work / "builtin" / "runs").exists()
 
 

@@ -14,7 +14,14 @@ import pytest
 from kpbench.choices import DEFAULT_BN_MODE
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
-from kpbench.protocol import EvalOptions, evaluate, find_runs, get_protocol, list_protocols
+from kpbench.protocol import (
+    EvalOptions,
+    evaluate,
+    find_runs,
+    get_protocol,
+    list_protocols,
+    reported_protocols,
+)
 from kpbench.protocols.classification import select_balanced, shortfall
 from kpbench.results import COLUMNS, SAMPLE_COLUMNS, read_rows, read_samples
 from kpbench.samples import DataSpec
@@ -24,8 +31,10 @@ DATA = DataSpec(source="builtin:48", size=64)
 OPTIONS = EvalOptions(max_samples=8, batch_size=4, sigmas=(0.0, 0.5), max_patches=4,
                       fid_samples=5, extractor="random-conv", classify_samples=48, folds=3)
 # Every file in protocols/ registers the protocol it is named after; none is listed by hand.
-EXPECTED_PROTOCOLS = {path.stem for path in (Path(__file__).resolve().parents[1] / "protocols").glob("*.py")
-                      if not path.name.startswith("_")}
+PROTOCOL_FILES = {path.stem for path in (Path(__file__).resolve().parents[1] / "protocols").glob("*.py")
+                  if not path.name.startswith("_")}
+ROW_SOURCES = {"user_study"}  # registered by its file; rows from `kpbench study analyze`, not eval
+EXPECTED_PROTOCOLS = PROTOCOL_FILES - ROW_SOURCES
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +49,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> WorkDir:
 
 def test_registry_has_every_protocol_and_rejects_unknown_names() -> None:
     assert {protocol.name for protocol in list_protocols()} == EXPECTED_PROTOCOLS
+    assert {protocol.name for protocol in reported_protocols()} == PROTOCOL_FILES
     assert all(protocol.description for protocol in list_protocols())
     with pytest.raises(KpbenchError, match="unknown protocol 'nois'.*noise"):
         get_protocol("nois")

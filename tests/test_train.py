@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -345,6 +346,29 @@ def test_interrupted_run_saves_and_resumes(workdir: Path) -> None:
     lifecycle = [e["event"] for e in log if e.get("event") not in (None, "diagnostics")]
     assert lifecycle == ["start", "interrupted", "resume", "done"]
     assert [e["step"] for e in log if "losses" in e] == list(range(1, stopped_at + 3))
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes_once_space_is_freed(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(workdir, steps=3, checkpoint_every=2)
+    run_dir, replace_file = run_path(config), os.replace
+    saved: list[int] = []
+
+    def disk_full_after_the_first_checkpoint(source: str, target: Any) -> None:
+        if Path(target) == RunDir(run_dir).checkpoint:
+            if saved:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            saved.append(1)
+        replace_file(source, target)
+
+    monkeypatch.setattr(os, "replace", disk_full_after_the_first_checkpoint)
+    with pytest.raises(KpbenchError, match=rf"^cannot write {re.escape(str(RunDir(run_dir).checkpoint))}: no "
+                       r"space left on device \(needs [0-9.]+ MB, [0-9.]+ MB free\)"):
+        train(config)
+    assert checkpoint(run_dir)["step"] == 2  # the step-2 checkpoint survived
+    monkeypatch.setattr(os, "replace", replace_file)  # space freed
+    train(config)
+    assert checkpoint(run_dir)["step"] == 3
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(workdir: Path,

@@ -10,7 +10,8 @@ the full model's L1 terms.
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from kpbench.variants.full import FULL
+
+from .full import FULL
 
 CGAN = register_variant(
     replace(

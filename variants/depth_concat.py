@@ -12,7 +12,8 @@ protocol's ``image_order_dependence`` measures the order dependence.
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from kpbench.variants.full import FULL
+
+from .full import FULL
 
 DEPTH_CONCAT = register_variant(
     replace(

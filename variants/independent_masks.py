@@ -13,7 +13,8 @@ to predict masks jointly": a patch cannot use the others to decide where it goes
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from kpbench.variants.full import FULL
+
+from .full import FULL
 
 INDEPENDENT_MASKS = register_variant(
     replace(

@@ -3,7 +3,8 @@
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from kpbench.variants.full import FULL
+
+from .full import FULL
 
 NAIVE_GAN = register_variant(
     replace(

@@ -12,7 +12,8 @@ kept patch appearance with the skips.
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from kpbench.variants.full import FULL
+
+from .full import FULL
 
 NOSKIP = register_variant(
     replace(

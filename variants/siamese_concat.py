@@ -12,7 +12,8 @@ order of the patches. N is fixed at training time. The patches protocol's
 from dataclasses import replace
 
 from kpbench.variant import register_variant
-from kpbench.variants.full import FULL
+
+from .full import FULL
 
 SIAMESE_CONCAT = register_variant(
     replace(

@@ -4,6 +4,6 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-kpbench-paper-cpu}"
-kpbench run "$here/plan.toml" --dry-run -w "$work"
+kpbench run "$here/plan.toml" --dry-run --time -w "$work"
 kpbench run "$here/plan.toml" -w "$work"
 kpbench report --name paper-cpu -w "$work/builtin"
