@@ -546,14 +546,22 @@ def _beats_floors(evidence: Evidence, side: Side, floors: Sequence[str], missing
     return _compare(evidence, side, replace(side, label=floor), missing), note
 
 
-def _compared_models(evidence: Evidence) -> list[Role]:
-    """The other registered variants' runs at the reference's settings, in registry order."""
+def _compared_models(evidence: Evidence, registered_only: bool = False) -> list[Role]:
+    """The other registered variants' runs at the reference's settings, in registry order; then
+    (unless ``registered_only``) every method that is not a registered variant (predictions made
+    elsewhere, ``kpbench eval --predictions``), by label: a user's method is compared with the
+    reference like a built-in ablation."""
     from kpbench.variant import list_variants
 
     reference = reference_label()
     present = {role_.label: role_ for label in evidence.labels if (role_ := role(label)) is not None}
-    return [present[spec.name] for spec in list_variants()
-            if spec.name != reference and spec.name in present and present[spec.name].default_settings]
+    registered = [present[spec.name] for spec in list_variants()
+                  if spec.name != reference and spec.name in present and present[spec.name].default_settings]
+    if registered_only:
+        return registered
+    methods = [Role(label, label) for label in sorted(evidence.labels)
+               if not is_baseline(label) and role(label) is None]
+    return registered + methods
 
 
 # --- the claims -------------------------------------------------------------------------------
@@ -796,7 +804,8 @@ def check_order(evidence: Evidence) -> list[Outcome]:
     stays below it."""
     from kpbench.variant import get_variant
 
-    concatenating = [r for r in _compared_models(evidence) if not get_variant(r.variant).order_invariant]
+    concatenating = [r for r in _compared_models(evidence, registered_only=True)
+                     if not get_variant(r.variant).order_invariant]
     if not concatenating:
         return []
     reference = reference_label()

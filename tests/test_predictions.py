@@ -130,6 +130,10 @@ def test_the_documented_example_program_scores_and_reports(exported: tuple[WorkD
     report = invoke("report", "-w", work.root, "--name", "mine")
     assert report.exit_code == 0, report.output
     assert "mean_colour" in (work.reports / "mine" / "index.html").read_text()
+    # The claim check compares a method from elsewhere with the reference model, as an ablation.
+    from kpbench.claims import realism_sentence
+
+    assert realism_sentence("mean_colour") in (work.reports / "mine" / "results.md").read_text()
 
 
 def broken_copy(folder: Path, tmp_path: Path) -> Path:
