@@ -18,6 +18,7 @@ commands of :mod:`kpbench.cli` that these cover call them, so both paths run the
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -64,6 +65,17 @@ def _replaced(value: T, changes: dict[str, Any], what: str) -> T:
     return replace(value, **changes)
 
 
+def _not_in_a_worker_import() -> None:
+    """Refuse to start work while multiprocessing prepares a worker process by importing the
+    user's script (it marks the process as inheriting then, and refuses to start processes
+    itself for the same reason): key-patch detection's workers import the main script, and a
+    script without a ``__main__`` guard would start the same work again there and wait forever
+    for the files its parent holds."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise KpbenchError("kpbench.api was called while a worker process imported your script; put "
+                           "the script's code under `if __name__ == \"__main__\":`")
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """What :func:`prepare_data` did: the dataset described, its manifest file and the key-patch
@@ -85,6 +97,7 @@ def prepare_data(data: str | DataSpec = "builtin", *, workdir: PathLike | None =
     from kpbench.data import describe
     from kpbench.samples import load_boxes, open_data
 
+    _not_in_a_worker_import()
     spec = data_spec(data, **settings)
     work = WorkDir.resolve(workdir)
     dataset = open_data(spec)
@@ -106,6 +119,7 @@ def train(variant: str = "full", data: str | DataSpec = "builtin", *, seed: int 
     from kpbench.config import TrainConfig
     from kpbench.variant import get_variant
 
+    _not_in_a_worker_import()
     get_variant(variant)  # an unknown name fails here, with the list of known ones
     config = TrainConfig(variant=variant, data=data_spec(data), seed=seed,
                          workdir=str(WorkDir.resolve(workdir).root))
@@ -123,6 +137,7 @@ def evaluate(protocols: str | Sequence[str] = "all", *, workdir: PathLike | None
     (``max_samples``, ``fid_samples``, ``extractor``, ``bn_mode``, ``device``, ...)."""
     from kpbench import protocol
 
+    _not_in_a_worker_import()
     names = [protocols] if isinstance(protocols, str) else list(protocols)
     chosen = _replaced(options or protocol.EvalOptions(), option_changes, "evaluation option")
     return protocol.evaluate(WorkDir.resolve(workdir), names, list(variants) if variants else None,
