@@ -71,6 +71,10 @@ class BnMode(StrEnum):
 # The batch-norm mode of every evaluation unless a plan or --bn-mode says otherwise: the authors'
 # code's (docs/fidelity.md, "Generation mode"). The one place to flip the default.
 DEFAULT_BN_MODE: str = BnMode.BATCH.value
+# The batch-norm mode of `kpbench generate`: the running averages make each image depend on its
+# own patches and z only, so sample k of `--samples 4` is sample k of any larger K with that seed;
+# batch statistics would make it depend on the other samples of its batch.
+GENERATE_BN_MODE: str = BnMode.RUNNING.value
 
 
 class Launcher(StrEnum):

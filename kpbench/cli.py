@@ -18,7 +18,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kpbench.choices import DEFAULT_BN_MODE, Amp, BnMode, BoxFill, Init, Launcher, PatchSource, Preset
+from kpbench.choices import (
+    DEFAULT_BN_MODE,
+    GENERATE_BN_MODE,
+    Amp,
+    BnMode,
+    BoxFill,
+    Init,
+    Launcher,
+    PatchSource,
+    Preset,
+)
 from kpbench.errors import KpbenchError, file_error
 from kpbench.paths import WORKDIR_ENV, WorkDir
 
@@ -211,22 +221,14 @@ def data_prepare(
     workdir: WorkdirOption = None,
 ) -> None:
     """Index SOURCE, split it, and detect key patches for every image (cached, resumable)."""
-    from kpbench.boxcache import summarize_boxes
-    from kpbench.data import describe
-    from kpbench.samples import load_boxes, open_data
+    from kpbench import api
 
-    spec = data_options.spec(source)
-    work = WorkDir.resolve(workdir)
-    dataset = open_data(spec)
-    manifest_path = dataset.write_manifest(work.cache / "manifests")
-    console.print(f"dataset: {describe(dataset)}", highlight=False)
-    console.print(f"boxes: {spec.boxes or spec.box_source}"
-                  + (f" (id {spec.box_source})" if spec.boxes else ""), highlight=False, markup=False,
-                  soft_wrap=True)
-    table = load_boxes(dataset, spec, work, workers=workers, progress=True)
-    for line in summarize_boxes(table, from_file=spec.boxes is not None).lines():
+    prepared = api.prepare_data(data_options.spec(source), workdir=workdir, workers=workers, progress=True,
+                                say=lambda text: console.print(text, highlight=False, markup=False,
+                                                               soft_wrap=True))
+    for line in prepared.box_summary:
         console.print(line, highlight=False)
-    console.print(f"manifest: {manifest_path}", highlight=False)
+    console.print(f"manifest: {prepared.manifest}", highlight=False)
 
 
 @data_app.command("show")
@@ -384,21 +386,18 @@ def train_command(
     workdir: WorkdirOption = None,
 ) -> None:
     """Train one variant with one seed; run again to resume from the last checkpoint."""
-    from kpbench.train import TrainConfig, train
-    from kpbench.variant import get_variant
+    from kpbench import api
 
-    get_variant(variant)
-    spec = data_options.spec(data)
-    base = TrainConfig(
-        variant=variant, data=spec, seed=seed, width=width, batch_size=batch_size, epochs=epochs,
-        steps=steps, patch_source=PatchSource(patch_source).value, init=init.value if init else None,
+    settings = dict(
+        width=width, batch_size=batch_size, epochs=epochs, steps=steps,
+        patch_source=PatchSource(patch_source).value, init=init.value if init else None,
         lambda_decay_epochs=lambda_decay_epochs, amp=Amp(amp).value, device=device, num_workers=workers,
         sample_every=sample_every, checkpoint_every=checkpoint_every, diagnostics_every=diagnostics_every,
-        status_every=status_every, tensorboard=tensorboard, workdir=str(WorkDir.resolve(workdir).root),
-        restart=restart,
+        status_every=status_every, tensorboard=tensorboard, restart=restart,
     )
+    spec = data_options.spec(data)
     for seed_value in parse_seeds(seeds) if seeds is not None else [seed]:
-        run_dir = train(replace(base, seed=seed_value))
+        run_dir = api.train(variant, spec, seed=seed_value, workdir=workdir, **settings)
         console.print(f"run: {run_dir}", highlight=False)
 
 
@@ -470,7 +469,8 @@ def eval_command(
 ) -> None:
     """Run evaluation protocols on trained runs (or on predictions made elsewhere); rows go to
     runs/<run>/results/<protocol>.csv."""
-    from kpbench.protocol import EvalOptions, evaluate
+    from kpbench import api
+    from kpbench.protocol import EvalOptions
 
     options = EvalOptions(max_samples=max_samples, batch_size=batch_size, fid_samples=fid_samples,
                           realism_z=realism_z, fid_reference_samples=fid_reference_samples,
@@ -483,9 +483,9 @@ def eval_command(
     if predictions is not None or name is not None or outputs is not None:
         run = [_import_predictions(WorkDir.resolve(workdir), predictions, name, outputs, variant, run,
                                    chosen_seeds)]
-    outcome = evaluate(WorkDir.resolve(workdir), protocol, variant, chosen_seeds or None, options,
-                       on_progress=lambda text: console.print(f"eval {text}", highlight=False), names=run,
-                       boxes=boxes)
+    outcome = api.evaluate(protocol, workdir=workdir, variants=variant, seeds=chosen_seeds or None,
+                           runs=run, boxes=boxes, options=options,
+                           on_progress=lambda text: console.print(f"eval {text}", highlight=False))
     for run_dir, files in outcome.written.items():
         console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}", highlight=False)
     console.print(f"time per protocol over {len(outcome.written)} run(s):", highlight=False)
@@ -754,16 +754,55 @@ def report_command(
     workdir: WorkdirOption = None,
 ) -> None:
     """Turn every result row into reports/NAME/index.html, results.csv and results.md."""
-    from kpbench.protocol import list_protocols
-    from kpbench.report import build_report, print_summary
+    from kpbench import api
+    from kpbench.report import print_summary
 
-    result = build_report(
-        WorkDir.resolve(workdir), name, title=title,
-        descriptions={protocol.name: protocol.description for protocol in list_protocols()},
-        include_images=not no_images,
-    )
+    result = api.report(name, workdir=workdir, title=title, include_images=not no_images)
     print_summary(result.summary, console)
     console.print(f"report: {result.html}", highlight=False)
+
+
+@app.command("generate")
+@user_errors
+def generate_command(
+    model: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (runs/<name>) or a folder "
+                     "written by `kpbench export-model`.")],
+    patch: Annotated[list[Path], typer.Option("--patch", "-p", help="A patch image (any size, colour or "
+                     "grayscale; repeat for each patch).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG for the image(s); the mask(s) go to "
+                   "<stem>.mask.png beside it.")] = Path("generated.png"),
+    samples: Annotated[int, typer.Option(min=1, max=256, help="Images to draw, each with its own z "
+                       "(a grid of up to 8 per row).")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the z draws: the same seed gives the same "
+                    "files.")] = 0,
+    bn_mode: Annotated[BnMode, typer.Option(help="Batch-norm statistics: running (eval mode; each "
+                       "image depends on its own patches and z only) or batch (the authors' "
+                       "sampling; images depend on --samples).")] = BnMode(GENERATE_BN_MODE),
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+) -> None:
+    """Generate an image and its mask from patch images of your own with a trained model."""
+    from kpbench import api
+
+    result = api.generate(model, patch, samples=samples, seed=seed, bn_mode=BnMode(bn_mode).value,
+                          device=device)
+    for path in api.write_generated(result, out):
+        console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("export-model")
+@user_errors
+def export_model_command(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A trained run's folder (runs/<name>).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for generator.safetensors and "
+                   "model.json.")],
+) -> None:
+    """Write a run's generator as safetensors with a JSON card (variant, training settings, data
+    manifest hash, headline metrics with intervals); `kpbench generate` loads the folder."""
+    from kpbench import api
+
+    card = api.export_model(run, out)
+    console.print(f"wrote {card.parent} (model.json, generator.safetensors)", highlight=False,
+                  markup=False, soft_wrap=True)
 
 
 @app.command("demo")

@@ -57,8 +57,7 @@ class Preprocess:
         width, height = image.size
         side = min(width, height) if self.crop is None else min(self.crop, width, height)
         left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-        image = image.resize((self.size, self.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        image = resize_image(image.crop((left, top, left + side, top + side)), self.size, self.size)
         return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
     def map_boxes(self, boxes_xywh: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -71,6 +70,12 @@ class Preprocess:
         boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
         x0, y0 = (boxes[:, 0] - left) * scale, (boxes[:, 1] - top) * scale
         return np.stack([x0, y0, x0 + boxes[:, 2] * scale, y0 + boxes[:, 3] * scale], axis=1)
+
+
+def resize_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The resampling every image gets on its way to the S x S frame (Lanczos, with PIL's
+    reducing gap for speed on large sources)."""
+    return image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 # Named presets; a preset fixes the crop here and the key-patch filters in

@@ -53,3 +53,17 @@ def save_grid(path: Path, columns: list[torch.Tensor], pad: int = 2) -> Path:
             top, left = pad + r * (side + pad), pad + k * (side + pad)
             canvas[top:top + side, left:left + side] = tile[r]
     return atomic_write(path, lambda handle: Image.fromarray(canvas).save(handle, format="PNG"))
+
+
+def tile_images(batch: torch.Tensor, columns: int = 8, pad: int = 2) -> np.ndarray:
+    """(K, C, S, S) images or masks -> one uint8 (H, W, 3) picture: rows of up to ``columns``
+    tiles, ``pad`` white pixels between tiles and none around them (one image stays S x S)."""
+    tiles = to_rgb_uint8(batch)  # (K, S, S, 3)
+    count, side = tiles.shape[0], tiles.shape[1]
+    per_row = min(columns, count)
+    rows = -(-count // per_row)
+    canvas = np.full((rows * (side + pad) - pad, per_row * (side + pad) - pad, 3), 255, np.uint8)
+    for k, tile in enumerate(tiles):
+        top, left = (k // per_row) * (side + pad), (k % per_row) * (side + pad)
+        canvas[top:top + side, left:left + side] = tile
+    return canvas
