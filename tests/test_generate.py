@@ -205,7 +205,7 @@ def test_variants_without_a_mask_write_the_image_only_and_fixed_n_is_checked(tmp
     spec = get_variant("cgan")  # concatenates exactly the N it was trained with
     model = TrainedRun(tmp_path, spec, config, 0, build_untrained_generator(spec, config).eval(),
                        torch.device("cpu"))
-    with pytest.raises(KpbenchError, match="concatenates exactly 3 patches, got 2"):
+    with pytest.raises(KpbenchError, match="exactly 3 patches, got 2"):
         generate_from_patches(model, patches[:2])
 
 
@@ -223,16 +223,14 @@ def test_tensor_files_round_trip_and_reject_what_is_not_one(tmp_path: Path) -> N
     for name, tensor in tensors.items():
         assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor)
     blob = path.read_bytes()
-    for broken, message in ((b"abc", "shorter than its header"), (blob[:-4], "offsets"),
-                            (blob + b"\0", "bytes after the last tensor"),
-                            (struct.pack("<Q", 4) + b"[1] ", "not a JSON object")):
+    for broken in (b"abc", blob[:-4], struct.pack("<Q", 4) + b"[1] "):
         (tmp_path / "bad.safetensors").write_bytes(broken)
-        with pytest.raises(KpbenchError, match=message):
+        with pytest.raises(KpbenchError, match="is not a safetensors file"):
             read_tensors(tmp_path / "bad.safetensors")
 
 
 def test_tensor_files_agree_with_the_safetensors_library(tmp_path: Path) -> None:
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+    import safetensors.torch as safetensors_torch
     tensors = {"weight": torch.randn(3, 4), "count": torch.tensor(7), "half": torch.randn(2).half()}
     ours = write_tensors(tmp_path / "ours.safetensors", tensors)
     assert all(torch.equal(safetensors_torch.load_file(ours)[name], tensors[name]) for name in tensors)
