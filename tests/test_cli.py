@@ -140,6 +140,17 @@ def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert '<td class="primary">mask IoU (higher than the stronger floor)</td>' in page
     markdown = (tmp_path / "reports" / "demo" / "results.md").read_text()
     assert "| primary metric | difference [95 % interval] |" in markdown and "(paired, 1 seed x" in markdown
+    # The protocols' own report paragraphs, as `kpbench report` and `kpbench run` print them.
+    from html import escape
+
+    from kpbench.protocol import get_protocol
+
+    patches = get_protocol("patches")
+    assert patches.report_description and escape(patches.report_description, quote=False) in page
+    regenerated = invoke("report", "-w", tmp_path, "--name", "again")
+    assert regenerated.exit_code == 0, regenerated.output
+    assert escape(patches.report_description, quote=False) in (tmp_path / "reports" / "again" /
+                                                               "index.html").read_text()
 
 
 # --- what each flag asks the library for ---------------------------------------------------------
