@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch_fidelity.utils import get_featuresdict_from_dataset
 
-from kpbench import metrics
+from kpbench import fid as fid_metrics
 from kpbench.data import make_preprocess, open_dataset
 
 CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-6k"
@@ -39,7 +39,7 @@ class Uint8Images(torch.utils.data.Dataset):
     """The images as torch-fidelity takes them: a Dataset of uint8 (3, S, S) tensors."""
 
     def __init__(self, images: torch.Tensor) -> None:
-        self.images = metrics.to_uint8(images)
+        self.images = fid_metrics.to_uint8(images)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,11 +48,11 @@ class Uint8Images(torch.utils.data.Dataset):
         return self.images[index]
 
 
-def pick_extractor(requested: str | None) -> metrics.LoadedExtractor:
+def pick_extractor(requested: str | None) -> fid_metrics.LoadedExtractor:
     for name in (requested,) if requested else PREFERENCE:
         try:
-            loaded = metrics.load_extractor(name)
-        except metrics.ExtractorUnavailable as missing:
+            loaded = fid_metrics.load_extractor(name)
+        except fid_metrics.ExtractorUnavailable as missing:
             print(f"extractor {name}: unavailable ({missing})")
             continue
         print(f"extractor {name}: {loaded.spec.description}")
@@ -70,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(CELEBA) if CELEBA.is_dir() else "builtin:600")
     parser.add_argument("--n", type=int, help="images per set (default: by extractor and device)")
-    parser.add_argument("--extractor", choices=metrics.list_extractors())
+    parser.add_argument("--extractor", choices=fid_metrics.list_extractors())
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -83,7 +83,7 @@ def main() -> None:
     n = args.n or min(32 if slow else 600, len(test) // 2)
     if len(test) < 2 * n:
         raise SystemExit(f"{args.data} has {len(test)} test images; need {2 * n} (lower --n)")
-    reference = metrics.ReferenceSet.from_dataset(dataset, test[n:2 * n])
+    reference = fid_metrics.ReferenceSet.from_dataset(dataset, test[n:2 * n])
     generated = torch.tensor(np.stack([dataset.load_image(i) for i in test[:n]]))  # (N, 64, 64, 3)
     generated = generated.permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, 3, 64, 64) in [-1, 1]
     print(f"data {args.data} (manifest {dataset.manifest.hash}), N={n} generated + {n} reference, "
@@ -100,7 +100,7 @@ def main() -> None:
         return features[loaded.spec.layer]
 
     def our_features() -> torch.Tensor:
-        return metrics.extract_features(generated, loaded, batch_size=args.batch_size)
+        return fid_metrics.extract_features(generated, loaded, batch_size=args.batch_size)
 
     # torch-fidelity asks for 4 loader workers whatever the core count; torch warns about it.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
@@ -129,8 +129,8 @@ def main() -> None:
 
     # Reference statistics: computed on a first run, read from the cache on a second; each
     # repeat starts from an empty cache.
-    def fid_kid(cache: Path) -> metrics.FidKidResult:
-        return metrics.compute_fid_kid(generated, reference, loaded.spec.name, cache_dir=cache,
+    def fid_kid(cache: Path) -> fid_metrics.FidKidResult:
+        return fid_metrics.compute_fid_kid(generated, reference, loaded.spec.name, cache_dir=cache,
                                        batch_size=args.batch_size)
 
     first, second, load = [], [], []
@@ -142,9 +142,9 @@ def main() -> None:
             elapsed, cached = timed(partial(fid_kid, cache))
             second.append(elapsed)
             assert not result["reference_cached"] and cached["reference_cached"]
-            load.append(timed(partial(metrics.reference_statistics, reference, loaded,
+            load.append(timed(partial(fid_metrics.reference_statistics, reference, loaded,
                                       cache_dir=cache))[0])
-        compute = timed(partial(metrics.reference_statistics, reference, loaded,
+        compute = timed(partial(fid_metrics.reference_statistics, reference, loaded,
                                 cache_dir=Path(root) / "stage", batch_size=args.batch_size))[0]
     speedup = min(first) / min(second)
     extract = n / rates["kpbench extract_features"]

@@ -104,9 +104,9 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 
 
 def registered_extractors() -> list[str]:
-    """The FID/KID feature extractors' names: those of :mod:`kpbench.metrics` and any that a
+    """The FID/KID feature extractors' names: those of :mod:`kpbench.fid` and any that a
     protocol file registers when it is imported."""
-    from kpbench.metrics import list_extractors
+    from kpbench.fid import list_extractors
     from kpbench.protocol import list_protocols
 
     list_protocols()  # imports every protocol file
@@ -115,7 +115,7 @@ def registered_extractors() -> list[str]:
 
 def checked_extractor(name: str) -> str:
     """``name`` when it is a registered extractor; else the library's one-line error naming them."""
-    from kpbench.metrics import get_extractor
+    from kpbench.fid import get_extractor
 
     registered_extractors()
     return get_extractor(name).name
@@ -294,7 +294,7 @@ def list_command() -> None:
     """List the variants, the evaluation protocols and the FID/KID feature extractors."""
     from rich.table import Table
 
-    from kpbench.metrics import get_extractor
+    from kpbench.fid import get_extractor
     from kpbench.protocol import list_protocols
     from kpbench.variant import list_variants
 
@@ -542,8 +542,8 @@ def export_command(
     kpbench's to answer; score its answers with `kpbench eval --predictions`."""
     import json
 
+    from kpbench.export import export_inputs
     from kpbench.paths import RunDir
-    from kpbench.predictions import export_inputs
     from kpbench.protocol import EvalOptions
     from kpbench.train import TrainConfig
 

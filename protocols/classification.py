@@ -23,8 +23,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kpbench.baselines import patch_pixels
+from kpbench.fid import module_digest
 from kpbench.metricinfo import register_metric
-from kpbench.metrics import module_digest
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import ResultRow
 from kpbench.runtime import derive_seed

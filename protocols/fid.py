@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kpbench import metrics
+from kpbench import fid as fid_metrics
 from kpbench.metricinfo import register_metric
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import BASELINE_PREFIX, ResultRow
@@ -61,14 +61,14 @@ def run(context: EvalContext) -> list[ResultRow]:
     n = patch_sets * options.realism_z
     try:
         # Resolve the extractor before generating anything, so a missing weights file costs nothing.
-        loaded = metrics.load_extractor(options.extractor, options.inception_weights, context.device)
-    except metrics.ExtractorUnavailable as error:
+        loaded = fid_metrics.load_extractor(options.extractor, options.inception_weights, context.device)
+    except fid_metrics.ExtractorUnavailable as error:
         return [context.row(NAME, CONDITION, metric, math.nan, n, options.extractor, str(error))
                 for metric in METRICS if metric != "kid_std"]
     dataset = samples.dataset
     reference_indices, heldout_indices = real_selection(dataset, options.fid_reference_samples, n)
-    reference = metrics.reference_statistics(
-        metrics.ReferenceSet.from_dataset(dataset, reference_indices, dataset.preprocess),
+    reference = fid_metrics.reference_statistics(
+        fid_metrics.ReferenceSet.from_dataset(dataset, reference_indices, dataset.preprocess),
         loaded, cache_dir=context.workdir.cache)
     about = (f"N={n} ({patch_sets} test patch sets x {options.realism_z} z); reference "
              f"{len(reference_indices)} training images")
@@ -78,7 +78,7 @@ def run(context: EvalContext) -> list[ResultRow]:
         prefix = NAME if draw == 0 else f"{NAME}-z{draw}"  # draw 0 keeps the single-z tags
         generated += [context.generate(batch["patches"], tag=f"{prefix}-{number}")[0].cpu()
                       for number, batch in enumerate(context.batches(samples, limit=patch_sets))]
-    result = metrics.realism_from_features(metrics.extract_features(generated, loaded), reference,
+    result = fid_metrics.realism_from_features(fid_metrics.extract_features(generated, loaded), reference,
                                            loaded.spec.name)
     rows = _rows(context, context.variant, result, about)
 
@@ -92,16 +92,17 @@ def run(context: EvalContext) -> list[ResultRow]:
                        for metric in METRICS if metric != "kid_std"]
     floor = context.shared(
         ("realism_floor", loaded.spec.name, loaded.weights_hash, reference.key, n),
-        lambda: metrics.realism_from_features(
-            metrics.reference_statistics(
-                metrics.ReferenceSet.from_dataset(dataset, heldout_indices, dataset.preprocess),
+        lambda: fid_metrics.realism_from_features(
+            fid_metrics.reference_statistics(
+                fid_metrics.ReferenceSet.from_dataset(dataset, heldout_indices, dataset.preprocess),
                 loaded, cache_dir=context.workdir.cache).features,
             reference, loaded.spec.name),
     )
     return rows + _rows(context, REAL, floor, floor_about)
 
 
-def _rows(context: EvalContext, variant: str, result: metrics.FidKidResult, about: str) -> list[ResultRow]:
+def _rows(context: EvalContext, variant: str, result: fid_metrics.FidKidResult,
+          about: str) -> list[ResultRow]:
     note = "; ".join(part for part in (about, result["note"]) if part)
     kid_note = f"{note}; 95 % interval: bootstrap over both sets' images"
 
@@ -123,9 +124,9 @@ def provenance(context: EvalContext) -> dict[str, Any]:
     """The feature extractor behind the FID rows and its weights' hash."""
     options = context.options
     try:
-        loaded = metrics.load_extractor(options.extractor, options.inception_weights, context.device)
+        loaded = fid_metrics.load_extractor(options.extractor, options.inception_weights, context.device)
         weights = loaded.weights_hash
-    except metrics.ExtractorUnavailable:
+    except fid_metrics.ExtractorUnavailable:
         weights = "unavailable"
     return {"fid_extractor": {"name": options.extractor, "weights_sha256": weights}}
 

