@@ -335,6 +335,9 @@ def test_claims_are_judged_per_box_source(tmp_path: Path) -> None:
     assert "boxes-mine.1a2b" in table and "edgeboxes" in table
     row = next(part for part in table.split("<tr>") if "realistic than nomask" in part)
     assert "fails" in row and "holds" in row and "<strong>changes</strong>" in row
+    # A claim one source has no rows for (here: masks, from KID rows only) does not "change".
+    masks = next(part for part in table.split("<tr>") if "Predicted masks beat" in part)
+    assert "missing" in masks and "changes" not in masks
     markdown = result.markdown.read_text()
     assert "### The same claims per box source" in markdown and "**changes**" in markdown
 

@@ -450,11 +450,12 @@ def judge_claims_by_box_source(rows: pd.DataFrame, runs_root: Path,
 
 def verdict_changes(judged: dict[str, tuple[list[ClaimResult], str]]) -> dict[str, dict[str, str]]:
     """Claim -> box source -> verdict, for the claims whose verdict is not the same on every
-    source that judged them (:func:`judge_claims_by_box_source`)."""
+    source that judged them (:func:`judge_claims_by_box_source`; "missing" judged nothing)."""
     verdicts: dict[str, dict[str, str]] = {}
     for source, (results, _) in judged.items():
         for result in results:
-            verdicts.setdefault(result.claim, {})[source] = str(result.verdict)
+            if result.verdict != "missing":
+                verdicts.setdefault(result.claim, {})[source] = str(result.verdict)
     return {claim: by_source for claim, by_source in verdicts.items() if len(set(by_source.values())) > 1}
 
 
@@ -468,8 +469,9 @@ class BoxSourceVerdicts:
     errors: dict[str, str]  # source -> why its claims could not be checked
 
     def changed(self, claim: str) -> bool:
-        """Whether the claim's verdict differs between the sources that judged it."""
-        return len({verdict for verdict, _ in self.claims[claim].values()}) > 1
+        """Whether the claim's verdict differs between the sources that judged it (a source
+        without the claim's rows, "missing", judged nothing)."""
+        return len({verdict for verdict, _ in self.claims[claim].values() if verdict != "missing"}) > 1
 
 
 def box_source_verdicts(judged: dict[str, tuple[list[ClaimResult], str]]) -> BoxSourceVerdicts:
