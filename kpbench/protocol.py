@@ -60,9 +60,10 @@ class EvalOptions:
     batch_size: int = 32
     device: str | None = None
     bn_mode: str = DEFAULT_BN_MODE  # batch-norm statistics at generation (kpbench.runs.BN_MODES)
-    # Protocol name -> an instance of its Protocol.options, only where it differs from the
-    # defaults (so equal settings give equal options); filled by with_settings.
-    protocols: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # Protocol name -> {option: value} of its Protocol.options, only those that differ from the
+    # defaults (equal settings give equal options); plain values, so that the options pickle
+    # for processes that have not imported a plug-in protocol's file. Filled by with_settings.
+    protocols: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
@@ -73,12 +74,7 @@ class EvalOptions:
     def of(self, protocol: str, kind: type[T]) -> T:
         """The options of ``protocol`` (its :attr:`Protocol.options` class ``kind``): as set, or
         ``kind()``'s defaults."""
-        value = self.protocols.get(protocol)
-        if value is None:
-            return kind()
-        if not isinstance(value, kind):
-            raise TypeError(f"options of {protocol!r} are a {type(value).__name__}, not a {kind.__name__}")
-        return value
+        return kind(**self.protocols.get(protocol, {}))
 
     def with_settings(self, settings: Mapping[str, Any] | None = None, /, **more: Any) -> EvalOptions:
         """These options with ``settings`` (and ``more``) changed: a shared one by name
@@ -107,10 +103,11 @@ class EvalOptions:
                                      for option, value in values.items()})
             except (TypeError, ValueError) as error:
                 raise KpbenchError(f"{protocol} options: {error}") from None
-            if updated == kind():
-                protocols.pop(protocol, None)
-            else:
-                protocols[protocol] = updated
+            defaults = kind()
+            protocols[protocol] = {item.name: getattr(updated, item.name) for item in fields(kind)
+                                   if getattr(updated, item.name) != getattr(defaults, item.name)}
+            if not protocols[protocol]:
+                del protocols[protocol]
         try:
             return replace(self, **shared_changes, protocols=protocols)
         except (TypeError, ValueError) as error:
