@@ -149,7 +149,7 @@ def _option_owners(key: str) -> list[tuple[str, str]]:
     if not owners:
         known = [*_shared_option_types(), *(f"{name}.{item.name}" for name, kind in declared.items()
                                             for item in fields(kind))]
-        raise KpbenchError(f"unknown evaluation option {key!r}; known: {', '.join(known)}")
+        raise KpbenchError(f"unknown evaluation option {key}; known: {', '.join(known)}")
     return owners
 
 

@@ -137,7 +137,7 @@ def test_plan_files_are_checked_with_clear_errors(tmp_path: Path) -> None:
         (text.replace('device = "cpu"\n[datasets', 'device = "cpu"\nbn_mode = "eval"\n[datasets'),
          "plan .*tiny.toml: \\[eval\\]: unknown batch-norm mode 'eval'; use batch, running"),
         (text.replace("fid_samples = 8", "fid_sampels = 8"),
-         "\\[eval\\]: unknown evaluation option 'fid_sampels'; known: max_samples, .*fid.fid_samples"),
+         "\\[eval\\]: unknown evaluation option fid_sampels; known: max_samples, .*fid.fid_samples"),
         (text.replace("[datasets.builtin]", "[eval.noise]\nsigma = [0.1]\n[datasets.builtin]"),
          "\\[eval\\]: unknown option 'sigma' of protocol noise; known: sigmas"),
         (text.replace("[datasets.builtin]", "[eval.noise]\nsigmas = 0.1\n[datasets.builtin]"),
