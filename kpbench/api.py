@@ -134,13 +134,14 @@ def evaluate(protocols: str | Sequence[str] = "all", *, workdir: PathLike | None
              **option_changes: Any) -> Evaluation:
     """Run evaluation protocols (names, or "all") on the trained runs of ``workdir`` (or only
     those of ``variants``, ``seeds`` or run folder names ``runs``); rows go to each run's
-    ``results/``. ``option_changes``: :class:`kpbench.protocol.EvalOptions` fields
-    (``max_samples``, ``fid_samples``, ``extractor``, ``bn_mode``, ``device``, ...)."""
+    ``results/``. ``option_changes``: shared :class:`kpbench.protocol.EvalOptions` fields
+    (``max_samples``, ``bn_mode``, ``device``, ...) and protocols' own options by name
+    (``fid_samples``, ``extractor``, ...; :meth:`~kpbench.protocol.EvalOptions.with_settings`)."""
     from kpbench import protocol
 
     _not_in_a_worker_import()
     names = [protocols] if isinstance(protocols, str) else list(protocols)
-    chosen = _replaced(options or protocol.EvalOptions(), option_changes, "evaluation option")
+    chosen = (options or protocol.EvalOptions()).with_settings(option_changes)
     return protocol.evaluate(WorkDir.resolve(workdir), names, list(variants) if variants else None,
                              list(seeds) if seeds else None, chosen, on_progress=on_progress,
                              names=list(runs) if runs else None, boxes=boxes)

@@ -10,7 +10,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -302,10 +302,13 @@ def list_command() -> None:
                      title_justify="left")
     for spec in list_variants():
         variants.add_row(spec.name, spec.description)
-    protocols = Table("protocol", "description", title="protocols (kpbench eval --protocol NAME)",
-                      title_justify="left")
+    protocols = Table("protocol", "description", "options (defaults)",
+                      title="protocols (kpbench eval --protocol NAME)", title_justify="left")
     for protocol in list_protocols():
-        protocols.add_row(protocol.name, protocol.description)
+        defaults = protocol.options() if protocol.options is not None else None
+        options = [f"{option.name} = {getattr(defaults, option.name)!r}" for option in fields(defaults)
+                   ] if defaults is not None else []
+        protocols.add_row(protocol.name, protocol.description, escape("\n".join(options)))
     extractors = Table("extractor", "description", title="FID/KID feature extractors (kpbench eval "
                        "--extractor NAME)", title_justify="left")
     for name in registered_extractors():
@@ -416,6 +419,17 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """['noise.sigmas=0,0.1'] -> {'noise.sigmas': '0,0.1'} (the values are parsed by type later)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KpbenchError(f"--set takes PROTOCOL.OPTION=VALUE, got {item!r}")
+        settings[key.strip()] = value
+    return settings
+
+
 @app.command("eval")
 @user_errors
 def eval_command(
@@ -430,29 +444,34 @@ def eval_command(
     max_samples: Annotated[int, typer.Option(min=1, help="Test images per condition.")] = 256,
     sigmas: Annotated[list[float] | None, typer.Option("--sigmas", help="Noise sigma on the [-1, 1] "
                       "scale (repeatable; default: 0, 0.05, 0.1, 0.2, 0.4 and 0.8).")] = None,
-    fid_samples: Annotated[int, typer.Option(min=2, help="Test patch sets behind FID/KID (capped by "
-                           "the test split).")] = 2048,
-    realism_z: Annotated[int, typer.Option(min=1, help="fid: images generated per test patch set, each "
-                         "with its own z (N = this x patch sets).")] = 1,
-    fid_reference_samples: Annotated[int, typer.Option(min=2, help="fid: training images in the real "
-                                     "reference (features cached once).")] = 2048,
+    fid_samples: Annotated[int | None, typer.Option(min=2, help="Test patch sets behind FID/KID (capped "
+                           "by the test split; default 2048).")] = None,
+    realism_z: Annotated[int | None, typer.Option(min=1, help="fid: images generated per test patch set, "
+                         "each with its own z (N = this x patch sets; default 1).")] = None,
+    fid_reference_samples: Annotated[int | None, typer.Option(min=2, help="fid: training images in the "
+                                     "real reference (features cached once; default 2048).")] = None,
     bn_mode: Annotated[BnMode, typer.Option(help="Batch-norm statistics at generation: batch (each "
                        "batch's own, as the authors' code) or running (eval mode). With batch, "
                        "outputs depend on --batch-size.")] = BnMode(DEFAULT_BN_MODE),
     batch_size: Annotated[int, typer.Option(min=1, help="Generation batch size (recorded; with "
                           "--bn-mode batch it changes outputs).")] = 32,
-    extractor: Annotated[str, typer.Option(metavar="NAME", help="FID/KID feature extractor, any "
-                         "registered one (`kpbench list` names them): inception is the standard, "
-                         "random-conv only for plumbing checks.")] = "inception",
+    extractor: Annotated[str | None, typer.Option(metavar="NAME", help="FID/KID feature extractor, any "
+                         "registered one (`kpbench list` names them): inception (the default) is the "
+                         "standard, random-conv only for plumbing checks.")] = None,
     inception_weights: Annotated[Path | None, typer.Option(help="Path to torch-fidelity's "
                                  "weights-inception-2015-12-05-6726825d.pth (env "
                                  "KPBENCH_INCEPTION_WEIGHTS).")] = None,
-    classify_samples: Annotated[int, typer.Option(min=4, help="Images the classification "
-                                "protocol uses at most (balanced over its classes).")] = 2000,
-    min_per_class: Annotated[int, typer.Option(min=2, help="Classification uses only classes "
+    classify_samples: Annotated[int | None, typer.Option(min=4, help="Images the classification "
+                                "protocol uses at most (balanced over its classes; default 2000).")] = None,
+    min_per_class: Annotated[int | None, typer.Option(min=2, help="Classification uses only classes "
                              "(identities) with at least this many images, the same number from "
-                             "each; lower it for datasets with few images per class.")] = 5,
-    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds for classification.")] = 5,
+                             "each; lower it for datasets with few images per class (default 5).")] = None,
+    folds: Annotated[int | None, typer.Option(min=2, help="Cross-validation folds for classification "
+                     "(default 5).")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", metavar="PROTOCOL.OPTION=VALUE", help=
+                        "Any protocol's own option (repeatable; lists comma separated, e.g. "
+                        "noise.sigmas=0,0.1): the fields of each protocol's options, which `kpbench "
+                        "list` shows. The flags above are shorthands for some.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     boxes: Annotated[str | None, typer.Option("--boxes", metavar="FILE|edgeboxes", help="Evaluate on "
                      "key patches from this box source instead of each run's own (a distribution "
@@ -472,13 +491,16 @@ def eval_command(
     from kpbench import api
     from kpbench.protocol import EvalOptions
 
-    options = EvalOptions(max_samples=max_samples, batch_size=batch_size, fid_samples=fid_samples,
-                          realism_z=realism_z, fid_reference_samples=fid_reference_samples,
-                          extractor=checked_extractor(extractor), inception_weights=inception_weights,
-                          classify_samples=classify_samples, min_per_class=min_per_class, folds=folds,
-                          device=device, bn_mode=bn_mode.value)
-    if sigmas:
-        options = replace(options, sigmas=tuple(sigmas))
+    # Protocols' own options, by name (EvalOptions.with_settings finds the protocol): only those
+    # given, so that the defaults live in each protocol's options class.
+    flags = {"sigmas": tuple(sigmas) if sigmas else None, "fid_samples": fid_samples,
+             "realism_z": realism_z, "fid_reference_samples": fid_reference_samples,
+             "extractor": checked_extractor(extractor) if extractor is not None else None,
+             "inception_weights": inception_weights, "classify_samples": classify_samples,
+             "min_per_class": min_per_class, "folds": folds}
+    given = {key: value for key, value in flags.items() if value is not None}
+    options = EvalOptions(max_samples=max_samples, batch_size=batch_size, device=device,
+                          bn_mode=bn_mode.value).with_settings({**given, **parse_settings(settings or [])})
     chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
     if predictions is not None or name is not None or outputs is not None:
         run = [_import_predictions(WorkDir.resolve(workdir), predictions, name, outputs, variant, run,
@@ -525,11 +547,12 @@ def export_command(
     max_samples: Annotated[int, typer.Option(min=1, help="Test images per condition.")] = 256,
     sigmas: Annotated[list[float] | None, typer.Option("--sigmas", help="Noise sigma on the [-1, 1] "
                       "scale (repeatable; default: 0, 0.05, 0.1, 0.2, 0.4 and 0.8).")] = None,
-    max_patches: Annotated[int, typer.Option(min=1, help="num_patches: N = 1..this.")] = 5,
-    fid_samples: Annotated[int, typer.Option(min=2, help="Test patch sets behind FID/KID (capped by "
-                           "the test split).")] = 2048,
-    realism_z: Annotated[int, typer.Option(min=1, help="fid: images per test patch set, each with its "
-                         "own z.")] = 1,
+    max_patches: Annotated[int | None, typer.Option(min=1, help="num_patches: N = 1..this (default "
+                           "5).")] = None,
+    fid_samples: Annotated[int | None, typer.Option(min=2, help="Test patch sets behind FID/KID (capped "
+                           "by the test split; default 2048).")] = None,
+    realism_z: Annotated[int | None, typer.Option(min=1, help="fid: images per test patch set, each "
+                         "with its own z (default 1).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Request batch size (swapped and combined "
                           "inputs are formed within a batch).")] = 32,
     arrays: Annotated[bool, typer.Option("--arrays", help="Also write each patch set's exact float "
@@ -553,10 +576,10 @@ def export_command(
         spec, seed = config.data, config.seed
     else:
         spec = data_options.spec(source)
-    options = EvalOptions(max_samples=max_samples, batch_size=batch_size, max_patches=max_patches,
-                          fid_samples=fid_samples, realism_z=realism_z, device=device)
-    if sigmas:
-        options = replace(options, sigmas=tuple(sigmas))
+    flags = {"sigmas": tuple(sigmas) if sigmas else None, "max_patches": max_patches,
+             "fid_samples": fid_samples, "realism_z": realism_z}
+    options = EvalOptions(max_samples=max_samples, batch_size=batch_size, device=device).with_settings(
+        {key: value for key, value in flags.items() if value is not None})
     manifest = export_inputs(spec, WorkDir.resolve(workdir), out, protocol or ["all"], options, seed, arrays)
     console.print(f"wrote {manifest['requests']:,} patch sets for {', '.join(manifest['protocols'])} "
                   f"to {out} (seed {seed}); write <id>.png (and <id>.mask.png) for each id of "

@@ -77,7 +77,7 @@ def run_demo(plan: DemoPlan, workdir: WorkDir, say: Callable[[str], None] = prin
         dataset = open_data(plan.data)
         # Boxes for the num_patches protocol's N = 1..5 come out of the same detection pass.
         load_boxes(dataset, plan.data, workdir, progress=progress,
-                   also_counts=range(1, EvalOptions().max_patches + 1))
+                   also_counts=range(1, EvalOptions().setting("max_patches") + 1))
 
     variants = [get_variant(name).name for name in plan.variants]
     for seed in plan.seeds:
@@ -95,9 +95,8 @@ def run_demo(plan: DemoPlan, workdir: WorkDir, say: Callable[[str], None] = prin
                 train(config)
 
     with stage("evaluate", "evaluating: " + ", ".join(protocol.name for protocol in list_protocols())):
-        options = EvalOptions(max_samples=plan.eval_samples, fid_samples=plan.fid_samples,
-                              extractor=plan.extractor, classify_samples=plan.images,
-                              device=plan.device)
+        options = EvalOptions(max_samples=plan.eval_samples, device=plan.device).with_settings(
+            fid_samples=plan.fid_samples, extractor=plan.extractor, classify_samples=plan.images)
         evaluation = evaluate(workdir, [ALL], variants, list(plan.seeds), options,
                               on_progress=lambda text: stamped(f"  {text}"))
 

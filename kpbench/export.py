@@ -14,7 +14,7 @@ import json
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +114,8 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
     device = pick_device(options.device)
     config = TrainConfig(data=spec, seed=seed)
     recorder_spec = PredictionSpec("export", True, reference_variant().z_dim)
-    scoring = replace(options, extractor=EXPORT_EXTRACTOR, fid_reference_samples=EXPORT_REFERENCE_SAMPLES)
+    scoring = options.with_settings(extractor=EXPORT_EXTRACTOR,
+                                    fid_reference_samples=EXPORT_REFERENCE_SAMPLES)
     (out / INPUTS_DIR).mkdir(parents=True)
     (out / OUTPUTS_DIR).mkdir()
     with tempfile.TemporaryDirectory(prefix="kpbench-export-") as scratch:
@@ -138,7 +139,7 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
         "image_side": spec.size,
         "protocols": [p.name for p in protocols],
         "not_available": [p.name for p in skipped],
-        "options": {name: _jsonable(getattr(options, name)) for name in REQUEST_OPTIONS},
+        "options": {name: _jsonable(options.setting(name)) for name in REQUEST_OPTIONS},
         "requests": len(recorder.requests),
         "z_dim": recorder_spec.z_dim,
         "arrays": arrays,

@@ -6,8 +6,10 @@ run (train, then evaluate), then one report per dataset. ``kpbench run PLAN`` ex
     plugins = ["my_variant.py"]  # optional: variant files of your own (docs/extending.md)
     [train]                      # TrainConfig fields for every cell (steps, width, batch_size, ...)
     steps = 400
-    [eval]                       # EvalOptions fields, and the protocols ("all" or names)
+    [eval]                       # EvalOptions settings, and the protocols ("all" or names)
     protocols = ["all"]
+    [eval.noise]                 # a protocol's own options (also flat in [eval]: sigmas = [...])
+    sigmas = [0.0, 0.1]
     [datasets.builtin]           # DataSpec fields; a dataset without ``source`` takes the folder
     source = "builtin:1200"      #   given on the command line: --data NAME=PATH
     [datasets.builtin.boxes]     # named box files (kpbench.boxfile) for the ``boxes`` setting
@@ -56,7 +58,6 @@ LAUNCHERS: tuple[str, ...] = choice_values(Launcher)
 TRAIN_FIELDS = ({f.name for f in fields(TrainConfig)}
                 - {"variant", "seed", "data", "workdir", "restart", "progress"})
 DATA_FIELDS = {f.name for f in fields(DataSpec)} - {"boxes_id"}  # the id is made from the file
-EVAL_FIELDS = {f.name for f in fields(EvalOptions)}
 EXPERIMENT_KEYS = {"name", "variants", "datasets", "seeds"}
 TUPLE_FIELDS = {"betas"}  # TrainConfig fields whose value is a list in TOML
 
@@ -143,11 +144,16 @@ def load_plan(path: Path | str, workdir: Path | str | None = None,
     _check_keys(path, "[train]", train_table, TRAIN_FIELDS | DATA_FIELDS)
     eval_table = dict(raw.get("eval", {}))
     protocols = _resolve_protocols(path, eval_table.pop("protocols", [ALL]))
-    _check_keys(path, "[eval]", eval_table, EVAL_FIELDS)
+    # [eval.<protocol>] tables hold that protocol's own options; other keys are settings by name.
+    settings: dict[str, Any] = {}
+    for key, value in eval_table.items():
+        if isinstance(value, dict):
+            settings.update({f"{key}.{option}": option_value for option, option_value in value.items()})
+        else:
+            settings[key] = value
     try:
-        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in eval_table.items()}
-        options = EvalOptions(**values)
-    except (TypeError, ValueError, KpbenchError) as error:  # e.g. an unknown bn_mode
+        options = EvalOptions().with_settings(settings)
+    except KpbenchError as error:  # an unknown name, a wrong type, an unknown bn_mode
         raise _fail(path, f"[eval]: {error}") from None
 
     seeds = _seeds(path, raw.get("seeds", [0]))

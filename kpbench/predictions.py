@@ -25,7 +25,7 @@ import re
 import shutil
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -220,7 +220,7 @@ class ExportedInputs:
         """``options`` with the request-defining ones as exported."""
         fixed: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
                                  for name, value in self.manifest["options"].items()}
-        return replace(options, **fixed)
+        return options.with_settings(fixed)
 
 
 @dataclass

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 import time
+import types
+import typing
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,32 +47,149 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Knobs shared by protocols; every row records the sample count it used."""
+    """Knobs shared by protocols, and each protocol's own options (:attr:`Protocol.options`);
+    every row records the sample count it used.
+
+    A protocol reads its own with :meth:`of`; :meth:`with_settings` changes any of them by name
+    (the command line's flags and ``--set``, a plan's ``[eval]`` and ``[eval.<protocol>]``).
+    """
 
     max_samples: int = 256  # test images per condition for the per-sample metrics
     # Generation batch size. With batch statistics (bn_mode "batch") an output depends on the
     # other samples of its batch, so this and the batch order are part of the result (recorded).
     batch_size: int = 32
-    sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)  # noise std on [-1, 1] patches
-    max_patches: int = 5  # num_patches protocol: N = 1..max_patches
-    fid_samples: int = 2048  # test patch sets behind FID/KID (capped by the test split size)
-    realism_z: int = 1  # fid: images generated per test patch set, each with its own z
-    fid_reference_samples: int = 2048  # fid: training images in the real reference (capped)
-    extractor: str = "inception"
-    inception_weights: Path | None = None
-    folds: int = 5
-    classify_samples: int = 2000
-    min_per_class: int = 5  # classification: classes with fewer samples are left out
     device: str | None = None
     bn_mode: str = DEFAULT_BN_MODE  # batch-norm statistics at generation (kpbench.runs.BN_MODES)
+    # Protocol name -> {option: value} of its Protocol.options, only those that differ from the
+    # defaults (equal settings give equal options); plain values, so that the options pickle
+    # for processes that have not imported a plug-in protocol's file. Filled by with_settings.
+    protocols: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.bn_mode not in BN_MODES:
             raise KpbenchError(f"unknown batch-norm mode {self.bn_mode!r}; use {', '.join(BN_MODES)}")
-        if self.realism_z < 1 or self.fid_reference_samples < 2 or self.batch_size < 1:
-            raise KpbenchError("need realism_z >= 1, fid_reference_samples >= 2 and batch_size >= 1")
+        if self.max_samples < 1 or self.batch_size < 1:
+            raise KpbenchError("need max_samples >= 1 and batch_size >= 1")
+
+    def of(self, protocol: str, kind: type[T]) -> T:
+        """The options of ``protocol`` (its :attr:`Protocol.options` class ``kind``): as set, or
+        ``kind()``'s defaults."""
+        return kind(**self.protocols.get(protocol, {}))
+
+    def with_settings(self, settings: Mapping[str, Any] | None = None, /, **more: Any) -> EvalOptions:
+        """These options with ``settings`` (and ``more``) changed: a shared one by name
+        (``max_samples``), a protocol's own as ``<protocol>.<option>`` (``noise.sigmas``) or by
+        the option's name alone (``sigmas``: that option of every protocol declaring it). Values
+        are checked against the field types; text is parsed (``"0.1,0.2"`` for a tuple), as the
+        command line gives it. An unknown name or a bad value is a :class:`KpbenchError`."""
+        changes = {**(settings or {}), **more}
+        shared = _shared_option_types()
+        shared_changes: dict[str, Any] = {}
+        protocol_changes: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if key in shared:
+                shared_changes[key] = _coerce(value, shared[key], key)
+                continue
+            for protocol, option in _option_owners(key):
+                protocol_changes.setdefault(protocol, {})[option] = value
+        declared = protocol_option_types() if protocol_changes else {}
+        protocols = dict(self.protocols)
+        for protocol, values in protocol_changes.items():
+            kind = declared[protocol]
+            types = typing.get_type_hints(kind)
+            try:
+                updated = replace(self.of(protocol, kind),
+                                  **{option: _coerce(value, types[option], f"{protocol}.{option}")
+                                     for option, value in values.items()})
+            except (TypeError, ValueError) as error:
+                raise KpbenchError(f"{protocol} options: {error}") from None
+            defaults = kind()
+            protocols[protocol] = {item.name: getattr(updated, item.name) for item in fields(kind)
+                                   if getattr(updated, item.name) != getattr(defaults, item.name)}
+            if not protocols[protocol]:
+                del protocols[protocol]
+        try:
+            return replace(self, **shared_changes, protocols=protocols)
+        except (TypeError, ValueError) as error:
+            raise KpbenchError(f"evaluation options: {error}") from None
+
+    def setting(self, key: str) -> Any:
+        """The value of one setting named as :meth:`with_settings` names it (a bare protocol
+        option: that of the first protocol declaring it)."""
+        if key in _shared_option_types():
+            return getattr(self, key)
+        protocol, option = _option_owners(key)[0]
+        return getattr(self.of(protocol, protocol_option_types()[protocol]), option)
 
 
+def protocol_option_types() -> dict[str, type[Any]]:
+    """Protocol name -> its options class, for the protocols that declare one."""
+    return {protocol.name: protocol.options for protocol in _load_registry().values()
+            if protocol.options is not None}
+
+
+def _shared_option_types() -> dict[str, Any]:
+    return {name: kind for name, kind in typing.get_type_hints(EvalOptions).items() if name != "protocols"}
+
+
+def _option_owners(key: str) -> list[tuple[str, str]]:
+    """(protocol, option) pairs that ``key`` (``<protocol>.<option>`` or ``<option>``) names."""
+    declared = protocol_option_types()
+    protocol, dot, option = key.partition(".")
+    if dot:
+        if protocol not in declared:
+            having = ", ".join(declared) or "none"
+            raise KpbenchError(f"unknown evaluation option {key!r}: no protocol {protocol!r} with options "
+                               f"(protocols with options: {having})")
+        known = [item.name for item in fields(declared[protocol])]
+        if option not in known:
+            raise KpbenchError(f"unknown option {option!r} of protocol {protocol}; known: {', '.join(known)}")
+        return [(protocol, option)]
+    owners = [(name, key) for name, kind in declared.items() if key in {item.name for item in fields(kind)}]
+    if not owners:
+        known = [*_shared_option_types(), *(f"{name}.{item.name}" for name, kind in declared.items()
+                                            for item in fields(kind))]
+        raise KpbenchError(f"unknown evaluation option {key}; known: {', '.join(known)}")
+    return owners
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """``value`` as type ``kind`` (a field's type), parsing text; a one-line error otherwise."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in arguments and (value is None or (isinstance(value, str)
+                                                          and value.strip().lower() in ("", "none"))):
+            return None
+        inner = [argument for argument in arguments if argument is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        items = [part for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise KpbenchError(f"{key} takes a list, got {value!r}")
+        return tuple(_coerce(item, arguments[0], key) for item in items)
+    text = value.strip() if isinstance(value, str) else None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return text.lower() in ("true", "yes", "1")
+    elif kind in (int, float):
+        if text is not None:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and kind(value) == value:
+            return kind(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+    else:
+        return value
+    raise KpbenchError(f"{key} takes {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +218,11 @@ class Protocol:
     # It reads a network's internals (the part encoder), not only its outputs: not available for
     # predictions made elsewhere (kpbench.predictions), and not exported for them.
     needs_model: bool = False
+    # --- options ---
+    # Its own options: a frozen dataclass declared in its file, whose defaults run it; filled from
+    # ``--set <name>.<option>=VALUE`` and a plan's ``[eval.<name>]`` (EvalOptions.with_settings),
+    # read with ``context.options.of(name, TheOptions)``.
+    options: type[Any] | None = None
 
     @property
     def evaluates(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kpbench.baselines import patch_pixels
+from kpbench.errors import KpbenchError
 from kpbench.fid import module_digest
 from kpbench.metricinfo import register_metric
 from kpbench.protocol import EvalContext, Protocol, register_protocol
@@ -31,6 +33,17 @@ from kpbench.runtime import derive_seed
 from kpbench.samples import sample_batches
 
 NAME = "classification"
+
+
+@dataclass(frozen=True)
+class ClassificationOptions:
+    classify_samples: int = 2000  # images used at most (balanced over the classes)
+    min_per_class: int = 5  # classes with fewer images are left out
+    folds: int = 5  # stratified cross-validation folds
+
+    def __post_init__(self) -> None:
+        if self.folds < 2 or self.classify_samples < 4:
+            raise KpbenchError("classification needs folds >= 2 and classify_samples >= 4")
 
 register_metric("accuracy", "accuracy", "higher", order=220, bounds=(0.0, 1.0))
 register_metric("accuracy_std", "accuracy std", None, order=230)  # a spread over folds: no direction
@@ -100,7 +113,7 @@ def cross_validated_correct(features: np.ndarray, labels: np.ndarray, folds: int
 
 def run(context: EvalContext) -> list[ResultRow]:
     samples = context.samples("all")
-    options = context.options
+    options = context.options.of(NAME, ClassificationOptions)
     extractor_names = ("encoder:trained", "encoder:random_init", "raw_pixels")  # rows, in this order
     labels = samples.dataset.labels[samples.indices]  # (L,) without decoding any image
     reason = shortfall(labels, options.min_per_class, options.classify_samples)
@@ -128,7 +141,8 @@ def run(context: EvalContext) -> list[ResultRow]:
         """Per-sample held-out correctness and per-fold accuracy of features from ``extract``."""
         with torch.no_grad():
             features = [extract(batch["patches"]).float().cpu().numpy()  # (B, D) from (B, N, 3, S, S)
-                        for batch in sample_batches(samples, positions, options.batch_size, context.device)]
+                        for batch in sample_batches(samples, positions, context.options.batch_size,
+                                                    context.device)]
         return cross_validated_correct(np.concatenate(features), dense_labels, folds, context.seed)
 
     # Only the trained encoder depends on the run; the random encoder (per seed and architecture,
@@ -159,6 +173,7 @@ PROTOCOL = register_protocol(Protocol(
     "--min-per-class images, balanced to the same number of images each: the trained part "
     "encoder vs a randomly initialised one of the same architecture vs raw patch pixels.",
     run=run,
+    options=ClassificationOptions,
     needs_model=True,  # the part encoder's features: not available for predictions made elsewhere
     order=30,
     summary=True,

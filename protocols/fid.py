@@ -19,12 +19,15 @@ why and how to fix it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from kpbench import fid as fid_metrics
+from kpbench.errors import KpbenchError
 from kpbench.metricinfo import register_metric
 from kpbench.protocol import EvalContext, Protocol, register_protocol
 from kpbench.results import BASELINE_PREFIX, ResultRow
@@ -36,6 +39,19 @@ METRICS = ("fid", "kid", "kid_std", "precision", "recall")
 # The reference and the floor's images are drawn with this fixed seed, not the run's: every run
 # of a dataset is scored against the same real images, whose features are then cached once.
 REAL_SELECTION_SEED = 0
+
+
+@dataclass(frozen=True)
+class FidOptions:
+    fid_samples: int = 2048  # test patch sets behind FID/KID (capped by the test split size)
+    realism_z: int = 1  # images generated per test patch set, each with its own z
+    fid_reference_samples: int = 2048  # training images in the real reference (capped)
+    extractor: str = "inception"  # a registered feature extractor (kpbench.fid)
+    inception_weights: Path | None = None  # torch-fidelity's Inception weights file
+
+    def __post_init__(self) -> None:
+        if self.fid_samples < 2 or self.realism_z < 1 or self.fid_reference_samples < 2:
+            raise KpbenchError("fid needs fid_samples >= 2, realism_z >= 1 and fid_reference_samples >= 2")
 
 register_metric("fid", "FID", "lower", order=170)
 register_metric("kid", "KID", "lower", order=180)
@@ -55,7 +71,7 @@ def real_selection(dataset: Any, reference_size: int, heldout_size: int) -> tupl
 
 
 def run(context: EvalContext) -> list[ResultRow]:
-    options = context.options
+    options = context.options.of(NAME, FidOptions)
     samples = context.samples("test")
     patch_sets = min(options.fid_samples, len(samples))
     n = patch_sets * options.realism_z
@@ -122,7 +138,7 @@ def _rows(context: EvalContext, variant: str, result: fid_metrics.FidKidResult,
 
 def provenance(context: EvalContext) -> dict[str, Any]:
     """The feature extractor behind the FID rows and its weights' hash."""
-    options = context.options
+    options = context.options.of(NAME, FidOptions)
     try:
         loaded = fid_metrics.load_extractor(options.extractor, options.inception_weights, context.device)
         weights = loaded.weights_hash
@@ -140,6 +156,7 @@ PROTOCOL = register_protocol(Protocol(
     "perfect generator would score). FID is biased below 2048 samples and only comparable at "
     "equal N and extractor; KID is unbiased.",
     run=run,
+    options=FidOptions,
     order=20,
     summary=True,
     report_description=

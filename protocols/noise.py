@@ -9,6 +9,8 @@ that range. The noise is seeded, so a re-run gives the same rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from kpbench.baselines import swap
@@ -24,6 +26,11 @@ from kpbench.results import ResultRow
 NAME = "noise"
 TARGETS = ("all", "one")
 SWAPPED = "swapped"
+
+
+@dataclass(frozen=True)
+class NoiseOptions:
+    sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)  # noise std on [-1, 1] patches
 
 
 def add_noise(patches: torch.Tensor, sigma: float, target: str, generator: torch.Generator) -> torch.Tensor:
@@ -49,7 +56,7 @@ def run(context: EvalContext) -> list[ResultRow]:
                         ids=batch["sample_id"])
     clean: dict[int, dict[str, torch.Tensor]] = {}  # sigma 0 is the same input for every target
     for target in TARGETS:
-        for sigma in context.options.sigmas:
+        for sigma in context.options.of(NAME, NoiseOptions).sigmas:
             condition = condition_name(target, sigma)
             for number, batch in enumerate(batches):
                 if sigma == 0 and number in clean:
@@ -73,6 +80,7 @@ PROTOCOL = register_protocol(Protocol(
     "the floor where the input says nothing about the image. A robust model degrades gradually "
     "from sigma 0 towards that floor; one that sits at the floor at sigma 0 ignores its input.",
     run=run,
+    options=NoiseOptions,
     order=40,
     report_description=
     "Gaussian noise of increasing sigma added to the input patches (all of them, or one "

@@ -9,8 +9,10 @@ and so does an N larger than a box file gives any image (kpbench.boxfile).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from kpbench.boxfile import TooFewFileBoxes
+from kpbench.errors import KpbenchError
 from kpbench.protocol import (
     EvalContext,
     MetricAccumulator,
@@ -23,6 +25,15 @@ from kpbench.results import ResultRow
 NAME = "num_patches"
 
 
+@dataclass(frozen=True)
+class NumPatchesOptions:
+    max_patches: int = 5  # N = 1..max_patches
+
+    def __post_init__(self) -> None:
+        if self.max_patches < 1:
+            raise KpbenchError(f"num_patches needs max_patches >= 1, got {self.max_patches}")
+
+
 def condition_name(count: int) -> str:
     return f"N={count}"
 
@@ -31,7 +42,7 @@ def run(context: EvalContext) -> list[ResultRow]:
     accumulator = MetricAccumulator()
     rows: list[ResultRow] = []
     trained_n = context.data_spec.n_patches
-    counts = list(range(1, context.options.max_patches + 1))
+    counts = list(range(1, context.options.of(NAME, NumPatchesOptions).max_patches + 1))
     for count in counts:
         if count != trained_n and not context.run.supports_variable_n:
             for metric in context.reconstruction_metric_names:
@@ -58,6 +69,7 @@ PROTOCOL = register_protocol(Protocol(
     "with a fixed N. The true mask is the union of the N boxes used, so mask IoU measures "
     "whether every given part is placed.",
     run=run,
+    options=NumPatchesOptions,
     order=50,
     headline_condition="N=3",
     report_description=

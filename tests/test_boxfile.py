@@ -290,7 +290,7 @@ def test_eval_on_another_box_source_keeps_the_runs_own_rows(tmp_path: Path) -> N
     # N = 4 and 5 from a file of 3 boxes per image: rows that say why, not a failed evaluation.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        evaluate(work, ["num_patches"], options=replace(options, max_patches=4), boxes=str(boxes))
+        evaluate(work, ["num_patches"], options=options.with_settings(max_patches=4), boxes=str(boxes))
     counts = pd.read_csv(run_dir / "results" / f"num_patches{shift}.csv")
     four = counts[counts["condition"] == f"N=4{shift}"]
     assert len(four) and four["value"].isna().all() and four["note"].str.contains("has 4 boxes").all()

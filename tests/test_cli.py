@@ -258,12 +258,12 @@ def test_eval_flags_give_exactly_their_options(monkeypatch, tmp_path: Path) -> N
         "--fid-samples", "64", "--extractor", "random-conv", "--inception-weights", str(weights),
         "--classify-samples", "40", "--min-per-class", "3", "--folds", "4", "--device", "cpu",
     )
-    options = EvalOptions(max_samples=16, sigmas=(0.0, 0.3), fid_samples=64, extractor="random-conv",
-                          inception_weights=weights, classify_samples=40, min_per_class=3, folds=4,
-                          device="cpu")
+    options = EvalOptions(max_samples=16, device="cpu").with_settings(
+        sigmas=(0.0, 0.3), fid_samples=64, extractor="random-conv", inception_weights=weights,
+        classify_samples=40, min_per_class=3, folds=4)
     assert calls == [(WorkDir.resolve(tmp_path), ["noise", "fid"], ["full", "nomask"], [3, 0, 1], options,
                       ["full-seed0"])]
-    assert type(calls[0][4].extractor) is str
+    assert type(calls[0][4].setting("extractor")) is str
 
 
 def test_extractor_takes_any_registered_name_and_refuses_others(monkeypatch, tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_extractor_takes_any_registered_name_and_refuses_others(monkeypatch, tmp
         assert "--extractor NAME" in helped and "`kpbench list` names them" in helped
 
     calls = captured_evaluations(monkeypatch, tmp_path, "-p", "fid", "--extractor", "test-conv")
-    options = EvalOptions(extractor="test-conv")
+    options = EvalOptions().with_settings(extractor="test-conv")
     assert calls == [(WorkDir.resolve(tmp_path), ["fid"], None, None, options, None)]
     # Refused before any evaluation (evaluate is still the stand-in here, which would accept it).
     assert_one_line_error(invoke("eval", "-p", "fid", "--extractor", "tset-conv", "-w", tmp_path),

@@ -1,5 +1,7 @@
 """Adding a variant, a protocol or a metric is one registration each: a throwaway of each, made
-here, shows in a report without touching any list; the registries are restored afterwards."""
+here, shows in a report without touching any list; the registries are restored afterwards. A
+protocol with an option of its own is one file too: the command line and a plan set the option
+without an edit anywhere else."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from kpbench.cli import app
 from kpbench.metricinfo import list_metrics, metric_direction, metric_label, ordered_metrics, register_metric
 from kpbench.paths import WorkDir
 from kpbench.protocol import EvalContext, Protocol, get_protocol, list_protocols, register_protocol
@@ -80,3 +84,90 @@ def test_registering_a_name_twice_with_other_settings_fails(registries: None) ->
         register_metric("fid", "Fréchet distance", "lower")
     with pytest.raises(ValueError, match="already the reference"):
         register_variant(replace(reference_variant(), name="other_full"), reference=True)
+
+
+# A protocol file of a user's own: its options class, its metric and the protocol, nothing else.
+OPTION_PROTOCOL_FILE = """
+from dataclasses import dataclass
+
+from kpbench.metricinfo import register_metric
+from kpbench.protocol import EvalContext, Protocol, register_protocol
+from kpbench.results import ResultRow
+
+NAME = "test_scaled"
+
+
+@dataclass(frozen=True)
+class ScaledOptions:
+    factor: float = 1.0  # the value its row echoes
+    label: str = "as given"  # its row's condition
+
+
+def run(context: EvalContext) -> list[ResultRow]:
+    options = context.options.of(NAME, ScaledOptions)
+    return [context.row(NAME, options.label, "test_scaled_score", options.factor, 1)]
+
+
+register_metric("test_scaled_score", "scaled score", "higher", order=46)
+register_protocol(Protocol(name=NAME, description="echoes its own option", run=run, options=ScaledOptions))
+"""
+
+OPTION_PLAN = """
+name = "scaled"
+plugins = [{plugin!r}]
+[train]
+steps = 1
+width = 0.0625
+batch_size = 4
+num_workers = 0
+device = "cpu"
+sample_every = 1000
+[eval]
+protocols = ["test_scaled"]
+device = "cpu"
+[eval.test_scaled]
+factor = 4
+label = "from the plan"
+[datasets.builtin]
+source = "builtin:48"
+[[experiments]]
+name = "one"
+variants = ["full"]
+"""
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(arg) for arg in args], terminal_width=200)
+
+
+def test_a_protocol_file_with_its_own_option_is_set_from_a_plan_and_the_command_line(
+        registries: None, tmp_path: Path) -> None:
+    plugin = tmp_path / "project" / "scaled_protocol.py"
+    plugin.parent.mkdir()
+    plugin.write_text(OPTION_PROTOCOL_FILE)
+    plan = tmp_path / "scaled.toml"
+    plan.write_text(OPTION_PLAN.format(plugin=str(plugin)))
+    work = tmp_path / "work"
+
+    ran = invoke("run", plan, "-w", work)
+    assert ran.exit_code == 0, ran.output
+    builtin = WorkDir.resolve(work / "builtin")
+    rows = read_rows(builtin.runs).query("protocol == 'test_scaled'")
+    assert list(zip(rows["condition"], rows["value"])) == [("from the plan", 4.0)]
+
+    # The same option from the command line, by its full name or (one protocol has it) its own.
+    for setting in ("test_scaled.factor=2.5", "factor=2.5"):
+        evaluated = invoke("--plugin", plugin, "eval", "-p", "test_scaled", "--set", setting, "--set",
+                           "test_scaled.label=from the command line", "--device", "cpu", "-w", builtin.root)
+        assert evaluated.exit_code == 0, evaluated.output
+        rows = read_rows(builtin.runs).query("protocol == 'test_scaled'")
+        assert list(zip(rows["condition"], rows["value"])) == [("from the command line", 2.5)]
+    listed = " ".join(invoke("--plugin", plugin, "list").stdout.split())
+    assert "test_scaled" in listed and "factor = 1.0" in listed  # its options and their defaults
+
+    # A misspelt option or a value of the wrong type is a one-line error naming what is known.
+    for setting, message in (("test_scaled.factr=2", "unknown option 'factr' of protocol test_scaled; "
+                                                     "known: factor, label"),
+                             ("test_scaled.factor=two", "test_scaled.factor takes float, got 'two'")):
+        wrong = invoke("--plugin", plugin, "eval", "-p", "test_scaled", "--set", setting, "-w", builtin.root)
+        assert wrong.exit_code == 2 and message in wrong.output and "Traceback" not in wrong.output

@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = WorkDir.resolve(tmp_path_factory.mktemp("generate"))
     run_dir = train(TrainConfig(variant="full", data=DATA, width=0.0625, batch_size=4, steps=2,
                                 num_workers=0, workdir=str(work.root), progress=False))
-    evaluate(work, ["noise"], options=EvalOptions(max_samples=8, batch_size=4, sigmas=(0.0, 0.5)))
+    evaluate(work, ["noise"], options=EvalOptions(max_samples=8, batch_size=4).with_settings(sigmas="0,0.5"))
     return run_dir
 
 

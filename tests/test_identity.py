@@ -110,7 +110,7 @@ def test_key_and_random_trained_runs_coexist_and_are_compared(tmp_path: Path) ->
     key_run = train(tiny(tmp_path))
     random_run = train(tiny(tmp_path, patch_source="random"))
     assert random_run.name == "full-builtin48-random-w0.0625-b4-seed0" != key_run.name
-    options = EvalOptions(max_samples=8, fid_samples=8, extractor="random-conv", device="cpu")
+    options = EvalOptions(max_samples=8, device="cpu").with_settings(fid_samples=8, extractor="random-conv")
     written = evaluate(WorkDir.resolve(tmp_path), ["patches"], options=options).written
     assert set(written) == {key_run, random_run}
     report = build_report(WorkDir.resolve(tmp_path), "conditions", include_images=False)
@@ -125,7 +125,7 @@ def test_key_and_random_trained_runs_coexist_and_are_compared(tmp_path: Path) ->
 def test_runs_command_lists_settings_progress_and_evaluation(tmp_path: Path) -> None:
     train(tiny(tmp_path))
     train(tiny(tmp_path, patch_source="random", steps=1))
-    options = EvalOptions(max_samples=8, fid_samples=8, extractor="random-conv", device="cpu")
+    options = EvalOptions(max_samples=8, device="cpu").with_settings(fid_samples=8, extractor="random-conv")
     evaluate(WorkDir.resolve(tmp_path), ["noise"], options=options, names=["full-builtin48-w0.0625-b4-seed0"])
     result = CliRunner().invoke(app, ["runs", "-w", str(tmp_path)], terminal_width=250)
     assert result.exit_code == 0, result.output

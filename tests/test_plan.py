@@ -136,6 +136,12 @@ def test_plan_files_are_checked_with_clear_errors(tmp_path: Path) -> None:
         (text.replace("[train]", "[train"), "not valid TOML"),
         (text.replace('device = "cpu"\n[datasets', 'device = "cpu"\nbn_mode = "eval"\n[datasets'),
          "plan .*tiny.toml: \\[eval\\]: unknown batch-norm mode 'eval'; use batch, running"),
+        (text.replace("fid_samples = 8", "fid_sampels = 8"),
+         "\\[eval\\]: unknown evaluation option fid_sampels; known: max_samples, .*fid.fid_samples"),
+        (text.replace("[datasets.builtin]", "[eval.noise]\nsigma = [0.1]\n[datasets.builtin]"),
+         "\\[eval\\]: unknown option 'sigma' of protocol noise; known: sigmas"),
+        (text.replace("[datasets.builtin]", "[eval.noise]\nsigmas = 0.1\n[datasets.builtin]"),
+         "\\[eval\\]: noise.sigmas takes a list, got 0.1"),
     ):
         plan_path.write_text(broken)
         with pytest.raises(KpbenchError, match=message):
@@ -145,6 +151,21 @@ def test_plan_files_are_checked_with_clear_errors(tmp_path: Path) -> None:
     plan_path.write_text(text)
     result = invoke("run", plan_path, "--data", "nope=/tmp")
     assert result.exit_code == 2 and "does not have" in result.output
+
+
+def test_a_protocols_own_options_come_from_its_table_or_by_name_in_eval(tmp_path: Path) -> None:
+    plan_path = write_plan(tmp_path)
+    text = plan_path.read_text()
+    plan_path.write_text(text.replace("[datasets.builtin]", "[eval.noise]\nsigmas = [0, 0.5]\n"
+                                      "[eval.fid]\nrealism_z = 2\n[datasets.builtin]"))
+    from_tables = load_plan(plan_path).eval_options
+    flat_keys = "fid_samples = 8\nsigmas = [0.0, 0.5]\nrealism_z = 2.0"  # 2.0: a whole number
+    plan_path.write_text(text.replace("fid_samples = 8", flat_keys))
+    flat = load_plan(plan_path).eval_options
+    assert from_tables == flat
+    assert (flat.setting("sigmas"), flat.setting("noise.sigmas"), flat.setting("fid.realism_z")) == \
+        ((0.0, 0.5), (0.0, 0.5), 2)
+    assert (flat.setting("fid_samples"), flat.setting("extractor"), flat.max_samples) == (8, "random-conv", 8)
 
 
 def test_shipped_plans_expand_to_the_papers_experiments() -> None:

@@ -36,7 +36,7 @@ from kpbench.samples import DataSpec, make_sample_dataset
 DATA = "builtin:48"
 EXPORT_ARGS = ("--max-samples", "8", "--batch-size", "4", "--sigmas", "0", "--sigmas", "0.5",
                "--max-patches", "4", "--fid-samples", "5")
-SCORING = EvalOptions(extractor="random-conv", fid_reference_samples=16)
+SCORING = EvalOptions().with_settings(extractor="random-conv", fid_reference_samples=16)
 RECONSTRUCTION = ("mask_iou", "appearance_l1", "psnr", "ssim")
 runner = CliRunner()
 

@@ -28,8 +28,8 @@ from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, train
 
 DATA = DataSpec(source="builtin:48", size=64)
-OPTIONS = EvalOptions(max_samples=8, batch_size=4, sigmas=(0.0, 0.5), max_patches=4,
-                      fid_samples=5, extractor="random-conv", classify_samples=48, folds=3)
+OPTIONS = EvalOptions(max_samples=8, batch_size=4).with_settings(
+    sigmas=(0.0, 0.5), max_patches=4, fid_samples=5, extractor="random-conv", classify_samples=48, folds=3)
 # Every file in protocols/ registers the protocol it is named after; none is listed by hand.
 PROTOCOL_FILES = {path.stem for path in (Path(__file__).resolve().parents[1] / "protocols").glob("*.py")
                   if not path.name.startswith("_")}
@@ -182,7 +182,7 @@ def test_bn_mode_is_recorded_per_protocol_and_changes_rows(workdir: WorkDir) -> 
 
 def test_several_z_per_patch_set_and_a_floor_that_needs_more_real_images(workdir: WorkDir) -> None:
     def fid_rows(**settings: int) -> pd.DataFrame:
-        evaluate(workdir, ["fid"], variants=["full"], options=replace(OPTIONS, realism_z=2, **settings))
+        evaluate(workdir, ["fid"], variants=["full"], options=OPTIONS.with_settings(realism_z=2, **settings))
         rows = read_rows(workdir.runs).query("protocol == 'fid' and metric == 'kid'")
         return rows[rows.run == find_runs(workdir, ["full"], [0])[0].name].set_index("variant")
 
@@ -232,7 +232,7 @@ def test_per_sample_values_match_their_rows_and_pair_across_runs(workdir: WorkDi
 
 
 def test_missing_inception_weights_leave_an_explained_gap(workdir: WorkDir) -> None:
-    options = EvalOptions(max_samples=4, fid_samples=4, extractor="inception")
+    options = EvalOptions(max_samples=4).with_settings(fid_samples=4, extractor="inception")
     evaluate(workdir, ["fid"], variants=["full"], options=options)
     fid = read_rows(workdir.runs).query("variant == 'full' and protocol == 'fid'")
     assert fid["value"].isna().all()
