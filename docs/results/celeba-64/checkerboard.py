@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import spearmanr
@@ -66,7 +65,8 @@ def main(workdir: str) -> None:
                                            checkerboard_sd=("checkerboard", "std"), kid=("kid", "mean"))
     print(summary.loc[[v for v in VARIANTS if v in summary.index]].round(4).to_string())
     rho, p = spearmanr(frame["checkerboard"], frame["kid"])
-    print(f"Spearman correlation of checkerboard energy and KID over {len(frame)} runs: {rho:.2f} (p = {p:.2g})")
+    print(f"Spearman correlation of checkerboard energy and KID over {len(frame)} runs: "
+          f"{rho:.2f} (p = {p:.2g})")
     within = [spearmanr(g["checkerboard"], g["kid"])[0] for _, g in frame.groupby("variant") if len(g) > 2]
     print(f"within variants (across seeds): {', '.join(f'{r:.2f}' for r in within)}")
     print(frame.sort_values(["variant", "seed"]).round(4).to_string(index=False))
