@@ -175,7 +175,8 @@ def test_the_shipped_demo_plan_keeps_the_demos_settings_and_the_tiny_one_only_sh
 
     demo = load_plan(shipped_plan("demo"), tmp_path)
     assert shipped_plan("demo") == REPO / "plans" / "demo.toml"  # a checkout's plans/ folder
-    assert [cell.config.variant for cell in demo.cells] == ["full", "naive_gan", "nomask", "autoencoder", "cgan"]
+    variants = [cell.config.variant for cell in demo.cells]
+    assert variants == ["full", "naive_gan", "nomask", "autoencoder", "cgan"]
     config = demo.cells[0].config
     assert (config.data.source, config.data.size, config.width, config.batch_size, config.steps,
             config.lambda_decay_epochs, config.seed, config.num_workers) == ("builtin:1200", 64, 0.125, 16,
@@ -186,8 +187,9 @@ def test_the_shipped_demo_plan_keeps_the_demos_settings_and_the_tiny_one_only_sh
     assert demo.protocols == tuple(protocol.name for protocol in list_protocols())
     # demo-tiny extends demo: the same experiments, smaller, under its own name and work dir.
     tiny = load_plan("demo-tiny")  # a shipped plan by name, as an installed kpbench finds it
-    assert tiny.name == "demo-tiny" and tiny.datasets[0].workdir.root == Path("kpbench-demo-tiny/builtin").resolve()
-    assert [cell.config.variant for cell in tiny.cells] == [cell.config.variant for cell in demo.cells]
+    assert tiny.name == "demo-tiny"
+    assert tiny.datasets[0].workdir.root == Path("kpbench-demo-tiny/builtin").resolve()
+    assert [cell.config.variant for cell in tiny.cells] == variants
     small = tiny.cells[0].config
     assert (small.data.source, small.steps, small.width, small.lambda_decay_epochs, small.num_workers) == (
         "builtin:48", 2, 0.0625, 9, 0)
@@ -195,7 +197,8 @@ def test_the_shipped_demo_plan_keeps_the_demos_settings_and_the_tiny_one_only_sh
     # kpbench demo's options replace single settings the same way.
     changed = load_plan(shipped_plan("demo"), tmp_path, overrides=demo_overrides(steps=10, images=600))
     config = changed.cells[0].config
-    assert (config.steps, config.sample_every, config.data.source, config.width) == (10, 5, "builtin:600", 0.125)
+    assert (config.steps, config.sample_every, config.data.source, config.width) == (
+        10, 5, "builtin:600", 0.125)
     assert changed.eval_options.classify_samples == 600 and changed.eval_options.fid_samples == 60
 
 
@@ -205,7 +208,8 @@ def test_a_plan_extends_another_key_by_key_and_says_when_it_cannot(tmp_path: Pat
     child.write_text('extends = "tiny.toml"\nname = "child"\n[train]\nsteps = 3\n[eval]\nmax_samples = 4\n')
     plan = load_plan(child, tmp_path / "work")
     assert plan.name == "child" and len(plan.cells) == 2
-    assert {(cell.config.steps, cell.config.width, cell.config.device) for cell in plan.cells} == {(3, 0.0625, "cpu")}
+    settings = {(cell.config.steps, cell.config.width, cell.config.device) for cell in plan.cells}
+    assert settings == {(3, 0.0625, "cpu")}
     assert (plan.eval_options.max_samples, plan.eval_options.fid_samples) == (4, 8)
     child.write_text('extends = "nowhere.toml"\n')
     with pytest.raises(KpbenchError, match="extends .*nowhere.toml, which does not exist"):
