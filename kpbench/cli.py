@@ -674,9 +674,11 @@ def _print_plan_summary(result: Any) -> None:
                   highlight=False)
     if result.stages:
         console.print("wall time per stage:", highlight=False)
+        width = max(len(stage) for stage in result.stages)  # one column of seconds
         for stage, seconds in result.stages.items():
-            console.print(f"  {stage:<40} {seconds:7.1f} s", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"  {'total':<40} {sum(result.stages.values()):7.1f} s", highlight=False)
+            console.print(f"  {stage:<{width}} {seconds:7.1f} s", highlight=False, markup=False,
+                          soft_wrap=True)
+        console.print(f"  {'total':<{width}} {sum(result.stages.values()):7.1f} s", highlight=False)
     if result.evaluation.seconds:
         console.print("evaluation per protocol:", highlight=False)
         for line in result.evaluation.timing_lines():
