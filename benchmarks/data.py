@@ -32,8 +32,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kpbench.demo import DemoPlan, plan_with, run_demo  # noqa: E402
+from kpbench.cli import demo_overrides  # noqa: E402
 from kpbench.paths import WorkDir  # noqa: E402
+from kpbench.plan import load_plan, run_plan, shipped_plan  # noqa: E402
 from kpbench.samples import DataSpec, PatchSampleDataset, expand_batch, make_sample_dataset  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -73,14 +74,12 @@ def measure(samples: PatchSampleDataset, batch_size: int, rounds: int) -> tuple[
 
 
 def demo_breakdown(workdir: Path, steps: int | None, console: Console) -> None:
-    lines: list[str] = []
-    plan = plan_with(DemoPlan(), steps=steps)
-    run_demo(plan, WorkDir.resolve(workdir), say=lines.append, progress=False)
-    start = lines.index("wall time per stage:")
-    stages = [line.split() for line in lines[start + 1:] if line.startswith("  ") and line.endswith(" s")]
-    seconds = {" ".join(parts[:-2]): float(parts[-2]) for parts in stages}
-    total = seconds.pop("total")
-    table = Table(title=f"kpbench demo ({plan.steps} steps x {len(plan.variants)} variants), "
+    plan = load_plan(shipped_plan("demo"), workdir, overrides=demo_overrides(steps=steps))
+    result = run_plan(plan, say=lambda text: None, progress=False)
+    seconds = result.stages
+    total = sum(seconds.values())
+    first = plan.cells[0].config
+    table = Table(title=f"kpbench demo ({first.steps} steps x {len(plan.cells)} variants), "
                   f"{torch.get_num_threads()} threads")
     for column in ("stage", "seconds", "share"):
         table.add_column(column, justify="right")

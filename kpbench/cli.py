@@ -611,7 +611,7 @@ def run_command(
 ) -> None:
     """Train, evaluate and report every cell of a plan; finished cells are skipped, interrupted
     ones resume, a failed cell is reported and the others go on."""
-    from kpbench.plan import load_plan, run_plan
+    from kpbench.plan import load_plan
 
     sources = {}
     for item in data or []:
@@ -623,8 +623,15 @@ def run_command(
     if dry_run:
         _print_dry_run(plan, device, timed=time_iteration)
         return
-    result = run_plan(plan, Launcher(launcher).value,
-                      say=lambda text: console.print(text, highlight=False, markup=False))
+    _run_plan_and_summarise(plan, Launcher(launcher).value)
+
+
+def _run_plan_and_summarise(plan: Any, launcher: str) -> None:
+    """``kpbench run`` and ``kpbench demo``: the plan runner, then its summary; a non-zero exit
+    when a cell failed or a report could not be written."""
+    from kpbench.plan import run_plan
+
+    result = run_plan(plan, launcher, say=lambda text: console.print(text, highlight=False, markup=False))
     _print_plan_summary(result)
     if result.failed or result.report_errors:
         raise KpbenchError(f"{len(result.failed)} of {len(result.outcomes)} cells failed"
@@ -688,6 +695,22 @@ def _print_plan_summary(result: Any) -> None:
               for status in ("ran", "skipped", "failed")}
     console.print(f"ran {counts['ran']}, skipped {counts['skipped']}, failed {counts['failed']}",
                   highlight=False)
+    if result.stages:
+        console.print("wall time per stage:", highlight=False)
+        width = max(len(stage) for stage in result.stages)  # one column of seconds
+        for stage, seconds in result.stages.items():
+            console.print(f"  {stage:<{width}} {seconds:7.1f} s", highlight=False, markup=False,
+                          soft_wrap=True)
+        console.print(f"  {'total':<{width}} {sum(result.stages.values()):7.1f} s", highlight=False)
+    if result.evaluation.seconds:
+        console.print("evaluation per protocol:", highlight=False)
+        for line in result.evaluation.timing_lines():
+            console.print(f"  {line}", highlight=False, markup=False)
+    if result.summaries:
+        from kpbench.report import print_summary
+
+        for summary in result.summaries.values():
+            print_summary(summary, console)
     for dataset, html in result.reports.items():
         console.print(f"report {dataset}: {html}", highlight=False)
     for dataset, error in result.report_errors.items():
@@ -831,8 +854,8 @@ def export_model_command(
 @app.command("demo")
 @user_errors
 def demo_command(
-    tiny: Annotated[bool, typer.Option("--tiny", help="A seconds-long run of every stage (for tests "
-                    "and smoke checks; numbers mean nothing).")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="The shipped plan demo-tiny instead: a seconds-long "
+                    "run of every stage (for tests and smoke checks; numbers mean nothing).")] = False,
     steps: Annotated[int | None, typer.Option(min=1, help="Training iterations per variant.")] = None,
     width: Annotated[float | None, typer.Option(min=0.01, help="Channel multiplier (1 = the authors' "
                      "code's channel counts).")] = None,
@@ -844,21 +867,36 @@ def demo_command(
                          "FID cells say how to get them).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Where the demo's runs, "
-                       "cache and report go (default: ./kpbench-demo).")] = None,
+                       "cache and report go (default: ./kpbench-demo, with --tiny ./kpbench-demo-tiny), "
+                       "in the folder builtin/.")] = None,
 ) -> None:
-    """Prepare, train all five variants small, run every protocol and write the report."""
-    from kpbench.demo import TINY_PLAN, DemoPlan, default_demo_workdir, plan_with, run_demo
-    from kpbench.report import print_summary
+    """Prepare, train all five variants small, run every protocol and write the report: the
+    shipped plan demo (plans/demo.toml), run as `kpbench run` runs it; the options replace its
+    settings."""
+    from kpbench.plan import load_plan, shipped_plan
 
-    plan = plan_with(TINY_PLAN if tiny else DemoPlan(), steps=steps, width=width, size=size,
-                     images=images, batch_size=batch_size,
-                     extractor=checked_extractor(extractor) if extractor is not None else None,
-                     device=device)
-    work = WorkDir.resolve(workdir or default_demo_workdir())
-    result = run_demo(plan, work, say=lambda text: console.print(text, highlight=False),
-                      progress=not tiny)
-    print_summary(result.summary, console)
-    console.print(f"report: {result.html}", highlight=False)
+    overrides = demo_overrides(steps=steps, width=width, size=size, images=images, batch_size=batch_size,
+                               extractor=checked_extractor(extractor) if extractor is not None else None,
+                               device=device)
+    plan = load_plan(shipped_plan("demo-tiny" if tiny else "demo"), workdir, overrides=overrides)
+    _run_plan_and_summarise(plan, Launcher.LOCAL.value)
+
+
+def demo_overrides(steps: int | None = None, width: float | None = None, size: int | None = None,
+                   images: int | None = None, batch_size: int | None = None, extractor: str | None = None,
+                   device: str | None = None) -> dict[str, Any]:
+    """The demo plan's settings that ``kpbench demo``'s options replace (None: the plan's own)."""
+    train: dict[str, Any] = {"width": width, "batch_size": batch_size, "device": device}
+    if steps is not None:  # samples and checkpoints at half way, four status lines, as the plan
+        train |= {"steps": steps, "sample_every": max(1, steps // 2), "checkpoint_every": max(1, steps // 2),
+                  "status_every": max(1, steps // 4)}
+    evaluation = {"extractor": extractor, "device": device, "classify_samples": images}
+    dataset = {"size": size, "source": f"builtin:{images}" if images is not None else None}
+
+    def given(table: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in table.items() if value is not None}
+
+    return {"train": given(train), "eval": given(evaluation), "datasets": {"builtin": given(dataset)}}
 
 
 def main() -> None:  # pragma: no cover - console entry point

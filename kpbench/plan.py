@@ -2,6 +2,7 @@
 run (train, then evaluate), then one report per dataset. ``kpbench run PLAN`` executes it.
 
     name = "paper-cpu"
+    extends = "other.toml"       # optional: that plan's settings, these replacing them key by key
     seeds = [0, 1, 2]
     plugins = ["my_variant.py"]  # optional: variant files of your own (docs/extending.md)
     [train]                      # TrainConfig fields for every cell (steps, width, batch_size, ...)
@@ -50,7 +51,7 @@ from typing import Any
 from kpbench.choices import EDGEBOXES, Launcher, choice_values
 from kpbench.errors import KpbenchError, file_error
 from kpbench.paths import WorkDir
-from kpbench.protocol import ALL, EvalOptions, list_protocols
+from kpbench.protocol import ALL, EvalOptions, Evaluation, list_protocols
 from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, TrainingInterrupted
 
@@ -116,17 +117,71 @@ def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: Iterable
                     f"known: {', '.join(sorted(allowed))}")
 
 
-def load_plan(path: Path | str, workdir: Path | str | None = None,
-              data: dict[str, str] | None = None) -> Plan:
-    """Read and check a plan file. ``workdir`` defaults to ``./kpbench-<plan name>``; ``data``
-    maps dataset names to sources given on the command line (they override the file's)."""
-    path = Path(path)
+def shipped_plans_folder() -> Path:
+    """The plans that come with kpbench: ``plans/`` beside the package in a source checkout,
+    ``kpbench/plans/`` in an installed wheel (pyproject.toml's package-dir)."""
+    package = Path(__file__).resolve().parent
+    inside = package / "plans"
+    return inside if inside.is_dir() else package.parent / "plans"
+
+
+def shipped_plan(name: str) -> Path:
+    """The shipped plan file called ``name`` (``demo`` -> plans/demo.toml)."""
+    path = shipped_plans_folder() / f"{name}.toml"
+    if not path.is_file():
+        raise KpbenchError(f"no shipped plan {name!r}; shipped: {', '.join(shipped_plan_names())}")
+    return path
+
+
+def shipped_plan_names() -> list[str]:
+    return sorted(path.stem for path in shipped_plans_folder().glob("*.toml"))
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied: tables merge key by key, any other value replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_plan_file(path: Path, extended_by: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The plan's TOML tables, on top of those of the plan it ``extends`` (a path relative to
+    its own folder)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise KpbenchError(f"no plan file {path}") from None
+        if extended_by:
+            raise _fail(extended_by[-1], f"extends {path}, which does not exist") from None
+        shipped = shipped_plans_folder() / f"{path}.toml"
+        if path.parent == Path(".") and not path.suffix and shipped.is_file():  # kpbench run demo
+            return _read_plan_file(shipped)
+        raise KpbenchError(f"no plan file {path} (shipped plans, usable by name: "
+                           f"{', '.join(shipped_plan_names())})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise _fail(path, f"not valid TOML ({error})") from None
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise _fail(path, f"extends must name a plan file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in (p.resolve() for p in (*extended_by, path)):
+        raise _fail(path, f"extends {base}, which extends it back")
+    return _merged(_read_plan_file(base_path, (*extended_by, path)), raw)
+
+
+def load_plan(path: Path | str, workdir: Path | str | None = None,
+              data: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Plan:
+    """Read and check a plan file (or a shipped plan by name: ``demo``). ``workdir`` defaults to
+    ``./kpbench-<plan name>``; ``data`` maps dataset names to sources given on the command line
+    (they override the file's); ``overrides`` replaces settings as an ``extends`` plan would
+    (``{"train": {"steps": 10}}``)."""
+    path = Path(path)
+    raw = _merged(_read_plan_file(path), overrides or {})
     _check_keys(path, "the plan", raw, {"name", "description", "seeds", "train", "eval", "datasets",
                                          "experiments", "launcher", "plugins"})
     _load_plugins(path, raw.get("plugins", []))
@@ -426,29 +481,47 @@ def cell_state(cell: Cell, protocols: tuple[str, ...]) -> tuple[bool, list[str],
     return finished, missing, f"{info.status} at step {info.step}/{info.total_steps}"
 
 
+@dataclass
+class CellWork:
+    """What :func:`execute_cell` did: a line for the summary, the wall seconds of its training and
+    evaluation, and the evaluation's own timing per protocol (None when nothing was evaluated)."""
+
+    detail: str
+    seconds: dict[str, float] = field(default_factory=dict)  # "train", "evaluate"
+    evaluation: Evaluation | None = None
+
+
 def execute_cell(cell: Cell, protocols: tuple[str, ...], options: EvalOptions, processes: int = 1,
                  on_step: Callable[[int, int, str], None] | None = None,
-                 say: Callable[[str], None] = lambda text: None) -> str:
-    """Train (or resume) and evaluate one cell, skipping what is done; returns what it did.
-    ``processes`` > 1 trains under torchrun (one process per GPU)."""
+                 say: Callable[[str], None] = lambda text: None,
+                 shared: dict[Any, Any] | None = None) -> CellWork:
+    """Train (or resume) and evaluate one cell, skipping what is done. ``processes`` > 1 trains
+    under torchrun (one process per GPU). ``shared``: the evaluation cache of the cells run
+    before in this process (samples, baselines), see :func:`kpbench.protocol.evaluate`."""
     from kpbench.protocol import evaluate
     from kpbench.train import train
 
     finished, missing, state = cell_state(cell, protocols)
-    done = []
+    done, work = [], CellWork("")
     if not finished:
         say(f"{cell.key}: training ({state})")
+        started = time.perf_counter()
         if processes > 1:
             _train_with_torchrun(cell.config, processes)
         else:
             train(replace(cell.config, progress=False), on_step=on_step)
+        work.seconds["train"] = time.perf_counter() - started
         done.append("trained" if state == "not started" else f"trained (was {state})")
         missing = list(protocols)
     if missing:
         say(f"{cell.key}: evaluating {', '.join(missing)}")
-        evaluate(WorkDir.resolve(cell.config.workdir), missing, options=options, names=[cell.name])
+        started = time.perf_counter()
+        work.evaluation = evaluate(WorkDir.resolve(cell.config.workdir), missing, options=options,
+                                   names=[cell.name], shared=shared)
+        work.seconds["evaluate"] = time.perf_counter() - started
         done.append(f"evaluated {', '.join(missing)}")
-    return "; ".join(done) or "already done"
+    work.detail = "; ".join(done) or "already done"
+    return work
 
 
 def _train_with_torchrun(config: TrainConfig, processes: int) -> None:
@@ -481,10 +554,27 @@ class PlanResult:
     outcomes: list[Outcome]
     reports: dict[str, Path]  # dataset -> report html
     report_errors: dict[str, str]
+    # Wall seconds per stage, in order: "data <dataset>" (key patches detected once), "train
+    # <cell>" and "evaluate <cell>" for each cell run here, "report <dataset>".
+    stages: dict[str, float] = field(default_factory=dict)
+    evaluation: Evaluation = field(default_factory=Evaluation)  # every cell's, per protocol
+    summaries: dict[str, Any] = field(default_factory=dict)  # dataset -> the report's summary table
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+    def add(self, outcome: Outcome, work: CellWork | None) -> None:
+        """Record a cell's outcome and, when it ran here, its stages and evaluation timing."""
+        self.outcomes.append(outcome)
+        if work is None:
+            return
+        for stage, seconds in work.seconds.items():
+            self.stages[f"{stage} {outcome.cell.key}"] = seconds
+        if work.evaluation is not None:
+            self.evaluation.written.update(work.evaluation.written)
+            for name, seconds in work.evaluation.seconds.items():
+                self.evaluation.seconds[name] = self.evaluation.seconds.get(name, 0.0) + seconds
 
 
 def run_plan(plan: Plan, launcher: str = "local", say: Callable[[str], None] = print,
@@ -496,34 +586,62 @@ def run_plan(plan: Plan, launcher: str = "local", say: Callable[[str], None] = p
     for dataset in plan.datasets:
         if dataset.skipped:
             say(f"dataset {dataset.name}: skipped, {dataset.skipped}")
-    todo, outcomes = [], []
+    result = PlanResult([], {}, {})
+    todo = []
     for cell in plan.cells:
         finished, missing, _ = cell_state(cell, plan.protocols)
         if finished and not missing:
-            outcomes.append(Outcome(cell, "skipped", "finished and evaluated"))
+            result.add(Outcome(cell, "skipped", "finished and evaluated"), None)
         else:
             todo.append(cell)
-    say(f"plan {plan.name}: {len(plan.cells)} cells, {len(outcomes)} already done, {len(todo)} to run "
-        f"({launcher})")
+    say(f"plan {plan.name}: {len(plan.cells)} cells, {len(result.outcomes)} already done, {len(todo)} to "
+        f"run ({launcher})")
     processes = int(plan.launcher.get("processes_per_cell", 1))
     if launcher == "local":
-        outcomes += _run_local(plan, todo, processes, say, progress)
+        _prepare_data(plan, todo, result, say, progress)
+        _run_local(plan, todo, processes, result, progress)
     else:
-        outcomes += _run_submitit(plan, todo, launcher, processes, say)
+        _run_submitit(plan, todo, launcher, processes, result, say)
     order = {cell.key: index for index, cell in enumerate(plan.cells)}
-    outcomes.sort(key=lambda o: order[o.cell.key])
-    usable = {o.cell.dataset for o in outcomes if o.status != "failed"}
-    reports, report_errors = _reports(plan, usable, say)
-    return PlanResult(outcomes, reports, report_errors)
+    result.outcomes.sort(key=lambda o: order[o.cell.key])
+    usable = {o.cell.dataset for o in result.outcomes if o.status != "failed"}
+    _reports(plan, usable, result, say)
+    return result
 
 
-def _run_local(plan: Plan, todo: list[Cell], processes: int, say: Callable[[str], None],
-               progress: bool) -> list[Outcome]:
+def _prepare_data(plan: Plan, todo: list[Cell], result: PlanResult, say: Callable[[str], None],
+                  progress: bool) -> None:
+    """Decode each dataset the cells to run use and detect its key patches, for every N up to
+    the evaluation's ``max_patches`` in one pass: otherwise training detects its own N and the
+    evaluation of other N detects again. A dataset that cannot be prepared is said here and
+    fails in its cells, which record why."""
+    from kpbench.samples import load_boxes, open_data
+
+    counts = range(1, int(plan.eval_options.setting("num_patches.max_patches")) + 1)
+    prepared: set[Any] = set()
+    for cell in todo:
+        spec = cell.config.data
+        key = (cell.config.workdir, replace(spec, n_patches=0))  # one detection serves every N
+        if key in prepared:
+            continue
+        prepared.add(key)
+        say(f"{cell.dataset}: decoding {spec.source} and detecting key patches")
+        started = time.perf_counter()
+        try:
+            load_boxes(open_data(spec), spec, WorkDir.resolve(cell.config.workdir), progress=progress,
+                       also_counts=counts)
+        except KpbenchError as error:
+            say(f"{cell.dataset}: {error}")
+        stage = f"data {cell.dataset}"
+        result.stages[stage] = result.stages.get(stage, 0.0) + time.perf_counter() - started
+
+
+def _run_local(plan: Plan, todo: list[Cell], processes: int, result: PlanResult, progress: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    outcomes = []
     view = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[status]}"), disable=not progress)
+    shared: dict[Any, Any] = {}  # evaluation work that does not depend on the weights, across cells
     with view:
         overall = view.add_task(f"plan {plan.name}", total=len(todo), status="")
         current = view.add_task("", total=1, status="", visible=False)
@@ -547,19 +665,18 @@ def _run_local(plan: Plan, todo: list[Cell], processes: int, say: Callable[[str]
                 view.console.print(f"{number} {text}", highlight=False, markup=False)
 
             try:
-                detail = execute_cell(cell, plan.protocols, plan.eval_options, processes, on_step,
-                                      say=say_cell)
-                outcomes.append(Outcome(cell, "ran", detail, time.perf_counter() - started))
+                work = execute_cell(cell, plan.protocols, plan.eval_options, processes, on_step,
+                                    say=say_cell, shared=shared)
+                result.add(Outcome(cell, "ran", work.detail, time.perf_counter() - started), work)
             except TrainingInterrupted:
                 raise
             except KpbenchError as error:
-                outcomes.append(Outcome(cell, "failed", str(error), time.perf_counter() - started))
+                result.add(Outcome(cell, "failed", str(error), time.perf_counter() - started), None)
             except Exception as error:  # a bug or a crash in one cell must not stop the others
                 known = file_error(error, action="open") if isinstance(error, OSError) else None
                 detail = str(known) if known else f"{type(error).__name__}: {error} ({_save_traceback(cell)})"
-                outcomes.append(Outcome(cell, "failed", detail, time.perf_counter() - started))
+                result.add(Outcome(cell, "failed", detail, time.perf_counter() - started), None)
             view.update(overall, completed=index)
-    return outcomes
 
 
 def _save_traceback(cell: Cell) -> str:
@@ -569,14 +686,14 @@ def _save_traceback(cell: Cell) -> str:
     return f"traceback in {path}"
 
 
-def _run_submitit(plan: Plan, todo: list[Cell], launcher: str, processes: int,
-                  say: Callable[[str], None]) -> list[Outcome]:
+def _run_submitit(plan: Plan, todo: list[Cell], launcher: str, processes: int, result: PlanResult,
+                  say: Callable[[str], None]) -> None:
     try:
         import submitit
     except ImportError:
         raise KpbenchError("the slurm launcher needs submitit: pip install submitit") from None
     if not todo:
-        return []
+        return
     cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[launcher]
     folder = plan.datasets[0].workdir.root.parent / "submitit"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
@@ -590,38 +707,36 @@ def _run_submitit(plan: Plan, todo: list[Cell], launcher: str, processes: int,
     jobs = [(cell, executor.submit(execute_cell, cell, plan.protocols, plan.eval_options, processes))
             for cell in todo]
     say(f"submitted {len(jobs)} jobs ({cluster}); logs in {folder}")
-    outcomes = []
     for cell, job in jobs:
         started = time.perf_counter()
         try:
-            detail = job.result()
-            outcomes.append(Outcome(cell, "ran", f"{detail} (job {job.job_id})",
-                                    time.perf_counter() - started))
+            work: CellWork = job.result()
+            result.add(Outcome(cell, "ran", f"{work.detail} (job {job.job_id})",
+                               time.perf_counter() - started), work)
         except Exception as error:  # submitit re-raises the job's exception, or a FailedJobError
             last = str(error).strip().splitlines()
-            outcomes.append(Outcome(cell, "failed", f"job {job.job_id}: {last[-1] if last else error}",
-                                    time.perf_counter() - started))
-        say(f"{cell.key}: {outcomes[-1].status}")
-    return outcomes
+            result.add(Outcome(cell, "failed", f"job {job.job_id}: {last[-1] if last else error}",
+                               time.perf_counter() - started), None)
+        say(f"{cell.key}: {result.outcomes[-1].status}")
 
 
-def _reports(plan: Plan, datasets: set[str],
-             say: Callable[[str], None]) -> tuple[dict[str, Path], dict[str, str]]:
+def _reports(plan: Plan, datasets: set[str], result: PlanResult, say: Callable[[str], None]) -> None:
     """A report per dataset in ``datasets`` (those with at least one cell that did not fail)."""
     from kpbench.report import build_report
 
-    reports, errors = {}, {}
     for dataset in plan.datasets:
         if dataset.name not in datasets:
             continue
+        started = time.perf_counter()
         try:
-            result = build_report(dataset.workdir, plan.name,
+            report = build_report(dataset.workdir, plan.name,
                                   title=f"kpbench plan {plan.name}: {dataset.name}")
-            reports[dataset.name] = result.html
-            say(f"report ({dataset.name}): {result.html}")
+            result.reports[dataset.name] = report.html
+            result.summaries[dataset.name] = report.summary
+            say(f"report ({dataset.name}): {report.html}")
         except KpbenchError as error:
-            errors[dataset.name] = str(error)
-    return reports, errors
+            result.report_errors[dataset.name] = str(error)
+        result.stages[f"report {dataset.name}"] = time.perf_counter() - started
 
 
 def describe_cost(plan: Plan) -> list[tuple[Cell, CellCost]]:

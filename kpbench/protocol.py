@@ -565,9 +565,11 @@ def evaluate(
     on_progress: Callable[[str], None] | None = None,
     names: list[str] | None = None,
     boxes: str | None = None,
+    shared: dict[Any, Any] | None = None,
 ) -> Evaluation:
     """Run protocols on matching runs. Work that does not depend on a run's weights (samples,
-    baselines, raw-pixel and random-encoder scores) is done once and shared across runs.
+    baselines, raw-pixel and random-encoder scores) is done once and shared across runs, and
+    across calls that pass the same ``shared`` dict (the plan runner's cells, one per call).
     ``boxes`` (a box file or "edgeboxes"): evaluate on that box source's key patches; for runs
     trained on another, rows go to ``results/<protocol>@<source>.csv`` with the conditions
     suffixed the same way (:attr:`EvalContext.box_shift`), beside the run's own rows."""
@@ -579,7 +581,7 @@ def evaluate(
     device = pick_device(options.device)
     outcome = Evaluation()
 
-    datasets: dict[Any, Any] = {}  # shared by every run's context
+    datasets: dict[Any, Any] = {} if shared is None else shared  # shared by every run's context
     notices: dict[str, None] = {}  # why a run skipped a protocol, each said once
     for run_dir in find_runs(workdir, variants, seeds, names):
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation

@@ -119,26 +119,45 @@ class _TableCounter(HTMLParser):
         self.images += tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64,")
 
 
-def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
+def test_tiny_demo_runs_end_to_end_as_kpbench_run_runs_its_plan(tmp_path: Path) -> None:
     result = invoke("demo", "--tiny", "-w", tmp_path)
     assert result.exit_code == 0, result.output
-    html_path = tmp_path / "reports" / "demo" / "index.html"
-    assert html_path.is_file() and f"report: {html_path}" in result.stdout.replace("\n", "")
+    html_path = tmp_path / "builtin" / "reports" / "demo-tiny" / "index.html"
+    assert html_path.is_file() and f"report builtin: {html_path}" in result.stdout.replace("\n", "")
     from kpbench.runs import list_runs
 
-    runs = {info.variant: info for info in list_runs(tmp_path / "runs")}
+    runs = {info.variant: info for info in list_runs(tmp_path / "builtin" / "runs")}
     assert sorted(runs) == sorted(("full", "naive_gan", "nomask", "autoencoder", "cgan"))
     for info in runs.values():
         assert info.status == "finished" and info.evaluated_with(["noise", "patches", "fid"])
+    # The plan runner's summary: the cells, the wall time of each stage, the time per protocol.
+    assert "ran 5, skipped 0, failed 0" in result.stdout and "wall time per stage:" in result.stdout
+    stages = [line.split()[:2] for line in result.stdout.split("wall time per stage:")[1].splitlines()[1:13]]
+    assert [stage for stage, _ in stages] == ["data", *["train", "evaluate"] * 5, "report"]
+    assert "evaluation per protocol:" in result.stdout
+
+    # kpbench run on the shipped plan file: the same runs and the same report rows.
+    planned = invoke("run", Path(__file__).resolve().parents[1] / "plans" / "demo-tiny.toml",
+                     "-w", tmp_path / "planned")
+    assert planned.exit_code == 0, planned.output
+    assert sorted(info.name for info in list_runs(tmp_path / "planned" / "builtin" / "runs")) == sorted(
+        info.name for info in runs.values())
+    import pandas as pd
+
+    def rows(work: Path) -> pd.DataFrame:
+        table = pd.read_csv(work / "builtin" / "reports" / "demo-tiny" / "results.csv")
+        return table.sort_values(list(table.columns[:5])).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(tmp_path), rows(tmp_path / "planned"))
     counter = _TableCounter()
     counter.feed(html_path.read_text())
     assert counter.tables >= 6 and counter.images >= 5
-    assert (tmp_path / "reports" / "demo" / "results.csv").stat().st_size > 1000
+    assert (tmp_path / "builtin" / "reports" / "demo-tiny" / "results.csv").stat().st_size > 1000
     # Each claim shows its primary metric, and per-sample values were kept for paired comparisons.
     page = html_path.read_text()
     assert '<td class="primary">KID (lower for the full model)</td>' in page
     assert '<td class="primary">mask IoU (higher than the stronger floor)</td>' in page
-    markdown = (tmp_path / "reports" / "demo" / "results.md").read_text()
+    markdown = (tmp_path / "builtin" / "reports" / "demo-tiny" / "results.md").read_text()
     assert "| primary metric | difference [95 % interval] |" in markdown and "(paired, 1 seed x" in markdown
     # The protocols' own report paragraphs, as `kpbench report` and `kpbench run` print them.
     from html import escape
@@ -147,9 +166,9 @@ def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
 
     patches = get_protocol("patches")
     assert patches.report_description and escape(patches.report_description, quote=False) in page
-    regenerated = invoke("report", "-w", tmp_path, "--name", "again")
+    regenerated = invoke("report", "-w", tmp_path / "builtin", "--name", "again")
     assert regenerated.exit_code == 0, regenerated.output
-    assert escape(patches.report_description, quote=False) in (tmp_path / "reports" / "again" /
+    assert escape(patches.report_description, quote=False) in (tmp_path / "builtin" / "reports" / "again" /
                                                                "index.html").read_text()
 
 

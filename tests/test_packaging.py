@@ -17,17 +17,19 @@ from kpbench.protocol import list_protocols
 from kpbench.variant import list_variants
 
 REPO = Path(kpbench.__file__).resolve().parent.parent
-SOURCE_PARTS = ("pyproject.toml", "README.md", "kpbench", "variants", "protocols")
+SOURCE_PARTS = ("pyproject.toml", "README.md", "kpbench", "variants", "protocols", "plans")
 
 # Lists the registries and where each plug-in module came from, as JSON.
 LIST_SCRIPT = """
 import json, sys
 from kpbench.variant import list_variants
 from kpbench.protocol import list_protocols
+from kpbench.plan import shipped_plan
 variants = [spec.name for spec in list_variants()]
 protocols = [protocol.name for protocol in list_protocols()]
 files = {name: sys.modules[f"kpbench.variants.{name}"].__file__ for name in ("full", "nomask")}
 files["noise"] = sys.modules["kpbench.protocols.noise"].__file__
+files["demo plan"] = str(shipped_plan("demo"))  # kpbench demo's plan
 print(json.dumps({"variants": variants, "protocols": protocols, "files": files,
                   "top_level": [name for name in ("variants", "protocols") if name in sys.modules]}))
 """
@@ -93,6 +95,7 @@ def test_the_wheel_installs_the_folders_inside_the_package(tmp_path):
                        for path in (source / folder).rglob("*.py")}
         assert shipped == in_checkout and f"kpbench/{folder}/__init__.py" in shipped
     assert {"kpbench/report/templates/page.html.j2", "kpbench/report/templates/plot.svg.j2"} <= set(names)
+    assert {"kpbench/plans/demo.toml", "kpbench/plans/demo-tiny.toml"} <= set(names)
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"kpbench"}
 

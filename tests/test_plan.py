@@ -188,6 +188,61 @@ def test_shipped_plans_expand_to_the_papers_experiments() -> None:
     assert load_plan(REPO / "plans" / "paper.toml").datasets[0].skipped
 
 
+def test_the_shipped_demo_plan_keeps_the_demos_settings_and_the_tiny_one_only_shrinks_them(
+        tmp_path: Path) -> None:
+    from kpbench.cli import demo_overrides
+    from kpbench.plan import shipped_plan
+    from kpbench.protocol import list_protocols
+
+    demo = load_plan(shipped_plan("demo"), tmp_path)
+    assert shipped_plan("demo") == REPO / "plans" / "demo.toml"  # a checkout's plans/ folder
+    variants = [cell.config.variant for cell in demo.cells]
+    assert variants == ["full", "naive_gan", "nomask", "autoencoder", "cgan"]
+    config = demo.cells[0].config
+    assert (config.data.source, config.data.size, config.width, config.batch_size, config.steps,
+            config.lambda_decay_epochs, config.seed, config.num_workers) == ("builtin:1200", 64, 0.125, 16,
+                                                                           250, 9, 0, 0)
+    options = demo.eval_options
+    assert (options.max_samples, options.fid_samples, options.extractor, options.classify_samples) == (
+        120, 60, "inception", 1200)
+    assert demo.protocols == tuple(protocol.name for protocol in list_protocols())
+    # demo-tiny extends demo: the same experiments, smaller, under its own name and work dir.
+    tiny = load_plan("demo-tiny")  # a shipped plan by name, as an installed kpbench finds it
+    assert tiny.name == "demo-tiny"
+    assert tiny.datasets[0].workdir.root == Path("kpbench-demo-tiny/builtin").resolve()
+    assert [cell.config.variant for cell in tiny.cells] == variants
+    small = tiny.cells[0].config
+    assert (small.data.source, small.steps, small.width, small.lambda_decay_epochs, small.num_workers) == (
+        "builtin:48", 2, 0.0625, 9, 0)
+    assert tiny.eval_options.extractor == "random-conv"
+    # kpbench demo's options replace single settings the same way.
+    changed = load_plan(shipped_plan("demo"), tmp_path, overrides=demo_overrides(steps=10, images=600))
+    config = changed.cells[0].config
+    assert (config.steps, config.sample_every, config.data.source, config.width) == (
+        10, 5, "builtin:600", 0.125)
+    assert changed.eval_options.classify_samples == 600 and changed.eval_options.fid_samples == 60
+
+
+def test_a_plan_extends_another_key_by_key_and_says_when_it_cannot(tmp_path: Path) -> None:
+    base = write_plan(tmp_path)
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "tiny.toml"\nname = "child"\n[train]\nsteps = 3\n[eval]\nmax_samples = 4\n')
+    plan = load_plan(child, tmp_path / "work")
+    assert plan.name == "child" and len(plan.cells) == 2
+    settings = {(cell.config.steps, cell.config.width, cell.config.device) for cell in plan.cells}
+    assert settings == {(3, 0.0625, "cpu")}
+    assert (plan.eval_options.max_samples, plan.eval_options.fid_samples) == (4, 8)
+    child.write_text('extends = "nowhere.toml"\n')
+    with pytest.raises(KpbenchError, match="extends .*nowhere.toml, which does not exist"):
+        load_plan(child)
+    base.write_text('extends = "child.toml"\n')
+    child.write_text('extends = "tiny.toml"\n')
+    with pytest.raises(KpbenchError, match="which extends it back"):
+        load_plan(child)
+    with pytest.raises(KpbenchError, match="no plan file nonesuch .*shipped plans, usable by name: .*demo"):
+        load_plan("nonesuch")
+
+
 def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import kpbench.plan
@@ -241,8 +296,8 @@ def test_a_cell_with_two_processes_trains_under_torchrun(tmp_path: Path) -> None
 
     plan = load_plan(write_plan(tmp_path), tmp_path / "work")
     cell = plan.cells[0]
-    detail = execute_cell(cell, plan.protocols, plan.eval_options, processes=2)
-    assert detail == "trained; evaluated patches"
+    work = execute_cell(cell, plan.protocols, plan.eval_options, processes=2)
+    assert work.detail == "trained; evaluated patches" and set(work.seconds) == {"train", "evaluate"}
     saved = torch.load(cell.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == 2 and len(saved["ranks"]) == 2  # both processes took part
     config = json.loads((cell.run_dir / "config.json").read_text())
