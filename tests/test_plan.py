@@ -203,8 +203,8 @@ def test_the_shipped_demo_plan_keeps_the_demos_settings_and_the_tiny_one_only_sh
             config.lambda_decay_epochs, config.seed, config.num_workers) == ("builtin:1200", 64, 0.125, 16,
                                                                            250, 9, 0, 0)
     options = demo.eval_options
-    assert (options.max_samples, options.fid_samples, options.extractor, options.classify_samples) == (
-        120, 60, "inception", 1200)
+    assert (options.max_samples, options.setting("fid_samples"), options.setting("extractor"),
+            options.setting("classify_samples")) == (120, 60, "inception", 1200)
     assert demo.protocols == tuple(protocol.name for protocol in list_protocols())
     # demo-tiny extends demo: the same experiments, smaller, under its own name and work dir.
     tiny = load_plan("demo-tiny")  # a shipped plan by name, as an installed kpbench finds it
@@ -214,13 +214,14 @@ def test_the_shipped_demo_plan_keeps_the_demos_settings_and_the_tiny_one_only_sh
     small = tiny.cells[0].config
     assert (small.data.source, small.steps, small.width, small.lambda_decay_epochs, small.num_workers) == (
         "builtin:48", 2, 0.0625, 9, 0)
-    assert tiny.eval_options.extractor == "random-conv"
+    assert tiny.eval_options.setting("extractor") == "random-conv"
     # kpbench demo's options replace single settings the same way.
     changed = load_plan(shipped_plan("demo"), tmp_path, overrides=demo_overrides(steps=10, images=600))
     config = changed.cells[0].config
     assert (config.steps, config.sample_every, config.data.source, config.width) == (
         10, 5, "builtin:600", 0.125)
-    assert changed.eval_options.classify_samples == 600 and changed.eval_options.fid_samples == 60
+    assert changed.eval_options.setting("classify_samples") == 600
+    assert changed.eval_options.setting("fid_samples") == 60
 
 
 def test_a_plan_extends_another_key_by_key_and_says_when_it_cannot(tmp_path: Path) -> None:
@@ -231,7 +232,7 @@ def test_a_plan_extends_another_key_by_key_and_says_when_it_cannot(tmp_path: Pat
     assert plan.name == "child" and len(plan.cells) == 2
     settings = {(cell.config.steps, cell.config.width, cell.config.device) for cell in plan.cells}
     assert settings == {(3, 0.0625, "cpu")}
-    assert (plan.eval_options.max_samples, plan.eval_options.fid_samples) == (4, 8)
+    assert (plan.eval_options.max_samples, plan.eval_options.setting("fid_samples")) == (4, 8)
     child.write_text('extends = "nowhere.toml"\n')
     with pytest.raises(KpbenchError, match="extends .*nowhere.toml, which does not exist"):
         load_plan(child)
