@@ -29,11 +29,11 @@ import torch
 from PIL import Image
 
 from kpbench.choices import GENERATE_BN_MODE
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.generate import Generated, generate_from_patches, read_patches
 from kpbench.paths import WorkDir
 from kpbench.runs import TrainedRun
-from kpbench.samples import DataSpec
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

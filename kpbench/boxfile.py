@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -45,14 +44,12 @@ from typing import Protocol
 import numpy as np
 
 from kpbench.boxcache import BoxTable, Dataset
-from kpbench.choices import BoxFill, choice_values
+from kpbench.dataspec import FILL_CHOICES, box_file_id
 from kpbench.errors import KpbenchError
-from kpbench.io import sha256_file, stable_hash
+from kpbench.io import stable_hash
 from kpbench.patches import KeyPatchDetector, PatchParams, box_iou
 
-FILL_CHOICES: tuple[str, ...] = choice_values(BoxFill)
 BOX_FILE_VERSION = 1  # bump when reading or mapping changes the boxes: it enters the cache key
-_ID_HASH_LENGTH = 16
 _COLUMNS_5 = ("file", "x", "y", "w", "h")
 _COLUMNS_6 = ("file", "box", "x", "y", "w", "h")
 
@@ -79,16 +76,6 @@ class _BoxFileDataset(Dataset, Protocol):
 
 class TooFewFileBoxes(KpbenchError):
     """No image has N boxes in the box file (e.g. N = 5 from a file of 3 per image)."""
-
-
-def box_file_id(path: Path | str) -> str:
-    """``<file stem>.<sha256 of the content, 16 hex digits>``: what names a box file in run
-    identities and cache keys (its content, and a readable name)."""
-    path = Path(path)
-    if not path.is_file():
-        raise KpbenchError(f"box file {path} not found")
-    stem = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem) or "boxes"
-    return f"{stem}.{sha256_file(path)[:_ID_HASH_LENGTH]}"
 
 
 def box_id_hash(box_id: str) -> str:

@@ -33,7 +33,7 @@ from kpbench.errors import KpbenchError, file_error
 from kpbench.paths import WORKDIR_ENV, WorkDir
 
 if TYPE_CHECKING:
-    from kpbench.samples import DataSpec
+    from kpbench.dataspec import DataSpec
 
 app = typer.Typer(
     name="kpbench",
@@ -173,7 +173,7 @@ class DataOptions:
     fill: BoxFill = BoxFill.SKIP
 
     def spec(self, source: str) -> DataSpec:
-        from kpbench.samples import DataSpec
+        from kpbench.dataspec import DataSpec
 
         if self.edge_model is not None and not self.edge_model.is_file():
             raise KpbenchError(f"edge model {self.edge_model} not found")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kpbench.choices import Amp, choice_values
+from kpbench.dataspec import PATCH_SOURCES, DataSpec, PatchSource
 from kpbench.errors import KpbenchError
-from kpbench.samples import PATCH_SOURCES, DataSpec, PatchSource
 from kpbench.variant import INITIALISATIONS, Initialisation
 
 AmpMode = Literal["off", "bf16", "fp16", "auto"]

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from kpbench.config import TrainConfig
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.predictions import (
@@ -45,7 +46,6 @@ from kpbench.predictions import (
     request_id,
     z_seed,
 )
-from kpbench.samples import DataSpec
 
 if TYPE_CHECKING:
     from kpbench.protocol import EvalOptions, Protocol

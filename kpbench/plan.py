@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Any
 
 from kpbench.choices import EDGEBOXES, Launcher, choice_values
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError, file_error
 from kpbench.paths import WorkDir
 from kpbench.protocol import ALL, EvalOptions, Evaluation, list_protocols
-from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, TrainingInterrupted
 
 LAUNCHERS: tuple[str, ...] = choice_values(Launcher)

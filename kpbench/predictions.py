@@ -35,10 +35,10 @@ from PIL import Image
 from torch import Tensor
 
 from kpbench.config import TrainConfig
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.paths import RunDir, WorkDir
 from kpbench.runtime import derive_seed
-from kpbench.samples import DataSpec
 
 if TYPE_CHECKING:
     from kpbench.protocol import EvalOptions, Protocol

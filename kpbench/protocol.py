@@ -38,8 +38,9 @@ from kpbench.runtime import derive_seed, pick_device
 if TYPE_CHECKING:
     from kpbench.baselines import NearestNeighbour
     from kpbench.data import Split
+    from kpbench.dataspec import DataSpec, PatchSource
     from kpbench.predictions import OutputsOnlyRun
-    from kpbench.samples import DataSpec, PatchSampleDataset, PatchSource
+    from kpbench.samples import PatchSampleDataset
 
 ALL = "all"
 T = TypeVar("T")

@@ -61,12 +61,7 @@ from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_f
 from kpbench.nets import Generator, build_networks
 from kpbench.paths import RunDir, WorkDir
 from kpbench.runtime import derive_seed, pick_device, resolve_amp, seed_everything
-from kpbench.samples import (
-    PatchSampleDataset,
-    expand_batch,
-    keep_batch,
-    make_sample_dataset,
-)
+from kpbench.samples import PatchSampleDataset, expand_batch, keep_batch, make_sample_dataset
 from kpbench.variant import VariantSpec, get_variant
 
 CHECKPOINT_FORMAT = 1

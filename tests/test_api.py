@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from kpbench import api
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.results import COLUMNS
-from kpbench.samples import DataSpec
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from kpbench.baselines import NearestNeighbour, input_dependence, swap
+from kpbench.dataspec import DataSpec
 from kpbench.diagnostics import prior_mask
 from kpbench.metrics import mask_iou
 from kpbench.paths import WorkDir
-from kpbench.samples import DataSpec, make_sample_dataset
+from kpbench.samples import make_sample_dataset
 from kpbench.stats import bootstrap_ci, cell_interval, separated
 
 

@@ -19,12 +19,13 @@ from kpbench.boxfile import file_box_cache_path
 from kpbench.cli import app
 from kpbench.config import TrainConfig
 from kpbench.data import Preprocess
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.identity import run_name
 from kpbench.io import stable_hash
 from kpbench.patches import PATCH_PRESETS
 from kpbench.paths import WorkDir
-from kpbench.samples import DataSpec, load_boxes, make_sample_dataset, open_data, patch_params
+from kpbench.samples import load_boxes, make_sample_dataset, open_data, patch_params
 
 RED = (255, 0, 0)
 # (W, H) = (100, 80) source images; with the default preset at S = 64 the short side (80) is

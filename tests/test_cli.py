@@ -198,7 +198,7 @@ def captured_train_configs(monkeypatch, tmp_path: Path, *args: str) -> list:
 
 
 def test_train_defaults_are_the_library_defaults(monkeypatch, tmp_path: Path) -> None:
-    from kpbench.samples import DataSpec
+    from kpbench.dataspec import DataSpec
     from kpbench.train import TrainConfig
 
     configs = captured_train_configs(monkeypatch, tmp_path, "--variant", "full")
@@ -207,7 +207,7 @@ def test_train_defaults_are_the_library_defaults(monkeypatch, tmp_path: Path) ->
 
 
 def test_train_flags_give_exactly_their_config(monkeypatch, tmp_path: Path) -> None:
-    from kpbench.samples import DataSpec
+    from kpbench.dataspec import DataSpec
     from kpbench.train import TrainConfig
 
     edge_model = tmp_path / "model.yml.gz"

@@ -150,8 +150,9 @@ def test_builtin_dataset_is_deterministic_structured_and_labelled() -> None:
 def test_preset_sets_crop_and_patch_filters() -> None:
     from dataclasses import replace
 
+    from kpbench.dataspec import DataSpec
     from kpbench.patches import PATCH_PRESETS
-    from kpbench.samples import DataSpec, patch_params
+    from kpbench.samples import patch_params
 
     params = patch_params(DataSpec(preset="celeba", n_patches=4))
     assert params == replace(PATCH_PRESETS["celeba"], n_patches=4)

@@ -14,13 +14,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kpbench.cli import app
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.generate import generate_from_patches, patch_box_size, read_patches, write_generated
 from kpbench.modelcard import CARD_FILE, WEIGHTS_FILE, export_model, load_exported, load_model
 from kpbench.paths import WorkDir
 from kpbench.protocol import EvalOptions, evaluate
 from kpbench.runs import TrainedRun, build_untrained_generator
-from kpbench.samples import DataSpec, make_sample_dataset, patch_params
+from kpbench.samples import make_sample_dataset, patch_params
 from kpbench.tensorfile import read_tensors, write_tensors
 from kpbench.train import TrainConfig, train
 from kpbench.variant import get_variant

@@ -13,13 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from kpbench.cli import app
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.identity import distinguishing_tags, label, run_name, run_tags
 from kpbench.paths import RunDir, WorkDir
 from kpbench.protocol import EvalOptions, evaluate, find_runs
 from kpbench.report import build_report
 from kpbench.runs import list_runs, load_run
-from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, train
 
 DATA = DataSpec(source="builtin:48")

@@ -15,11 +15,12 @@ from PIL import Image
 
 from kpbench import imagecache
 from kpbench.data import Preprocess, open_dataset
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.imagecache import build_decoded_cache, decoded_cache_path, open_decoded
 from kpbench.patches import cut_patches
 from kpbench.paths import WorkDir
-from kpbench.samples import DataSpec, expand_batch, make_sample_dataset, sample_batches
+from kpbench.samples import expand_batch, make_sample_dataset, sample_batches
 
 
 def test_cache_equals_direct_decoding_bit_for_bit(photo_folder: Path, tmp_path: Path) -> None:

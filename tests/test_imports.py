@@ -96,3 +96,20 @@ def test_the_graph_holds_lazy_and_dynamic_imports() -> None:
 def test_kpbench_has_no_import_circle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_configs_load_without_torch_or_opencv() -> None:
+    # Reading a run's config (DataSpec, TrainConfig) must not pull in torch or cv2: reports,
+    # identities and tools that only read configs stay light.
+    import subprocess
+    import sys
+
+    code = ("import sys, json\n"
+            "from kpbench.config import TrainConfig\n"
+            "from kpbench.dataspec import DataSpec\n"
+            "TrainConfig(data=DataSpec(size=64))\n"
+            "print(json.dumps(['torch' in sys.modules, 'cv2' in sys.modules]))\n")
+    root = Path(kpbench.__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                            check=True, env={"PYTHONPATH": str(root), "PATH": ""})
+    assert result.stdout.strip() == "[false, false]", result.stdout + result.stderr

@@ -336,15 +336,17 @@ def test_box_detection_waits_for_another_process_building_the_same_cache(tmp_pat
     import fcntl
 
     from kpbench.boxcache import box_cache_path
+    from kpbench.dataspec import DataSpec
     from kpbench.paths import WorkDir
-    from kpbench.samples import DataSpec, open_data, patch_params
+    from kpbench.samples import open_data, patch_params
 
     spec = DataSpec(source="builtin:48")
     cache = box_cache_path(open_data(spec), patch_params(spec), WorkDir.resolve(tmp_path).cache)
     cache.parent.mkdir(parents=True)
     script = textwrap.dedent(f"""
         from kpbench.paths import WorkDir
-        from kpbench.samples import DataSpec, make_sample_dataset
+        from kpbench.samples import make_sample_dataset
+        from kpbench.dataspec import DataSpec
         make_sample_dataset(DataSpec(source="builtin:48"), "train", 0, WorkDir.resolve({str(tmp_path)!r}))
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

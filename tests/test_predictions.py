@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from kpbench.baselines import NEAREST_NEIGHBOUR, NearestNeighbour
 from kpbench.cli import app
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.identity import distinguishing_tags
 from kpbench.paths import WorkDir
@@ -31,7 +32,7 @@ from kpbench.protocol import EvalOptions, evaluate
 from kpbench.results import read_rows, read_samples
 from kpbench.runs import list_runs
 from kpbench.runtime import derive_seed
-from kpbench.samples import DataSpec, make_sample_dataset
+from kpbench.samples import make_sample_dataset
 
 DATA = "builtin:48"
 EXPORT_ARGS = ("--max-samples", "8", "--batch-size", "4", "--sigmas", "0", "--sigmas", "0.5",

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from kpbench.choices import DEFAULT_BN_MODE
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
 from kpbench.protocol import (
@@ -24,7 +25,6 @@ from kpbench.protocol import (
 )
 from kpbench.protocols.classification import select_balanced, shortfall
 from kpbench.results import COLUMNS, SAMPLE_COLUMNS, read_rows, read_samples
-from kpbench.samples import DataSpec
 from kpbench.train import TrainConfig, train
 
 DATA = DataSpec(source="builtin:48", size=64)

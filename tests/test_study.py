@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kpbench.cli import app
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
-from kpbench.samples import DataSpec
 from kpbench.study import (
     KEY_FILE,
     analyze_study,

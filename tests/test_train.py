@@ -22,12 +22,13 @@ import torch
 
 import kpbench.train as train_module
 from kpbench import variant as variant_module
+from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.losses import generator_loss, lambda_at, make_fakes
 from kpbench.nets import GeneratorOutput, build_networks
 from kpbench.paths import RunDir, WorkDir
 from kpbench.runs import load_run
-from kpbench.samples import DataSpec, make_sample_dataset
+from kpbench.samples import make_sample_dataset
 from kpbench.train import (
     Batch,
     TrainConfig,
