@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 from kpbench.errors import KpbenchError
@@ -38,22 +38,11 @@ def read_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, s
     is not one."""
     path = Path(path)
     try:
-        blob = path.read_bytes()
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
     except OSError as error:
         raise KpbenchError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        tensors = load_safetensors(blob)
-        metadata = _metadata(blob)
     except (SafetensorError, ValueError, TypeError, UnicodeDecodeError) as error:
         raise KpbenchError(f"{path} is not a safetensors file ({error})") from None
     return tensors, metadata
-
-
-def _metadata(blob: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a file the library has already accepted (its header is valid)."""
-    import json
-    import struct
-
-    (size,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + size].decode("utf-8"))
-    return dict(header.get("__metadata__") or {})

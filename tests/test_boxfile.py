@@ -341,6 +341,11 @@ def test_claims_are_judged_per_box_source(tmp_path: Path) -> None:
     assert "missing" in masks and "changes" not in masks
     markdown = result.markdown.read_text()
     assert "### The same claims per box source" in markdown and "**changes**" in markdown
+    # Decided on one source, underpowered on another: fewer seeds there, not an opposite result.
+    from kpbench.report.aggregation import BoxSourceVerdicts
+
+    power = BoxSourceVerdicts(["a", "b"], {"c": {"a": ("fails", ""), "b": ("underpowered", "")}}, {})
+    assert power.change("c") == "decided on some sources only"
 
 
 def test_contact_sheet_marks_images_without_boxes(tmp_path: Path) -> None:

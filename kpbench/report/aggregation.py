@@ -448,17 +448,6 @@ def judge_claims_by_box_source(rows: pd.DataFrame, runs_root: Path,
     return judged
 
 
-def verdict_changes(judged: dict[str, tuple[list[ClaimResult], str]]) -> dict[str, dict[str, str]]:
-    """Claim -> box source -> verdict, for the claims whose verdict is not the same on every
-    source that judged them (:func:`judge_claims_by_box_source`; "missing" judged nothing)."""
-    verdicts: dict[str, dict[str, str]] = {}
-    for source, (results, _) in judged.items():
-        for result in results:
-            if result.verdict != "missing":
-                verdicts.setdefault(result.claim, {})[source] = str(result.verdict)
-    return {claim: by_source for claim, by_source in verdicts.items() if len(set(by_source.values())) > 1}
-
-
 @dataclass(frozen=True)
 class BoxSourceVerdicts:
     """The claim check per box source, for a report: ``sources`` in column order and, per claim
@@ -468,10 +457,20 @@ class BoxSourceVerdicts:
     claims: dict[str, dict[str, tuple[str, str]]]
     errors: dict[str, str]  # source -> why its claims could not be checked
 
-    def changed(self, claim: str) -> bool:
-        """Whether the claim's verdict differs between the sources that judged it (a source
-        without the claim's rows, "missing", judged nothing)."""
-        return len({verdict for verdict, _ in self.claims[claim].values() if verdict != "missing"}) > 1
+    def change(self, claim: str) -> str:
+        """How the claim's verdict compares across sources: ``changes`` when two sources decided
+        it differently (holds / fails / equivalent), ``decided on some sources only`` when one
+        decided it and another could not (underpowered: fewer seeds or more variance there, not
+        an opposite result), else "". A source without the claim's rows ("missing") judged
+        nothing."""
+        verdicts = {verdict for verdict, _ in self.claims[claim].values() if verdict != "missing"}
+        decided = verdicts & DECIDED_VERDICTS
+        if len(decided) > 1:
+            return "changes"
+        return "decided on some sources only" if decided and verdicts - decided else ""
+
+
+DECIDED_VERDICTS = frozenset({"holds", "fails", "equivalent"})
 
 
 def box_source_verdicts(judged: dict[str, tuple[list[ClaimResult], str]]) -> BoxSourceVerdicts:
@@ -482,6 +481,14 @@ def box_source_verdicts(judged: dict[str, tuple[list[ClaimResult], str]]) -> Box
             claims.setdefault(result.claim, {})[source] = (str(result.verdict), result.difference)
     return BoxSourceVerdicts(list(judged), claims, {source: error for source, (_, error) in judged.items()
                                                      if error})
+
+
+def verdict_changes(judged: dict[str, tuple[list[ClaimResult], str]]) -> dict[str, dict[str, str]]:
+    """Claim -> box source -> verdict, for the claims two sources decided differently
+    (:meth:`BoxSourceVerdicts.change`; "missing" judged nothing)."""
+    verdicts = box_source_verdicts(judged)
+    return {claim: {source: verdict for source, (verdict, _) in by_source.items() if verdict != "missing"}
+            for claim, by_source in verdicts.claims.items() if verdicts.change(claim) == "changes"}
 
 
 def judge_claims(rows: pd.DataFrame, samples: pd.DataFrame | None = None) -> tuple[list[ClaimResult], str]:

@@ -265,7 +265,7 @@ def _claims_by_source(data: ReportData) -> dict[str, Any] | None:
         kind = verdict if verdict in VERDICT_MARKS else "underpowered"
         return {"verdict": verdict, "difference": difference, "kind": kind}
 
-    rows = [{"claim": claim, "changed": verdicts.changed(claim),
+    rows = [{"claim": claim, "change": verdicts.change(claim),
              "cells": [cell(*by_source[source]) if source in by_source else None
                        for source in verdicts.sources]}
             for claim, by_source in verdicts.claims.items()]

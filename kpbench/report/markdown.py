@@ -143,13 +143,16 @@ def _md_claims_by_source(data: ReportData) -> list[str]:
         return []
     lines = ["### The same claims per box source\n",
              "Each box source's runs judged among themselves (the full model on that source against "
-             "the ablations on that source); **changes**: the verdict is not the same on every source.\n"]
+             "the ablations on that source); **changes**: two sources decided the claim differently; "
+             "*decided on some sources only*: underpowered elsewhere (fewer seeds or more variance), "
+             "not an opposite result.\n"]
     lines.extend(f"- {md_escape(source)}: {md_escape(error)}" for source, error in verdicts.errors.items())
     rows = []
     for claim, by_source in verdicts.claims.items():
         cells = [md_escape(" ".join(by_source[source])) if source in by_source else "–"
                  for source in verdicts.sources]
-        rows.append([md_escape(claim), *cells, "**changes**" if verdicts.changed(claim) else ""])
+        change = verdicts.change(claim)
+        rows.append([md_escape(claim), *cells, f"**{change}**" if change == "changes" else change])
     lines.append(_md_table(["claim", *map(md_escape, verdicts.sources), ""], rows,
                            [False] * (len(verdicts.sources) + 2)))
     return lines
