@@ -518,18 +518,24 @@ def eval_command(
 def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | None, outputs: Path | None,
                         variant: list[str] | None, run: list[str] | None, seeds: list[int]) -> str:
     """Check the outputs of ``predictions`` and make the run that scores them; its folder name."""
-    from kpbench.predictions import REQUEST_OPTIONS, import_predictions
+    from kpbench.predictions import import_predictions
 
     if predictions is None or name is None:
         raise KpbenchError("--predictions DIR and --name METHOD go together (--outputs with them)")
     if variant or run or seeds:
         raise KpbenchError("--predictions scores one method: drop --variant, --run and --seed(s)")
     run_dir, inputs, check = import_predictions(workdir, predictions, name, outputs, warn=False)
-    fixed = ", ".join(f"{key.replace('_', '-')} {inputs.manifest['options'][key]}" for key in REQUEST_OPTIONS)
+    fixed = ", ".join(f"{key} {_setting_text(value)}" for key, value in inputs.manifest["options"].items())
     console.print(f"predictions: {check.images:,} images{' and masks' if check.masks else ', no masks'} "
                   f"as {run_dir.name}; inputs as exported ({fixed})", highlight=False, markup=False,
                   soft_wrap=True)
     return run_dir.name
+
+
+def _setting_text(value: Any) -> str:
+    """An option value as a user would write it with ``--set`` (lists comma-separated)."""
+    return ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value) \
+        if isinstance(value, list) else str(value)
 
 
 @app.command("export")

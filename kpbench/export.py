@@ -35,7 +35,6 @@ from kpbench.predictions import (
     MANIFEST_FILE,
     OUTPUTS_DIR,
     REQUEST_COLUMNS,
-    REQUEST_OPTIONS,
     REQUESTS_FILE,
     Z_FILE,
     OutputsOnlyRun,
@@ -100,7 +99,7 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
     """Write the requests of the outputs-only protocols on ``spec``'s test data to ``out`` (a new
     or empty folder); returns the manifest. ``seed`` is the seed of the run the outputs will be
     scored as: it draws the random patches, the capped subsets and the z."""
-    from kpbench.protocol import EvalContext
+    from kpbench.protocol import EvalContext, request_settings
     from kpbench.runtime import pick_device
     from kpbench.variant import reference_variant
 
@@ -139,7 +138,9 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
         "image_side": spec.size,
         "protocols": [p.name for p in protocols],
         "not_available": [p.name for p in skipped],
-        "options": {name: _jsonable(options.setting(name)) for name in REQUEST_OPTIONS},
+        # The settings that decide the requests (kpbench.protocol.request_option): fixed here and
+        # used, whatever the command line says, whenever the predictions are scored.
+        "options": {name: _jsonable(options.setting(name)) for name in request_settings()},
         "requests": len(recorder.requests),
         "z_dim": recorder_spec.z_dim,
         "arrays": arrays,

@@ -52,9 +52,6 @@ OUTPUTS_DIR = "outputs"  # where a program writes <id>.png (and <id>.mask.png) b
 Z_FILE = "z.npy"  # (M, z_dim) float32, row k for request k: the z a built-in model would use
 MASK_SUFFIX = ".mask"
 REQUEST_COLUMNS = ("id", "protocol", "tag", "call", "row", "n_patches", "z_seed", "patch_mean")
-# The evaluation options that decide which requests the protocols make: fixed at export time and
-# used, whatever the command line says, whenever the predictions are scored.
-REQUEST_OPTIONS = ("max_samples", "batch_size", "sigmas", "max_patches", "fid_samples", "realism_z")
 # At export the fid protocol's requests are recorded, not scored: a weightless extractor and a
 # small real reference make its (discarded) scores cheap; neither changes the requests.
 EXPORT_EXTRACTOR = "random-conv"

@@ -45,6 +45,18 @@ if TYPE_CHECKING:
 ALL = "all"
 T = TypeVar("T")
 
+# Field metadata of an evaluation option that decides which inputs are generated from (test
+# images, patch sets, noise, z): predictions made elsewhere are exported with these fixed
+# (kpbench.export), so a protocol's own option of that kind says so where it is declared,
+# ``sigmas: tuple[float, ...] = request_option((0.0, 0.1))``, and nowhere else.
+DECIDES_REQUESTS = "decides_requests"
+
+
+def request_option(default: T) -> T:
+    """A dataclass field default for an option that decides the generated inputs (see
+    :data:`DECIDES_REQUESTS`)."""
+    return field(default=default, metadata={DECIDES_REQUESTS: True})
+
 
 @dataclass(frozen=True)
 class EvalOptions:
@@ -55,10 +67,10 @@ class EvalOptions:
     (the command line's flags and ``--set``, a plan's ``[eval]`` and ``[eval.<protocol>]``).
     """
 
-    max_samples: int = 256  # test images per condition for the per-sample metrics
+    max_samples: int = request_option(256)  # test images per condition for the per-sample metrics
     # Generation batch size. With batch statistics (bn_mode "batch") an output depends on the
     # other samples of its batch, so this and the batch order are part of the result (recorded).
-    batch_size: int = 32
+    batch_size: int = request_option(32)
     device: str | None = None
     bn_mode: str = DEFAULT_BN_MODE  # batch-norm statistics at generation (kpbench.runs.BN_MODES)
     # Protocol name -> {option: value} of its Protocol.options, only those that differ from the
@@ -121,6 +133,16 @@ class EvalOptions:
             return getattr(self, key)
         protocol, option = _option_owners(key)[0]
         return getattr(self.of(protocol, protocol_option_types()[protocol]), option)
+
+
+def request_settings() -> tuple[str, ...]:
+    """The settings that decide the generated inputs, named as :meth:`EvalOptions.with_settings`
+    names them: the shared ones (``max_samples``), then every registered protocol's own
+    (``noise.sigmas``), from the fields marked with :func:`request_option`."""
+    shared = [item.name for item in fields(EvalOptions) if item.metadata.get(DECIDES_REQUESTS)]
+    own = [f"{protocol}.{item.name}" for protocol, kind in protocol_option_types().items()
+           for item in fields(kind) if item.metadata.get(DECIDES_REQUESTS)]
+    return (*shared, *own)
 
 
 def protocol_option_types() -> dict[str, type[Any]]:
@@ -280,9 +302,10 @@ class EvalContext:
     run: TrainedRun | OutputsOnlyRun  # a trained network, or outputs made elsewhere (kpbench.predictions)
     options: EvalOptions
     device: torch.device
-    # Opened datasets by data spec (N aside), shared across runs: opening a folder indexes and
-    # checks every file, which should happen once per evaluation, not once per protocol.
-    datasets: dict[Any, Any] = field(default_factory=dict)
+    # What :meth:`shared` built, by (data spec with N aside, key): shared by every run's context
+    # of one evaluation (opened datasets, test samples, baselines), so that opening a folder,
+    # which indexes and checks every file, happens once per evaluation, not once per protocol.
+    shared_cache: dict[Any, Any] = field(default_factory=dict)
     # Evaluate on key patches from this box source (a box file, or "edgeboxes") instead of the
     # run's own: a distribution-shift evaluation, whose rows carry :attr:`box_shift`.
     boxes: str | None = None
@@ -330,15 +353,13 @@ class EvalContext:
 
         from kpbench.samples import make_sample_dataset, open_data
 
-        dataset_key = replace(self.data_spec, n_patches=0)
-        if dataset_key not in self.datasets:
-            self.datasets[dataset_key] = open_data(self.data_spec)
+        dataset = self.shared(("dataset",), lambda: open_data(self.data_spec))
         spec = self.data_spec if n_patches is None else replace(self.data_spec, n_patches=n_patches)
         seed = derive_seed(self.seed, "eval")
         return self.shared(
             ("samples", split, patch_source, spec.n_patches, seed),
             lambda: make_sample_dataset(spec, split, seed, self.workdir, patch_source=patch_source,
-                                        flip=False, dataset=self.datasets[dataset_key],
+                                        flip=False, dataset=dataset,
                                         also_counts=also_counts),
         )
 
@@ -349,9 +370,9 @@ class EvalContext:
         from dataclasses import replace
 
         full_key = (replace(self.data_spec, n_patches=0), *key)
-        if full_key not in self.datasets:
-            self.datasets[full_key] = build()
-        value: T = self.datasets[full_key]
+        if full_key not in self.shared_cache:
+            self.shared_cache[full_key] = build()
+        value: T = self.shared_cache[full_key]
         return value
 
     def prior_mask(self) -> torch.Tensor:
@@ -582,7 +603,7 @@ def evaluate(
     device = pick_device(options.device)
     outcome = Evaluation()
 
-    datasets: dict[Any, Any] = {} if shared is None else shared  # shared by every run's context
+    cache: dict[Any, Any] = {} if shared is None else shared  # EvalContext.shared_cache of every run
     notices: dict[str, None] = {}  # why a run skipped a protocol, each said once
     for run_dir in find_runs(workdir, variants, seeds, names):
         with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
@@ -590,7 +611,7 @@ def evaluate(
                 # The one place where the batch-norm mode is applied: every protocol's generator.
                 run = load_evaluated_run(run_dir, device).with_bn_mode(options.bn_mode)
             context = EvalContext(workdir, run_dir, run, run.evaluation_options(options), device,
-                                  datasets, boxes)
+                                  cache, boxes)
             shift = context.box_shift
             ran = []
             for protocol in protocols:

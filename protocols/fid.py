@@ -29,7 +29,7 @@ import torch
 from kpbench import fid as fid_metrics
 from kpbench.errors import KpbenchError
 from kpbench.metricinfo import register_metric
-from kpbench.protocol import EvalContext, Protocol, register_protocol
+from kpbench.protocol import EvalContext, Protocol, register_protocol, request_option
 from kpbench.results import BASELINE_PREFIX, ResultRow
 
 NAME = "fid"
@@ -43,8 +43,8 @@ REAL_SELECTION_SEED = 0
 
 @dataclass(frozen=True)
 class FidOptions:
-    fid_samples: int = 2048  # test patch sets behind FID/KID (capped by the test split size)
-    realism_z: int = 1  # images generated per test patch set, each with its own z
+    fid_samples: int = request_option(2048)  # test patch sets behind FID/KID (capped by the test split size)
+    realism_z: int = request_option(1)  # images generated per test patch set, each with its own z
     fid_reference_samples: int = 2048  # training images in the real reference (capped)
     extractor: str = "inception"  # a registered feature extractor (kpbench.fid)
     inception_weights: Path | None = None  # torch-fidelity's Inception weights file

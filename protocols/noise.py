@@ -20,6 +20,7 @@ from kpbench.protocol import (
     Protocol,
     reconstruction_metrics,
     register_protocol,
+    request_option,
 )
 from kpbench.results import ResultRow
 
@@ -30,7 +31,8 @@ SWAPPED = "swapped"
 
 @dataclass(frozen=True)
 class NoiseOptions:
-    sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)  # noise std on [-1, 1] patches
+    # Noise standard deviations on [-1, 1] patches.
+    sigmas: tuple[float, ...] = request_option((0.0, 0.05, 0.1, 0.2, 0.4, 0.8))
 
 
 def add_noise(patches: torch.Tensor, sigma: float, target: str, generator: torch.Generator) -> torch.Tensor:

@@ -19,6 +19,7 @@ from kpbench.protocol import (
     Protocol,
     reconstruction_metrics,
     register_protocol,
+    request_option,
 )
 from kpbench.results import ResultRow
 
@@ -27,7 +28,7 @@ NAME = "num_patches"
 
 @dataclass(frozen=True)
 class NumPatchesOptions:
-    max_patches: int = 5  # N = 1..max_patches
+    max_patches: int = request_option(5)  # N = 1..max_patches
 
     def __post_init__(self) -> None:
         if self.max_patches < 1:

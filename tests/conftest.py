@@ -72,7 +72,10 @@ def registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from kpbench.protocol import list_protocols
     from kpbench.variant import list_variants
 
-    monkeypatch.delenv(plugins.PLUGINS_ENV, raising=False)  # restored afterwards, whatever is set
+    # Restored afterwards, whatever the test sets (``--plugin`` appends to it). setenv first: a
+    # delenv of an unset variable records nothing, and a value set later would outlive the test.
+    monkeypatch.setenv(plugins.PLUGINS_ENV, "")
+    monkeypatch.delenv(plugins.PLUGINS_ENV)
     list_variants(), list_protocols(), list_metrics()  # load the built-in ones first
     saved = (dict(variant_module._REGISTRY), dict(variant_module._ORDER), list(variant_module._REFERENCE),
              dict(protocol_module._REGISTRY), dict(metricinfo._REGISTRY))

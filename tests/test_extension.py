@@ -1,7 +1,7 @@
 """Adding a variant, a protocol or a metric is one registration each: a throwaway of each, made
 here, shows in a report without touching any list; the registries are restored afterwards. A
-protocol with an option of its own is one file too: the command line and a plan set the option
-without an edit anywhere else."""
+protocol with an option of its own is one file too: the command line and a plan set the option,
+and exported predictions fix it when it decides the inputs, without an edit anywhere else."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ OPTION_PROTOCOL_FILE = """
 from dataclasses import dataclass
 
 from kpbench.metricinfo import register_metric
-from kpbench.protocol import EvalContext, Protocol, register_protocol
+from kpbench.protocol import EvalContext, Protocol, register_protocol, request_option
 from kpbench.results import ResultRow
 
 NAME = "test_scaled"
@@ -99,7 +99,7 @@ NAME = "test_scaled"
 
 @dataclass(frozen=True)
 class ScaledOptions:
-    factor: float = 1.0  # the value its row echoes
+    factor: float = request_option(1.0)  # the value its row echoes; it would change the inputs
     label: str = "as given"  # its row's condition
 
 
@@ -162,6 +162,10 @@ def test_a_protocol_file_with_its_own_option_is_set_from_a_plan_and_the_command_
         assert evaluated.exit_code == 0, evaluated.output
         rows = read_rows(builtin.runs).query("protocol == 'test_scaled'")
         assert list(zip(rows["condition"], rows["value"])) == [("from the command line", 2.5)]
+    # The option marked as deciding the generated inputs is fixed in exported predictions.
+    from kpbench.protocol import request_settings
+
+    assert "test_scaled.factor" in request_settings() and "test_scaled.label" not in request_settings()
     listed = " ".join(invoke("--plugin", plugin, "list").stdout.split())
     assert "test_scaled" in listed and "factor = 1.0" in listed  # its options and their defaults
 

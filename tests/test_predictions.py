@@ -123,7 +123,9 @@ def test_the_documented_example_program_scores_and_reports(exported: tuple[WorkD
                     "-p", "patches", "-p", "fid", "-w", work.root, "--extractor", "random-conv",
                     "--fid-reference-samples", "16")
     assert result.exit_code == 0, result.output
-    assert "inputs as exported (max-samples 8" in result.stdout
+    # The settings that decide the inputs, from the fields marked as such, as exported.
+    assert "inputs as exported (max_samples 8, batch_size 4" in result.stdout
+    assert "noise.sigmas 0,0.5" in result.stdout
     rows = read_rows(work.runs)
     ours = rows[rows["variant"] == "mean_colour"]
     assert {"patches", "fid"} <= set(ours["protocol"]) and ours["value"].notna().any()
