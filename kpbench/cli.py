@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from kpbench.choices import (
     DEFAULT_BN_MODE,
@@ -49,8 +49,11 @@ study_app = typer.Typer(help="The user study: a blind browser page, and the stat
                         no_args_is_help=True)
 app.add_typer(study_app, name="study")
 
-console = Console()
-error_console = Console(stderr=True)
+# No markup: what is printed is mostly names, paths and messages that may hold "[...]" (a plan's
+# experiments, a list of sigmas), which rich would take for style tags and drop. Styled words
+# are rich Text objects.
+console = Console(markup=False, highlight=False)
+error_console = Console(stderr=True, markup=False, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -96,11 +99,11 @@ def plugins_option(
 
 
 def _print_error(error: KpbenchError) -> None:
-    error_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    error_console.print(Text("error:", style="bold red"), str(error), soft_wrap=True)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    error_console.print(Text("warning:", style="yellow"), str(message), soft_wrap=True)
 
 
 def registered_extractors() -> list[str]:
@@ -308,7 +311,7 @@ def list_command() -> None:
         defaults = protocol.options() if protocol.options is not None else None
         options = [f"{option.name} = {getattr(defaults, option.name)!r}" for option in fields(defaults)
                    ] if defaults is not None else []
-        protocols.add_row(protocol.name, protocol.description, escape("\n".join(options)))
+        protocols.add_row(protocol.name, protocol.description, "\n".join(options))
     extractors = Table("extractor", "description", title="FID/KID feature extractors (kpbench eval "
                        "--extractor NAME)", title_justify="left")
     for name in registered_extractors():
@@ -693,9 +696,9 @@ def _print_plan_summary(result: Any) -> None:
     table.columns[0].overflow = "fold"
     for outcome in result.outcomes:
         style = {"failed": "red", "ran": "green"}.get(outcome.status, "")
-        table.add_row(outcome.cell.key, f"[{style}]{outcome.status}[/]" if style else outcome.status,
+        table.add_row(outcome.cell.key, Text(outcome.status, style=style),
                       format_seconds(outcome.seconds) if outcome.status != "skipped" else "",
-                      escape(outcome.detail))
+                      outcome.detail)
     console.print(table)
     counts = {status: sum(o.status == status for o in result.outcomes)
               for status in ("ran", "skipped", "failed")}

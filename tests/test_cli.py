@@ -6,6 +6,7 @@ import os
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from kpbench.cli import app
@@ -106,6 +107,9 @@ def test_bad_input_gives_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(invoke("report", "-w", tmp_path), "kpbench eval")
     assert_one_line_error(invoke("data", "prepare", "builtin:8", "--edge-model", tmp_path / "m.yml.gz",
                                  "-w", tmp_path), "edge model")
+    # Brackets in a message are printed, not taken for style tags.
+    assert_one_line_error(invoke("eval", "-p", "noise", "--set", "noise.sigmas=[bold]", "-w", tmp_path),
+                          "noise.sigmas takes float, got '[bold]'")
 
 
 class _TableCounter(HTMLParser):
@@ -317,3 +321,14 @@ def test_choices_are_the_librarys() -> None:
     assert get_args(config.AmpMode) == config.AMP_MODES
     assert get_args(samples.PatchSource) == samples.PATCH_SOURCES
     assert get_args(variant.Initialisation) == variant.INITIALISATIONS
+
+
+def test_warnings_and_listings_print_brackets_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    # Names, paths and values may hold "[...]"; rich markup would take it for a style tag and drop it.
+    from kpbench import cli
+
+    cli._show_warning(UserWarning("skipped 2 files in /data/[set a]; sigmas [0.1, 0.2]"), UserWarning)
+    cli.console.print("  builtin  full-seed0 [random-patches] not started")
+    captured = capsys.readouterr()
+    assert "warning: skipped 2 files in /data/[set a]; sigmas [0.1, 0.2]" in captured.err
+    assert "[random-patches] not started" in captured.out
