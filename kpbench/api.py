@@ -69,8 +69,8 @@ def _not_in_a_worker_import() -> None:
     """Refuse to start work while multiprocessing prepares a worker process by importing the
     user's script (it marks the process as inheriting then, and refuses to start processes
     itself for the same reason): key-patch detection's workers import the main script, and a
-    script without a ``__main__`` guard would start the same work again there and wait forever
-    for the files its parent holds."""
+    script without a ``__main__`` guard would start the same work again there. The worker dies
+    of this error, and the parent reports it (kpbench.boxcache)."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise KpbenchError("kpbench.api was called while a worker process imported your script; put "
                            "the script's code under `if __name__ == \"__main__\":`")

@@ -16,6 +16,8 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -290,8 +292,30 @@ def _detections(dataset: Dataset, all_params: list[PatchParams], spans: list[tup
         context.set_forkserver_preload(["__main__", __name__])
     else:
         context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(dataset, params, counts)) as pool:
-        yield pool.imap_unordered(_worker_detect_span, spans)
+    # An executor, not multiprocessing.Pool: a Pool replaces a worker that dies while starting
+    # (a script without a __main__ guard, which every worker imports, dies there) forever, and
+    # the parent waits without end; the executor reports the dead worker (BrokenProcessPool).
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(dataset, params, counts))
+    try:
+        yield _completed([executor.submit(_worker_detect_span, span) for span in spans])
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)  # workers end after their current chunk
+        raise
+    executor.shutdown(wait=True)
+
+
+def _completed(futures: list[Future[DetectedSpan]]) -> Iterator[DetectedSpan]:
+    """The results of ``futures`` in completion order; a worker that died is a one-line error."""
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    except BrokenProcessPool:
+        raise KpbenchError(
+            "a key-patch detection worker process died (killed, out of memory, or it could not start: "
+            "the workers import the main script, so a script that calls kpbench must keep its code "
+            "under `if __name__ == \"__main__\":`); finished chunks are saved and a rerun resumes, "
+            "also with one worker (--workers 1)") from None
 
 
 @contextmanager

@@ -106,3 +106,20 @@ def test_settings_are_checked_by_name(tmp_path: Path) -> None:
     with pytest.raises(KpbenchError, match="no result rows"):
         api.load_claims(tmp_path)
     assert isinstance(api.load_results(tmp_path), pd.DataFrame) and api.load_results(tmp_path).empty
+
+
+def test_a_script_without_a_main_guard_fails_with_one_reason_instead_of_waiting(tmp_path: Path) -> None:
+    # Detection workers import the main script; without a guard they die while starting. The
+    # parent must say so and stop, not wait for them (a process pool would replace them forever).
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"from kpbench import api\napi.prepare_data('builtin:64', workdir={str(tmp_path)!r}, "
+                      "workers=2)\nprint('prepared')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode != 0 and "prepared" not in done.stdout
+    # The script's own exception (an API call raises; the command line would print one line).
+    assert any(line.startswith("kpbench.errors.KpbenchError: a key-patch detection worker process died")
+               and 'if __name__ == "__main__":' in line for line in done.stderr.splitlines()), done.stderr
