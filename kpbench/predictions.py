@@ -128,6 +128,11 @@ class OutputsOnlyRun:
     def with_bn_mode(self, mode: str) -> OutputsOnlyRun:
         return self  # no batch-norm layers here
 
+    def origin(self) -> dict[str, Any]:
+        """For ``results/provenance.json``: outputs made elsewhere, no training to record (the
+        seed is the one the inputs were exported for)."""
+        return {"predictions": {"seed": self.config.seed}}
+
     def evaluation_options(self, options: EvalOptions) -> EvalOptions:
         return options
 
@@ -333,6 +338,12 @@ class PredictionRun(OutputsOnlyRun):
         """The requests are fixed by the export: its request options replace ``options``'."""
         assert self.inputs is not None
         return self.inputs.options(options)
+
+    def origin(self) -> dict[str, Any]:
+        assert self.inputs is not None
+        return {"predictions": {"seed": self.config.seed, "inputs": str(self.inputs.folder),
+                                "outputs": str(self.outputs), "requests": len(self.inputs.requests),
+                                "masks": self.spec.mask_decoder}}
 
     def unavailable(self, protocol: Protocol, box_shift: str = "") -> str | None:
         assert self.inputs is not None

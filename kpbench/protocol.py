@@ -651,10 +651,10 @@ def load_evaluated_run(run_dir: Path, device: torch.device) -> TrainedRun | Outp
 
 def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
     """Record what the rows of ``context.run_dir`` came from in ``results/provenance.json``:
-    data (manifest hash, side, split sizes), training length, device, package versions, how
-    each protocol's images were generated (``generation``: batch-norm mode, batch size) and what
-    each protocol that ran adds (:attr:`Protocol.provenance`: FID its feature extractor and
-    weights hash). Earlier entries are kept."""
+    data (manifest hash, side, split sizes), the training (or the predictions' files), device,
+    package versions, how each protocol's images were generated (``generation``: batch-norm mode,
+    batch size) and what each protocol that ran adds (:attr:`Protocol.provenance`: FID its
+    feature extractor and weights hash). Earlier entries are kept."""
     import json
 
     from kpbench.io import atomic_write_json
@@ -675,8 +675,9 @@ def write_provenance(context: EvalContext, protocol_names: list[str]) -> Path:
         "boxes": context.data_spec.box_source,
         "box_file": context.data_spec.boxes,
     }
-    record["training"] = {"iterations": context.run.step, "width": context.run.config.width,
-                          "batch_size": context.run.config.batch_size, "seed": context.seed}
+    for origin in ("training", "predictions"):  # what the run is now replaces what it was
+        record.pop(origin, None)
+    record.update(context.run.origin())  # its training, or the predictions made elsewhere
     device = str(context.device)
     if context.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(context.device)})"

@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -85,6 +85,11 @@ class TrainedRun:
         """Why ``protocol`` cannot evaluate this run, or None: a trained network serves every one
         (outputs made elsewhere do not: kpbench.predictions)."""
         return None
+
+    def origin(self) -> dict[str, Any]:
+        """Where the evaluated outputs come from, for ``results/provenance.json``: the training."""
+        return {"training": {"iterations": self.step, "width": self.config.width,
+                             "batch_size": self.config.batch_size, "seed": self.config.seed}}
 
     @property
     def supports_variable_n(self) -> bool:

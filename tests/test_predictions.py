@@ -104,6 +104,11 @@ def test_nearest_neighbour_outputs_reproduce_the_built_in_floor(exported: tuple[
     floor = samples[samples["variant"] == NEAREST_NEIGHBOUR].set_index(key)["value"].sort_index()
     pd.testing.assert_series_equal(ours, floor, check_names=False)
     # A predictions run is listed as such, and a later `eval` scores it again from its files.
+    # Its provenance names the files scored, not a training it never had.
+    provenance = json.loads((run_dir / "results" / "provenance.json").read_text())
+    assert "training" not in provenance
+    assert provenance["predictions"]["outputs"] == str(folder / "outputs")
+    assert provenance["predictions"]["requests"] == check.images
     (info,) = [i for i in list_runs(work.runs) if i.name == run_dir.name]
     assert info.predictions and info.status == "predictions" and all(info.evaluated.values())
     with pytest.warns(UserWarning, match="classification.*not available for predictions"):
