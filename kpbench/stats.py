@@ -23,6 +23,10 @@ seed variance **pooled** over the other models of the report (``pooled_seed_var`
 added as a normal term. Every bootstrap is vectorised (weights x matrix products) and seeded from
 the identity of what it resamples (:func:`stable_rng`).
 
+Preference data (the user study's answers): :func:`wilson_interval` and
+:func:`binomial_p_value` for a preference rate, :func:`bradley_terry` for one score per model,
+:func:`pairwise_agreement` for how much participants agree.
+
 Decisions over several claims: :func:`holm` (Holm-Bonferroni, family-wise error
 :data:`FAMILY_ALPHA`). Power: :func:`power_statement` says how many seeds or test images would
 decide a comparison at the observed variance, assuming the standard error shrinks as 1/sqrt(n).
@@ -31,6 +35,7 @@ decide a comparison at the observed variance, assuming the standard error shrink
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -410,3 +415,69 @@ def separated(a_low: float, a_high: float, b_low: float, b_high: float) -> bool:
     if any(math.isnan(x) for x in bounds):
         return False
     return a_high < b_low or b_high < a_low
+
+
+# --- preference data (the user study, kpbench.study) -----------------------------------------
+
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (NaN, NaN for n = 0)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def binomial_p_value(successes: int, n: int) -> float:
+    """Two-sided exact binomial test of p = 0.5 (scipy.stats.binomtest)."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(successes, n, 0.5).pvalue) if n else math.nan
+
+
+def bradley_terry(wins: np.ndarray, iterations: int = 10_000, tolerance: float = 1e-12) -> np.ndarray:
+    """Log strengths (centred to mean 0) from ``wins[i, j]`` = times i was preferred to j, by
+    Hunter's (2004) MM algorithm. When the "beat" graph of the judged models is not strongly
+    connected (a model or group never lost, or never won, against the rest) the maximum-likelihood
+    strengths are not finite: then half a win each way is added to every pair that met (a stated
+    prior, not used otherwise)."""
+    from scipy.sparse.csgraph import connected_components
+
+    wins = np.asarray(wins, dtype=np.float64)
+    met = (wins + wins.T) > 0
+    judged = np.flatnonzero(met.any(1))
+    # Finite maximum-likelihood strengths exist only when every judged model can be reached
+    # from every other through "beat" edges (Zermelo/Ford): otherwise add the prior.
+    strong, _ = connected_components(wins[np.ix_(judged, judged)] > 0, directed=True, connection="strong")
+    if len(judged) and strong > 1:
+        wins = wins + 0.5 * met
+    games = wins + wins.T
+    strength = np.ones(len(wins))
+    for _ in range(iterations):
+        denominator = (games / (strength[:, None] + strength[None, :])).sum(1)
+        updated = np.where(denominator > 0, wins.sum(1) / np.maximum(denominator, 1e-300), 1.0)
+        updated = np.maximum(updated, 1e-300)
+        updated /= np.exp(np.log(updated).mean())
+        done = np.max(np.abs(updated - strength)) < tolerance
+        strength = updated
+        if done:
+            break
+    log_strength = np.log(strength)
+    scores: np.ndarray = log_strength - log_strength.mean()
+    return scores
+
+
+def pairwise_agreement(choices_by_question: dict[str, list[str]]) -> tuple[float, int]:
+    """Mean over questions (with two or more answers) of the fraction of participant pairs that
+    chose the same image; and the number of such questions. Chance is 0.5 for two options."""
+    rates = []
+    for choices in choices_by_question.values():
+        if len(choices) < 2:
+            continue
+        pairs = list(itertools.combinations(choices, 2))
+        rates.append(sum(a == b for a, b in pairs) / len(pairs))
+    return (float(np.mean(rates)) if rates else math.nan), len(rates)

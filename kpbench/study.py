@@ -15,7 +15,8 @@ answers with timings.
 
 ``analyze_study`` checks each answers file against ``key.json``. Files that are unreadable, from
 another study, tampered with, incomplete or duplicated are skipped and counted. It returns result
-rows, protocol ``user_study`` (registered, with its metrics, by ``protocols/user_study.py``):
+rows, protocol ``user_study`` (registered, with its metrics, by ``protocols/user_study.py``),
+with the preference statistics of :mod:`kpbench.stats`:
 
 - per pair of models, the preference rate with a Wilson interval and a two-sided binomial test;
 - a Bradley-Terry score per model (log strength, centred) with participant-bootstrap intervals;
@@ -46,76 +47,12 @@ from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write_text
 from kpbench.paths import WorkDir
 from kpbench.results import ResultRow
+from kpbench.stats import binomial_p_value, bradley_terry, pairwise_agreement, wilson_interval
 
 PROTOCOL = "user_study"
 REAL = "real"  # the "model" of real images in key.json
 KEY_FILE, PAGE_FILE = "key.json", "study.html"
-Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 1000
-
-# --- statistics ------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (NaN, NaN for n = 0)."""
-    if n == 0:
-        return math.nan, math.nan
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
-
-
-def binomial_p_value(successes: int, n: int) -> float:
-    """Two-sided exact binomial test of p = 0.5 (scipy.stats.binomtest)."""
-    from scipy.stats import binomtest
-
-    return float(binomtest(successes, n, 0.5).pvalue) if n else math.nan
-
-
-def bradley_terry(wins: np.ndarray, iterations: int = 10_000, tolerance: float = 1e-12) -> np.ndarray:
-    """Log strengths (centred to mean 0) from ``wins[i, j]`` = times i was preferred to j, by
-    Hunter's (2004) MM algorithm. When the "beat" graph of the judged models is not strongly
-    connected (a model or group never lost, or never won, against the rest) the maximum-likelihood
-    strengths are not finite: then half a win each way is added to every pair that met (a stated
-    prior, not used otherwise)."""
-    from scipy.sparse.csgraph import connected_components
-
-    wins = np.asarray(wins, dtype=np.float64)
-    met = (wins + wins.T) > 0
-    judged = np.flatnonzero(met.any(1))
-    # Finite maximum-likelihood strengths exist only when every judged model can be reached
-    # from every other through "beat" edges (Zermelo/Ford): otherwise add the prior.
-    strong, _ = connected_components(wins[np.ix_(judged, judged)] > 0, directed=True, connection="strong")
-    if len(judged) and strong > 1:
-        wins = wins + 0.5 * met
-    games = wins + wins.T
-    strength = np.ones(len(wins))
-    for _ in range(iterations):
-        denominator = (games / (strength[:, None] + strength[None, :])).sum(1)
-        updated = np.where(denominator > 0, wins.sum(1) / np.maximum(denominator, 1e-300), 1.0)
-        updated = np.maximum(updated, 1e-300)
-        updated /= np.exp(np.log(updated).mean())
-        done = np.max(np.abs(updated - strength)) < tolerance
-        strength = updated
-        if done:
-            break
-    log_strength = np.log(strength)
-    scores: np.ndarray = log_strength - log_strength.mean()
-    return scores
-
-
-def pairwise_agreement(choices_by_question: dict[str, list[str]]) -> tuple[float, int]:
-    """Mean over questions (with two or more answers) of the fraction of participant pairs that
-    chose the same image; and the number of such questions. Chance is 0.5 for two options."""
-    rates = []
-    for choices in choices_by_question.values():
-        if len(choices) < 2:
-            continue
-        pairs = list(itertools.combinations(choices, 2))
-        rates.append(sum(a == b for a, b in pairs) / len(pairs))
-    return (float(np.mean(rates)) if rates else math.nan), len(rates)
-
 
 # --- making the page -------------------------------------------------------------------------
 

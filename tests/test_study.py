@@ -18,15 +18,8 @@ from kpbench.cli import app
 from kpbench.dataspec import DataSpec
 from kpbench.errors import KpbenchError
 from kpbench.paths import WorkDir
-from kpbench.study import (
-    KEY_FILE,
-    analyze_study,
-    binomial_p_value,
-    bradley_terry,
-    make_study,
-    pairwise_agreement,
-    wilson_interval,
-)
+from kpbench.stats import binomial_p_value, bradley_terry, pairwise_agreement, wilson_interval
+from kpbench.study import KEY_FILE, analyze_study, make_study
 from kpbench.train import TrainConfig, train
 
 VARIANTS = ("full", "nomask")
