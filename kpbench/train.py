@@ -32,7 +32,6 @@ import contextlib
 import gc
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -49,10 +48,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from kpbench.config import LOCATION_FIELDS, OPERATIONAL_FIELDS, TrainConfig
 from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
+from kpbench.distributed import Dist, RankBatchSampler, barrier, epoch_order, init_distributed
 from kpbench.errors import KpbenchError
 from kpbench.identity import legacy_identity, legacy_run_name, run_name, run_tags
 from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -68,31 +68,7 @@ CHECKPOINT_FORMAT = 1
 SAMPLE_ROWS = 8
 
 
-# --- distributed (torchrun) ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_type: str) -> tuple[Dist, bool]:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1).
-    Returns the ranks and whether this call created the group (and must destroy it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), False
-    created = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        created = True
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))), created
+# --- data loading --------------------------------------------------------------------------------
 
 
 def data_workers(num_workers: int | None, device: torch.device) -> int:
@@ -101,34 +77,6 @@ def data_workers(num_workers: int | None, device: torch.device) -> int:
     if num_workers is not None:
         return num_workers
     return 2 if device.type == "cuda" else 0
-
-
-class RankBatchSampler(Sampler[list[int]]):
-    """Batches of one epoch for one rank: global batch b of ``order`` is split into W equal
-    slices and this rank takes its slice (DistributedSampler's sharding, per batch). Starts at
-    batch ``start`` so a resumed run sees exactly the batches it had not seen; drops the last
-    incomplete batch."""
-
-    def __init__(self, order: Tensor, global_batch: int, dist_info: Dist, start: int = 0) -> None:
-        self.order = order.tolist()
-        self.global_batch = global_batch
-        self.per_rank = global_batch // dist_info.world
-        self.rank = dist_info.rank
-        self.start = start
-
-    def __len__(self) -> int:
-        return len(self.order) // self.global_batch - self.start
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for b in range(self.start, len(self.order) // self.global_batch):
-            first = b * self.global_batch + self.rank * self.per_rank
-            yield self.order[first:first + self.per_rank]
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
-    """The permutation of the training set for ``epoch``: a pure function of (seed, epoch)."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, "order", epoch))
-    return torch.randperm(n, generator=generator)
 
 
 # --- RNG state as plain tensors and lists (loadable with weights_only=True) ----------------------
@@ -401,7 +349,7 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
     if config.restart and dist_info.main and run_dir.exists():
         shutil.rmtree(run_dir)
-    _barrier(dist_info)
+    barrier(dist_info)
 
     stored = None
     if files.config.exists() and files.checkpoint.exists():
@@ -425,7 +373,7 @@ def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset
             raise KpbenchError(
                 f"{run_dir} was trained with different settings ({'; '.join(differences)}); pass "
                 "--restart to discard it and start over, or choose another --seed or --workdir")
-    _barrier(dist_info)  # every rank has read the old files before the main rank rewrites them
+    barrier(dist_info)  # every rank has read the old files before the main rank rewrites them
     if dist_info.main:
         if stored is None and run_dir.exists():  # files without a checkpoint: nothing to continue
             shutil.rmtree(run_dir)
@@ -658,11 +606,6 @@ def _status(losses: dict[str, float], images: int, seconds: float,
     return f"{text} {images / max(seconds, 1e-9):.1f} img/s" if rate else text
 
 
-def _barrier(dist_info: Dist) -> None:
-    if dist_info.world > 1:
-        dist.barrier()
-
-
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -713,7 +656,7 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
     run_dir = run_dir_for(config, spec)
     if dist_info.main:
         adopt_legacy_run(run_dir, config, spec)
-    _barrier(dist_info)
+    barrier(dist_info)
     # One trainer per run: the main rank holds the run's lock (kpbench.lock) from before it reads
     # or deletes anything in the run until the last checkpoint is written.
     with RunLock(run_dir, "train") if dist_info.main else contextlib.nullcontext():
@@ -814,7 +757,7 @@ class TrainingSession:
             while state.step < plan.total_steps:
                 self.run_epoch(stop, view)
         self.log.write({"event": "done", "step": state.step})
-        _barrier(self.dist)  # no rank tears the group down while another still writes
+        barrier(self.dist)  # no rank tears the group down while another still writes
         return plan.run_dir
 
     def epoch_loader(self) -> DataLoader:
