@@ -56,7 +56,7 @@ class RunSetup:
         return RunDir(self.run_dir)
 
 
-def _identity(config: dict[str, Any], spec_init: str) -> dict[str, Any]:
+def _config_to_match(config: dict[str, Any], spec_init: str) -> dict[str, Any]:
     """The settings that must match to continue a run; ``init`` None means the spec's own."""
     values = {k: v for k, v in config.items() if k not in OPERATIONAL_FIELDS}
     for dotted in LOCATION_FIELDS:  # e.g. data.boxes: the content hash beside it is compared
@@ -74,6 +74,7 @@ def _without_locations(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``dotted.key: old -> new`` for each setting that differs, nested dicts key by key."""
     found = []
     for key in sorted(set(stored) | set(current)):
         old, new = stored.get(key), current.get(key)
@@ -139,12 +140,12 @@ def prepare_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleData
         decay = (stored["config"]["lambda_decay_epochs"] if stored
                  else math.ceil(total_steps / steps_per_epoch))
     config = replace(config, lambda_decay_epochs=decay)
-    identity = {"spec": spec.to_dict(), "config": _identity(config.to_dict(), spec.init),
+    identity = {"spec": spec.to_dict(), "config": _config_to_match(config.to_dict(), spec.init),
                 "data_manifest": dataset.manifest_hash, "world_size": dist_info.world}
     if stored is not None:
         stored_spec = VariantSpec.from_dict(stored.get("spec", {}) | {"name": spec.name})
         previous = ({k: stored.get(k) for k in identity}
-                    | {"config": _identity(stored["config"], stored_spec.init),
+                    | {"config": _config_to_match(stored["config"], stored_spec.init),
                        # Read through from_dict: fields added since the run started take the
                        # value that reproduces it (e.g. image_skips=True, init="dcgan").
                        "spec": replace(stored_spec, description=spec.description).to_dict()})

@@ -24,6 +24,12 @@ weight gradients are computed for it there; Adam is the fused kernel.
 Rerunning ``train`` with the same config continues from the checkpoint. On the CPU the result is
 bit-identical to an uninterrupted run: data order comes from (seed, epoch), flips from
 (seed, epoch, index) inside the dataset, z from a generator whose state is checkpointed.
+
+This module holds the loop and its checkpoints. Around it: kpbench.resume names the run folder and
+decides whether a call starts, continues or refuses a run (and adopts folders from before names
+carried settings); kpbench.trainlog writes log.jsonl, TensorBoard scalars and the console
+progress; kpbench.distributed joins torchrun's processes and gives each rank its slice of every
+batch.
 """
 
 from __future__ import annotations
