@@ -51,12 +51,13 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kpbench.dataspec import DataSpec
+from kpbench.distributed import Dist, RankBatchSampler, epoch_order  # noqa: E402
 from kpbench.losses import discriminator_loss, generator_loss, make_fakes  # noqa: E402
 from kpbench.nets import Discriminator, PatchGenerator, build_networks  # noqa: E402
 from kpbench.paths import WorkDir  # noqa: E402
 from kpbench.runtime import pick_device  # noqa: E402
 from kpbench.samples import PatchSampleDataset, expand_batch, keep_batch, make_sample_dataset  # noqa: E402
-from kpbench.train import Batch, Dist, RankBatchSampler, TrainConfig, Trainer, epoch_order  # noqa: E402
+from kpbench.train import Batch, TrainConfig, Trainer  # noqa: E402
 from kpbench.variant import VariantSpec, get_variant  # noqa: E402
 
 SIZE = 64

@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kpbench.choices import EDGEBOXES
+from kpbench.config import LOCATION_FIELDS, OPERATIONAL_FIELDS, TrainConfig
+from kpbench.errors import KpbenchError
+from kpbench.variant import get_variant
+
 
 @dataclass(frozen=True)
 class Tag:
@@ -97,16 +102,10 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _defaults() -> dict[str, Any]:
-    # Lazily: kpbench.config imports kpbench.samples (torch, OpenCV), which a report reading run
-    # labels from this module does not need.
-    from kpbench.config import TrainConfig
-
     return _flatten(TrainConfig().to_dict())
 
 
 def _identity_fields(config: Mapping[str, Any]) -> dict[str, Any]:
-    from kpbench.config import LOCATION_FIELDS, OPERATIONAL_FIELDS
-
     return {k: v for k, v in _flatten(config).items()
             if k.split(".")[0] not in OPERATIONAL_FIELDS and k not in ("variant", "seed")
             and k not in LOCATION_FIELDS}
@@ -143,8 +142,6 @@ def box_source_of(tags: Sequence[tuple[str, str]]) -> str:
     """The box source a run was trained on, from its tags: ``boxes-<stem>.<hash4>`` for a box
     file, else ``edgeboxes``. Runs of one source can be judged apart from the others'
     (kpbench.report.aggregation.judge_claims_by_box_source)."""
-    from kpbench.choices import EDGEBOXES
-
     return next((text for field, text in tags if field == "data.boxes_id"), EDGEBOXES)
 
 
@@ -194,9 +191,6 @@ def legacy_identity(stored: Mapping[str, Any], lambda_decay_epochs: int | None =
     """(config, variant's own init) to name a run whose config.json predates names: its init is
     the one its spec.json recorded (dcgan before init was recorded), and the registered variant's
     init is the one that needs no tag; the resolved lambda decay becomes ``lambda_decay_epochs``."""
-    from kpbench.errors import KpbenchError
-    from kpbench.variant import get_variant
-
     config = dict(stored["config"])
     spec_init = (stored.get("spec") or {}).get("init", "dcgan")
     try:

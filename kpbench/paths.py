@@ -44,7 +44,7 @@ class WorkDir:
 
     def run_dir(self, variant: str, seed: int) -> Path:
         """The run of ``variant`` and ``seed`` with every other setting at its default
-        (``kpbench.train.run_dir_for`` names runs with other settings)."""
+        (``kpbench.resume.run_dir_for`` names runs with other settings)."""
         return self.runs / f"{variant}-seed{seed}"
 
     def report_dir(self, name: str) -> Path:

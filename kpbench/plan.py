@@ -312,7 +312,8 @@ def _seeds(path: Path, value: Any) -> list[int]:
 
 def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dict[str, Any],
             datasets: list[DatasetPlan], plan_seeds: list[int]) -> list[Cell]:
-    from kpbench.train import resolve_spec, run_dir_for
+    from kpbench.resume import run_dir_for
+    from kpbench.train import resolve_spec
     from kpbench.variant import get_variant
 
     name = str(experiment.get("name", f"experiment {index + 1}"))

@@ -24,23 +24,26 @@ weight gradients are computed for it there; Adam is the fused kernel.
 Rerunning ``train`` with the same config continues from the checkpoint. On the CPU the result is
 bit-identical to an uninterrupted run: data order comes from (seed, epoch), flips from
 (seed, epoch, index) inside the dataset, z from a generator whose state is checkpointed.
+
+This module holds the loop and its checkpoints. Around it: kpbench.resume names the run folder and
+decides whether a call starts, continues or refuses a run (and adopts folders from before names
+carried settings); kpbench.trainlog writes log.jsonl, TensorBoard scalars and the console
+progress; kpbench.distributed joins torchrun's processes and gives each rank its slice of every
+batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
-import os
 import random
-import shutil
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,50 +52,28 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from kpbench.config import LOCATION_FIELDS, OPERATIONAL_FIELDS, TrainConfig
+from kpbench.config import TrainConfig
 from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
+from kpbench.distributed import Dist, RankBatchSampler, barrier, epoch_order, init_distributed
 from kpbench.errors import KpbenchError
-from kpbench.identity import legacy_identity, legacy_run_name, run_name, run_tags
-from kpbench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from kpbench.io import atomic_torch_save
 from kpbench.lock import RunLock
 from kpbench.losses import discriminator_loss, generator_loss, lambda_at, make_fakes
 from kpbench.nets import Generator, build_networks
-from kpbench.paths import RunDir, WorkDir
+from kpbench.paths import WorkDir
+from kpbench.resume import RunSetup, RunState, adopt_legacy_run, prepare_run, run_dir_for
 from kpbench.runtime import derive_seed, pick_device, resolve_amp, seed_everything
 from kpbench.samples import PatchSampleDataset, expand_batch, keep_batch, make_sample_dataset
+from kpbench.trainlog import LogWindow, ProgressView, RunLogWriter, TensorBoardLog
 from kpbench.variant import VariantSpec, get_variant
 
 CHECKPOINT_FORMAT = 1
 SAMPLE_ROWS = 8
 
 
-# --- distributed (torchrun) ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_type: str) -> tuple[Dist, bool]:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1).
-    Returns the ranks and whether this call created the group (and must destroy it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), False
-    created = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        created = True
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))), created
+# --- data loading --------------------------------------------------------------------------------
 
 
 def data_workers(num_workers: int | None, device: torch.device) -> int:
@@ -101,34 +82,6 @@ def data_workers(num_workers: int | None, device: torch.device) -> int:
     if num_workers is not None:
         return num_workers
     return 2 if device.type == "cuda" else 0
-
-
-class RankBatchSampler(Sampler[list[int]]):
-    """Batches of one epoch for one rank: global batch b of ``order`` is split into W equal
-    slices and this rank takes its slice (DistributedSampler's sharding, per batch). Starts at
-    batch ``start`` so a resumed run sees exactly the batches it had not seen; drops the last
-    incomplete batch."""
-
-    def __init__(self, order: Tensor, global_batch: int, dist_info: Dist, start: int = 0) -> None:
-        self.order = order.tolist()
-        self.global_batch = global_batch
-        self.per_rank = global_batch // dist_info.world
-        self.rank = dist_info.rank
-        self.start = start
-
-    def __len__(self) -> int:
-        return len(self.order) // self.global_batch - self.start
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for b in range(self.start, len(self.order) // self.global_batch):
-            first = b * self.global_batch + self.rank * self.per_rank
-            yield self.order[first:first + self.per_rank]
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
-    """The permutation of the training set for ``epoch``: a pure function of (seed, epoch)."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, "order", epoch))
-    return torch.randperm(n, generator=generator)
 
 
 # --- RNG state as plain tensors and lists (loadable with weights_only=True) ----------------------
@@ -302,223 +255,7 @@ class Trainer:
             self.scaler_d.load_state_dict(state["scaler_d"])
 
 
-# --- run directory -------------------------------------------------------------------------------
-
-
-@dataclass
-class RunState:
-    step: int = 0  # iterations done
-    epoch: int = 0  # epoch of the next batch
-    batch_in_epoch: int = 0  # batches of ``epoch`` already done
-    lam: float = 0.0  # lambda of the last iteration
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What this call of ``train`` does: where, with which resolved config, how far, and whether
-    it continues a checkpoint."""
-
-    run_dir: Path
-    config: TrainConfig  # with lambda_decay_epochs resolved
-    steps_per_epoch: int
-    total_steps: int
-    resume: bool
-
-    @property
-    def files(self) -> RunDir:
-        return RunDir(self.run_dir)
-
-
-def _identity(config: dict[str, Any], spec_init: str) -> dict[str, Any]:
-    """The settings that must match to continue a run; ``init`` None means the spec's own."""
-    values = {k: v for k, v in config.items() if k not in OPERATIONAL_FIELDS}
-    for dotted in LOCATION_FIELDS:  # e.g. data.boxes: the content hash beside it is compared
-        group, _, name = dotted.partition(".")
-        values[group] = {k: v for k, v in values.get(group, {}).items() if k != name}
-    return values | {"init": values.get("init") or spec_init}
-
-
-def _without_locations(identity: dict[str, Any]) -> dict[str, Any]:
-    """A run identity without where a plug-in variant's file was (its content hash stays)."""
-    spec = dict(identity.get("spec") or {})
-    if isinstance(spec.get("source"), dict):
-        spec["source"] = {"sha256": spec["source"].get("sha256")}
-    return identity | {"spec": spec}
-
-
-def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    found = []
-    for key in sorted(set(stored) | set(current)):
-        old, new = stored.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            found += _differences(old, new, f"{prefix}{key}.")
-        elif old != new:
-            found.append(f"{prefix}{key}: {old!r} -> {new!r}")
-    return found
-
-
-def run_dir_for(config: TrainConfig, spec: VariantSpec) -> Path:
-    """``<work>/runs/<name>``: the name shows the variant, every identity setting that differs from
-    the defaults, and the seed (kpbench.identity)."""
-    return WorkDir.resolve(config.workdir).runs / run_name(config.to_dict(), get_variant(spec.name).init)
-
-
-def adopt_legacy_run(run_dir: Path, config: TrainConfig, spec: VariantSpec) -> None:
-    """Make runs written before names carried settings (config.json without "tags") fit the
-    naming: the old ``<variant>-seed<k>`` folder (or whatever folder ``run_dir`` names) is renamed
-    to ``run_dir`` when its settings give that name, so it continues; a folder in the way that
-    holds another run (e.g. trained at another width) moves to its own name, so it is neither
-    continued nor offered for deletion."""
-    for folder in dict.fromkeys([run_dir, run_dir.parent / legacy_run_name(spec.name, config.seed)]):
-        config_path = RunDir(folder).config
-        if not config_path.is_file():
-            continue
-        stored = json.loads(config_path.read_text())
-        if "tags" in stored:  # written under the current naming
-            continue
-        if run_name(*legacy_identity(stored, config.lambda_decay_epochs)) == run_dir.name:
-            if folder != run_dir and not run_dir.exists():
-                with RunLock(folder, "rename"):
-                    folder.rename(run_dir)
-            continue
-        own_name = folder.parent / run_name(*legacy_identity(stored))
-        if own_name != folder and not own_name.exists():
-            with RunLock(folder, "rename"):
-                folder.rename(own_name)
-
-
-def plan_run(config: TrainConfig, spec: VariantSpec, dataset: PatchSampleDataset, dist_info: Dist) -> RunPlan:
-    """Start, continue or refuse. A run continues when its checkpoint exists and its spec, config
-    (all but OPERATIONAL_FIELDS), data manifest and world size match; ``restart`` discards it."""
-    run_dir = run_dir_for(config, spec)
-    files = RunDir(run_dir)
-    # From the request (a decay resolved below is no tag) and the variant's own initialisation.
-    tags = run_tags(config.to_dict(), get_variant(spec.name).init)
-    steps_per_epoch = len(dataset) // config.batch_size
-    if steps_per_epoch == 0:
-        raise KpbenchError(f"the training split has {len(dataset)} images, fewer than one batch of "
-                           f"{config.batch_size}; use a smaller --batch-size or more data")
-    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch
-    if config.restart and dist_info.main and run_dir.exists():
-        shutil.rmtree(run_dir)
-    _barrier(dist_info)
-
-    stored = None
-    if files.config.exists() and files.checkpoint.exists():
-        stored = json.loads(files.config.read_text())
-    decay = config.lambda_decay_epochs
-    if decay is None:  # resolved when the run starts and kept when a rerun extends it
-        decay = (stored["config"]["lambda_decay_epochs"] if stored
-                 else math.ceil(total_steps / steps_per_epoch))
-    config = replace(config, lambda_decay_epochs=decay)
-    identity = {"spec": spec.to_dict(), "config": _identity(config.to_dict(), spec.init),
-                "data_manifest": dataset.manifest_hash, "world_size": dist_info.world}
-    if stored is not None:
-        stored_spec = VariantSpec.from_dict(stored.get("spec", {}) | {"name": spec.name})
-        previous = ({k: stored.get(k) for k in identity}
-                    | {"config": _identity(stored["config"], stored_spec.init),
-                       # Read through from_dict: fields added since the run started take the
-                       # value that reproduces it (e.g. image_skips=True, init="dcgan").
-                       "spec": replace(stored_spec, description=spec.description).to_dict()})
-        differences = _differences(_without_locations(previous), _without_locations(identity))
-        if differences:
-            raise KpbenchError(
-                f"{run_dir} was trained with different settings ({'; '.join(differences)}); pass "
-                "--restart to discard it and start over, or choose another --seed or --workdir")
-    _barrier(dist_info)  # every rank has read the old files before the main rank rewrites them
-    if dist_info.main:
-        if stored is None and run_dir.exists():  # files without a checkpoint: nothing to continue
-            shutil.rmtree(run_dir)
-        files.samples.mkdir(parents=True, exist_ok=True)
-        files.checkpoint.parent.mkdir(exist_ok=True)
-        atomic_write_json(files.spec, spec.to_dict())
-        atomic_write_json(files.config, identity | {
-            "name": run_dir.name, "tags": tags, "config": config.to_dict(),
-            "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-            "train_images": len(dataset)})
-    return RunPlan(run_dir, config, steps_per_epoch, total_steps, resume=stored is not None)
-
-
-class RunLog:
-    """log.jsonl, written by the main rank only."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-
-    def truncate_after(self, step: int) -> None:
-        """Drop entries logged after the checkpoint being resumed: those steps are redone."""
-        if not self.enabled or not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-
-    def write(self, entry: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry, sort_keys=True) + "\n")
-
-
-class TensorBoardLog:
-    """The log's numbers as TensorBoard scalars (``--tensorboard``): losses, images/s and data
-    share per log line, diagnostics when measured. Optional; log.jsonl stays the record."""
-
-    def __init__(self, directory: Path, enabled: bool) -> None:
-        self.writer = None
-        if not enabled:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as error:
-            raise KpbenchError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                               f"({error})") from error
-        self.writer = SummaryWriter(log_dir=str(directory))
-
-    def add(self, entry: dict[str, Any]) -> None:
-        if self.writer is None:
-            return
-        step = int(entry["step"])
-        for group in ("losses", "diagnostics"):
-            for name, value in entry.get(group, {}).items():
-                self.writer.add_scalar(f"{group}/{name}", value, step)
-        for name in ("images_per_s", "data_share", "lambda"):
-            if name in entry:
-                self.writer.add_scalar(f"speed/{name}" if name != "lambda" else "schedule/lambda",
-                                       entry[name], step)
-
-    def __enter__(self) -> TensorBoardLog:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-@dataclass
-class LogWindow:
-    """Loss and timing sums since the last log line."""
-
-    losses: dict[str, float] = field(default_factory=dict)
-    steps: int = 0
-    data_s: float = 0.0
-    compute_s: float = 0.0
-
-    def add(self, losses: dict[str, float], data_s: float, compute_s: float) -> None:
-        for name, value in losses.items():
-            self.losses[name] = self.losses.get(name, 0.0) + value
-        self.steps += 1
-        self.data_s += data_s
-        self.compute_s += compute_s
-
-    def entry(self, state: RunState, images_per_step: int) -> dict[str, Any]:
-        seconds = self.data_s + self.compute_s
-        return {
-            "step": state.step, "epoch": state.epoch, "lambda": state.lam,
-            "losses": {name: value / self.steps for name, value in self.losses.items()},
-            "data_s": self.data_s / self.steps, "step_s": seconds / self.steps,
-            "data_share": self.data_s / seconds, "images_per_s": images_per_step * self.steps / seconds,
-            "time": time.time(),
-        }
+# --- fixed inputs: sample grids and held-out diagnostics -----------------------------------------
 
 
 def _diagnostic_batch(config: TrainConfig, spec: VariantSpec,
@@ -560,6 +297,9 @@ def write_sample_grid(path: Path, generator: Generator, inputs: dict[str, Tensor
     return save_grid(path, columns)
 
 
+# --- stopping on a signal ------------------------------------------------------------------------
+
+
 class StopRequest:
     """SIGINT / SIGTERM set a flag; the loop checkpoints after the current iteration and stops.
     A second Ctrl-C raises KeyboardInterrupt at once (the last checkpoint stays intact)."""
@@ -588,79 +328,6 @@ class TrainingInterrupted(KpbenchError):
     """Training stopped on Ctrl-C / SIGTERM after saving a checkpoint."""
 
     exit_code = 130
-
-
-class ProgressView:
-    """The trainer's console output. On a terminal: a rich progress bar whose status shows the
-    last step. Otherwise (a log file, a pipe): one plain line every ``every`` steps and at the end,
-    with the mean losses, images/s and data share since the previous line, so a background run
-    can be followed with ``tail -f``."""
-
-    def __init__(self, enabled: bool, name: str, total: int, done: int, every: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = Console()
-        self.plain = enabled and not self.console.is_terminal
-        self.name, self.total, self.every = name, total, every
-        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(),
-                            TextColumn("{task.fields[status]}"), console=self.console,
-                            disable=not enabled or self.plain)
-        self.task = self.bar.add_task("train", total=total, completed=done, status="")
-        self.window = LogWindow()
-        self.started, self.first_step = time.perf_counter(), done
-
-    def __enter__(self) -> ProgressView:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def step(self, step: int, losses: dict[str, float], data_s: float, compute_s: float,
-             images_per_step: int, diagnostics: dict[str, float]) -> str:
-        """Record one finished step; returns its status text (for a caller's own view)."""
-        self.window.add(losses, data_s, compute_s)
-        text = _status(losses, images_per_step, data_s + compute_s, diagnostics)
-        self.bar.update(self.task, completed=step, status=text)
-        if self.plain and (step % self.every == 0 or step == self.total):
-            self.console.print(self.line(step, images_per_step, diagnostics), highlight=False, markup=False,
-                               soft_wrap=True)
-            self.window = LogWindow()
-        return text
-
-    def line(self, step: int, images_per_step: int, diagnostics: dict[str, float]) -> str:
-        window = self.window
-        seconds = window.data_s + window.compute_s
-        mean = {name: value / window.steps for name, value in window.losses.items()}
-        elapsed = time.perf_counter() - self.started
-        remaining = elapsed / max(step - self.first_step, 1) * (self.total - step)
-        return (f"{self.name} step {step}/{self.total} | "
-                f"{images_per_step * window.steps / max(seconds, 1e-9):.1f} img/s, "
-                f"data {window.data_s / max(seconds, 1e-9):.0%} | "
-                + _status(mean, 0, 1.0, diagnostics, rate=False)
-                + f" | {_clock(elapsed)} elapsed, {_clock(remaining)} left")
-
-
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def _status(losses: dict[str, float], images: int, seconds: float,
-            diagnostics: dict[str, float] | None = None, rate: bool = True) -> str:
-    shown = ("d/total", "g/total", "g/adversarial", "g/spatial", "g/appearance", "g/reconstruction")
-    text = " ".join(f"{name}={losses[name]:.3g}" for name in shown if name in losses)
-    if diagnostics and "mask_iou" in diagnostics:
-        text += (f" | held-out IoU {diagnostics['mask_iou']:.2f} (prior {diagnostics['prior_mask_iou']:.2f})"
-                 f" cover {diagnostics['mask_coverage']:.2f}")
-    return f"{text} {images / max(seconds, 1e-9):.1f} img/s" if rate else text
-
-
-def _barrier(dist_info: Dist) -> None:
-    if dist_info.world > 1:
-        dist.barrier()
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -713,20 +380,20 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
     run_dir = run_dir_for(config, spec)
     if dist_info.main:
         adopt_legacy_run(run_dir, config, spec)
-    _barrier(dist_info)
+    barrier(dist_info)
     # One trainer per run: the main rank holds the run's lock (kpbench.lock) from before it reads
     # or deletes anything in the run until the last checkpoint is written.
     with RunLock(run_dir, "train") if dist_info.main else contextlib.nullcontext():
-        plan = plan_run(config, spec, dataset, dist_info)
-        return TrainingSession(plan, spec, dataset, device, dist_info, on_step).run()
+        setup = prepare_run(config, spec, dataset, dist_info)
+        return TrainingSession(setup, spec, dataset, device, dist_info, on_step).run()
 
 
 class TrainingSession:
     """The state of one call of ``train``: networks, data, RNGs, position, log; checkpointable."""
 
-    def __init__(self, plan: RunPlan, spec: VariantSpec, dataset: PatchSampleDataset,
+    def __init__(self, setup: RunSetup, spec: VariantSpec, dataset: PatchSampleDataset,
                  device: torch.device, dist_info: Dist, on_step: StepHook | None = None) -> None:
-        self.plan, self.config, self.spec = plan, plan.config, spec
+        self.setup, self.config, self.spec = setup, setup.config, spec
         self.on_step = on_step if dist_info.main else None
         self.dataset, self.device, self.dist = dataset, device, dist_info
         config = self.config
@@ -750,14 +417,14 @@ class TrainingSession:
         self.state = RunState(lam=self.lam(0))
         self.other_real: Tensor | None = None  # the previous batch's real images (y')
         self.resumed_order: Tensor | None = None  # the interrupted epoch's data order, as saved
-        self.log = RunLog(plan.files.log, dist_info.main)
-        self.scalars = TensorBoardLog(plan.files.tensorboard, config.tensorboard and dist_info.main)
+        self.log = RunLogWriter(setup.files.log, dist_info.main)
+        self.scalars = TensorBoardLog(setup.files.tensorboard, config.tensorboard and dist_info.main)
         self.last_saved: int | None = None
         self.sample_inputs = _sample_inputs(dataset, config.seed, spec.z_dim) if dist_info.main else {}
         self.diagnostics = _diagnostic_batch(config, spec, dataset) if dist_info.main else None
-        self.diagnostics_every = config.diagnostics_every or max(1, plan.steps_per_epoch // 4)
+        self.diagnostics_every = config.diagnostics_every or max(1, setup.steps_per_epoch // 4)
         # Collapse = IoU below the prior's for two epochs, not counting the first (warm-up).
-        self.collapse_watch = CollapseWatch(patience_steps=2 * plan.steps_per_epoch)
+        self.collapse_watch = CollapseWatch(patience_steps=2 * setup.steps_per_epoch)
         self.last_diagnostics: dict[str, float] = {}
 
     def lam(self, epoch: int) -> float:
@@ -775,7 +442,7 @@ class TrainingSession:
             dist.all_gather_object(ranks, rank_state)
         if self.dist.main:
             state = self.state
-            atomic_torch_save(self.plan.files.checkpoint, {
+            atomic_torch_save(self.setup.files.checkpoint, {
                 "format": CHECKPOINT_FORMAT, "step": state.step, "epoch": state.epoch,
                 "batch_in_epoch": state.batch_in_epoch, "lambda": state.lam,
                 "data_order": epoch_order(len(self.dataset), self.config.seed, state.epoch),
@@ -784,7 +451,7 @@ class TrainingSession:
         self.last_saved = self.state.step
 
     def restore(self) -> None:
-        checkpoint = self.plan.files.read_checkpoint()
+        checkpoint = self.setup.files.read_checkpoint()
         self.trainer.load_state_dict(checkpoint["models"])
         self.state = RunState(checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"],
                               checkpoint["lambda"])
@@ -798,24 +465,24 @@ class TrainingSession:
     # the loop ------------------------------------------------------------------------------------
 
     def run(self) -> Path:
-        plan, state = self.plan, self.state
-        if plan.resume:
+        setup, state = self.setup, self.state
+        if setup.resume:
             self.restore()
             state = self.state
             self.log.truncate_after(state.step)
-            self.log.write({"event": "resume", "step": state.step, "total_steps": plan.total_steps,
+            self.log.write({"event": "resume", "step": state.step, "total_steps": setup.total_steps,
                             "amp": self.trainer.amp})
         else:
-            self.log.write({"event": "start", "step": 0, "total_steps": plan.total_steps,
+            self.log.write({"event": "start", "step": 0, "total_steps": setup.total_steps,
                             "world_size": self.dist.world, "amp": self.trainer.amp})
-        view = ProgressView(self.config.progress and self.dist.main, plan.run_dir.name, plan.total_steps,
+        view = ProgressView(self.config.progress and self.dist.main, setup.run_dir.name, setup.total_steps,
                             state.step, self.config.status_every)
         with StopRequest() as stop, view, self.scalars:
-            while state.step < plan.total_steps:
+            while state.step < setup.total_steps:
                 self.run_epoch(stop, view)
         self.log.write({"event": "done", "step": state.step})
-        _barrier(self.dist)  # no rank tears the group down while another still writes
-        return plan.run_dir
+        barrier(self.dist)  # no rank tears the group down while another still writes
+        return setup.run_dir
 
     def epoch_loader(self) -> DataLoader:
         """Batches of the current epoch from where the run stands, in worker processes."""
@@ -836,10 +503,10 @@ class TrainingSession:
         )
 
     def run_epoch(self, stop: StopRequest, view: ProgressView) -> None:
-        config, plan, state, spec = self.config, self.plan, self.state, self.spec
+        config, setup, state, spec = self.config, self.setup, self.state, self.spec
         window = LogWindow()
         batches = iter(self.epoch_loader())
-        while state.step < plan.total_steps:
+        while state.step < setup.total_steps:
             started = time.perf_counter()
             item = next(batches, None)
             if item is None:
@@ -864,10 +531,10 @@ class TrainingSession:
             state.step += 1
             state.batch_in_epoch += 1
             state.lam = lam
-            if state.batch_in_epoch == plan.steps_per_epoch:
+            if state.batch_in_epoch == setup.steps_per_epoch:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             window.add(losses, fetched - started, finished - fetched)
-            done = state.step >= plan.total_steps
+            done = state.step >= setup.total_steps
             if state.step % config.log_every == 0 or done or stop_now:
                 entry = window.entry(state, config.batch_size)
                 self.log.write(entry)
@@ -876,19 +543,19 @@ class TrainingSession:
             if state.step % self.diagnostics_every == 0 or done:
                 self.run_diagnostics()
             if self.dist.main and (state.step % config.sample_every == 0 or done or stop_now):
-                write_sample_grid(plan.files.samples / f"step-{state.step:06d}.png", self.generator,
+                write_sample_grid(setup.files.samples / f"step-{state.step:06d}.png", self.generator,
                                   self.sample_inputs, self.device)
             if state.step % config.checkpoint_every == 0 or done or stop_now:
                 self.save_checkpoint()
             status = view.step(state.step, losses, fetched - started, finished - fetched, config.batch_size,
                                self.last_diagnostics)
             if self.on_step is not None:
-                self.on_step(state.step, plan.total_steps, status)
+                self.on_step(state.step, setup.total_steps, status)
             if stop_now:
                 self.log.write({"event": "interrupted", "step": state.step})
                 raise TrainingInterrupted(
-                    f"training interrupted at step {state.step}/{plan.total_steps}; checkpoint saved in "
-                    f"{plan.run_dir}; run the same command again to continue")
+                    f"training interrupted at step {state.step}/{setup.total_steps}; checkpoint saved in "
+                    f"{setup.run_dir}; run the same command again to continue")
 
     def run_diagnostics(self) -> None:
         """Diagnostics on the fixed held-out batch -> log.jsonl (``event: diagnostics``), the
@@ -903,11 +570,11 @@ class TrainingSession:
         self.log.write(entry)
         self.scalars.add(entry)
         self.last_diagnostics = values
-        if step > self.plan.steps_per_epoch:  # the first epoch is warm-up
+        if step > self.setup.steps_per_epoch:  # the first epoch is warm-up
             message = self.collapse_watch.update(step, values)
             if message:
                 self.log.write({"event": "mask-collapse-warning", "step": step, "message": message})
-                warnings.warn(f"{self.plan.run_dir.name}: {message}", stacklevel=1)
+                warnings.warn(f"{self.setup.run_dir.name}: {message}", stacklevel=1)
 
     def synchronise(self, losses: dict[str, Tensor], stop: bool) -> tuple[dict[str, float], bool]:
         """The iteration's one host sync: losses averaged over ranks, and whether any rank was
@@ -927,7 +594,7 @@ class TrainingSession:
             return
         step = self.state.step + 1
         self.log.write({"event": "non-finite", "step": step, "losses": losses})
-        kept = (f"the last good checkpoint (step {self.last_saved}) is kept at {self.plan.files.checkpoint}"
+        kept = (f"the last good checkpoint (step {self.last_saved}) is kept at {self.setup.files.checkpoint}"
                 if self.last_saved is not None else "no checkpoint had been written yet")
         raise KpbenchError(f"non-finite loss ({', '.join(bad)}) at step {step}: training stopped; {kept}; "
                            "try a lower learning rate, or --amp off")

@@ -99,15 +99,16 @@ def test_kpbench_has_no_import_circle() -> None:
 
 
 def test_configs_load_without_torch_or_opencv() -> None:
-    # Reading a run's config (DataSpec, TrainConfig) must not pull in torch or cv2: reports,
-    # identities and tools that only read configs stay light.
+    # Reading a run's config (DataSpec, TrainConfig) or naming a run from it (kpbench.identity)
+    # must not pull in torch or cv2: reports, identities and tools that only read configs stay light.
     import subprocess
     import sys
 
     code = ("import sys, json\n"
             "from kpbench.config import TrainConfig\n"
             "from kpbench.dataspec import DataSpec\n"
-            "TrainConfig(data=DataSpec(size=64))\n"
+            "from kpbench.identity import run_name\n"
+            "run_name(TrainConfig(data=DataSpec(size=64)).to_dict())\n"
             "print(json.dumps(['torch' in sys.modules, 'cv2' in sys.modules]))\n")
     root = Path(kpbench.__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,

@@ -27,16 +27,10 @@ from kpbench.errors import KpbenchError
 from kpbench.losses import generator_loss, lambda_at, make_fakes
 from kpbench.nets import GeneratorOutput, build_networks
 from kpbench.paths import RunDir, WorkDir
+from kpbench.resume import run_dir_for
 from kpbench.runs import load_run
 from kpbench.samples import make_sample_dataset
-from kpbench.train import (
-    Batch,
-    TrainConfig,
-    Trainer,
-    resolve_spec,
-    run_dir_for,
-    train,
-)
+from kpbench.train import Batch, TrainConfig, Trainer, resolve_spec, train
 from kpbench.variant import EQUATION_4_FAKES, get_variant, list_variants, reference_name, spec_diff
 
 REPO = Path(__file__).resolve().parents[1]
