@@ -629,7 +629,7 @@ def run_command(
 def _run_plan_and_summarise(plan: Any, launcher: str) -> None:
     """``kpbench run`` and ``kpbench demo``: the plan runner, then its summary; a non-zero exit
     when a cell failed or a report could not be written."""
-    from kpbench.plan import run_plan
+    from kpbench.runner import run_plan
 
     result = run_plan(plan, launcher, say=lambda text: console.print(text, highlight=False, markup=False))
     _print_plan_summary(result)
@@ -642,7 +642,8 @@ def _run_plan_and_summarise(plan: Any, launcher: str) -> None:
 def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
     """One line per cell (greppable, unwrapped), then the totals. Times come only with ``timed``:
     one real iteration at the plan's width takes minutes on a CPU."""
-    from kpbench.plan import cell_state, describe_cost, format_seconds, measure_throughput
+    from kpbench.cost import describe_cost, format_seconds, measure_throughput
+    from kpbench.runner import cell_state
 
     costs = describe_cost(plan)
     throughput = measured = None
@@ -681,7 +682,7 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
 def _print_plan_summary(result: Any) -> None:
     from rich.table import Table
 
-    from kpbench.plan import format_seconds
+    from kpbench.cost import format_seconds
 
     table = Table("cell", "outcome", "time", "detail", title="plan summary", title_justify="left")
     table.columns[0].overflow = "fold"

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from kpbench.cli import app
 from kpbench.errors import KpbenchError
-from kpbench.plan import load_plan, run_plan
+from kpbench.plan import load_plan
+from kpbench.runner import run_plan
 from kpbench.runs import list_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,14 +247,14 @@ def test_a_plan_extends_another_key_by_key_and_says_when_it_cannot(tmp_path: Pat
 
 def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import kpbench.plan
+    import kpbench.cost
 
     def no_timing(*_: object) -> None:
         raise AssertionError("a dry run times an iteration only when asked (--time)")
 
     plan_path, work = write_plan(tmp_path), tmp_path / "work"
     with monkeypatch.context() as patched:
-        patched.setattr(kpbench.plan, "measure_throughput", no_timing)
+        patched.setattr(kpbench.cost, "measure_throughput", no_timing)
         result = invoke("run", plan_path, "-w", work, "--dry-run")
     assert result.exit_code == 0, result.output
     lines = [line.split() for line in result.stdout.splitlines() if line.startswith("  builtin")]
@@ -293,7 +294,7 @@ def test_a_cell_with_two_processes_trains_under_torchrun(tmp_path: Path) -> None
     and the ranks share the run; evaluation then runs in this process."""
     import torch
 
-    from kpbench.plan import execute_cell
+    from kpbench.runner import execute_cell
 
     plan = load_plan(write_plan(tmp_path), tmp_path / "work")
     cell = plan.cells[0]
