@@ -661,8 +661,9 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
         total += to_train
         state_text = "done" if finished and not missing else (
             f"evaluate {', '.join(missing)}" if finished else state)
+        steps = f"~{cost.steps}" if cost.approximate else str(cost.steps)
         console.print(f"  {cell.dataset:<10} {cell.name:<48} [{', '.join(cell.experiments)}] {state_text}; "
-                      f"{cost.steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP"
+                      f"{steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP"
                       + (f"; ~{format_seconds(to_train / throughput)}" if throughput else ""),
                       highlight=False, markup=False, soft_wrap=True)
     for dataset in plan.datasets:
@@ -677,6 +678,9 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
                     "machine the plan is for")
     console.print(f"training still to do: {total / 1e15:.3f} PFLOP, {estimate}; protocols: "
                   f"{', '.join(plan.protocols)}", highlight=False, soft_wrap=True)
+    if any(cost.approximate for _, cost in costs):
+        console.print("~: epochs over the image files counted in the folder; opening it (when the plan "
+                      "runs) skips unreadable or too small ones", highlight=False, soft_wrap=True)
 
 
 def _print_plan_summary(result: Any) -> None:

@@ -15,6 +15,9 @@ from kpbench.plan import Cell, Plan
 class CellCost:
     steps: int
     flops_per_step: float  # training FLOPs of one iteration (forward + backward, every update)
+    # The steps come from epochs over a count of training images that opening the data may lower
+    # (a folder's files counted, not read: kpbench.data.count_split).
+    approximate: bool = False
 
     @property
     def flops(self) -> float:
@@ -29,10 +32,12 @@ def _forward_flops(module: Any, *inputs: Any) -> float:
     return float(counter.get_total_flops())
 
 
-def estimate_cost(cell: Cell, train_images: int) -> CellCost:
+def estimate_cost(cell: Cell, train_images: int, images_exact: bool = True) -> CellCost:
     """Training FLOPs of a cell, counted on meta tensors (no computation): per iteration,
     (forward + backward ~ 3 forwards) x (g_steps generator passes + the discriminator on the real
-    image and each fake in its d_steps and once per generator update)."""
+    image and each fake in its d_steps and once per generator update). ``images_exact``: whether
+    ``train_images`` is the opened dataset's count (else the steps of an epoch-long run are
+    marked approximate)."""
     import torch
 
     from kpbench.nets import build_networks
@@ -48,8 +53,9 @@ def estimate_cost(cell: Cell, train_images: int) -> CellCost:
         d = _forward_flops(nets.discriminator, image, patches) if nets.discriminator is not None else 0.0
     d_passes = (config.d_steps * (1 + len(spec.fake_kinds)) + config.g_steps) if d else 0
     per_step = 3.0 * (config.g_steps * g + d_passes * d)
-    steps = config.steps if config.steps is not None else config.epochs * max(1, train_images // b)
-    return CellCost(steps, per_step)
+    if config.steps is not None:
+        return CellCost(config.steps, per_step)
+    return CellCost(config.epochs * max(1, train_images // b), per_step, approximate=not images_exact)
 
 
 @dataclass(frozen=True)
@@ -104,16 +110,18 @@ def measure_throughput(cell: Cell, device: str | None) -> Throughput:
 
 def describe_cost(plan: Plan) -> list[tuple[Cell, CellCost]]:
     """Each cell's training cost (see :func:`estimate_cost`); the number of training images per
-    dataset comes from opening it (a folder is indexed, nothing is detected)."""
-    from kpbench.samples import open_data
+    dataset comes from its file listing (kpbench.data.count_split), not from opening it, which
+    reads every image of a folder."""
+    from kpbench.data import SplitCount, count_split
 
-    images: dict[str, int] = {}
+    counts: dict[tuple[str, float], SplitCount] = {}
     costs = []
     for cell in plan.cells:
-        if cell.dataset not in images:
-            dataset = open_data(cell.config.data)
-            images[cell.dataset] = len(dataset.split_indices("train"))
-        costs.append((cell, estimate_cost(cell, images[cell.dataset])))
+        key = (cell.config.data.source, cell.config.data.test_fraction)
+        if key not in counts:
+            counts[key] = count_split(*key)
+        count = counts[key]
+        costs.append((cell, estimate_cost(cell, count.train, images_exact=count.exact)))
     return costs
 
 

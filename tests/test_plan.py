@@ -273,6 +273,30 @@ def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path
     assert not (work / "builtin" / "runs").exists()
 
 
+def test_a_dry_run_counts_a_folder_without_reading_its_images(tmp_path: Path, photo_folder: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Opening a folder checks every image (minutes on a large one): the dry run counts the files.
+    import kpbench.data
+
+    def no_reading(*_: object, **__: object) -> None:
+        raise AssertionError("a dry run reads no image")
+
+    monkeypatch.setattr(kpbench.data.Image, "open", no_reading)
+    monkeypatch.setattr(kpbench.data, "read_rgb", no_reading)
+    plan_path = tmp_path / "folder.toml"
+    plan_path.write_text(TINY.format(steps=2, checkpoint_every=1000, extra_dataset="[datasets.photos]")
+                         .replace("steps = 2", "epochs = 3"))
+    result = invoke("run", plan_path, "-w", tmp_path / "work", "--data", f"photos={photo_folder}",
+                    "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: " ".join(line.split()) for line in result.stdout.splitlines()
+             if line.startswith("  ")}
+    # 6 photos, 5 for training: 3 epochs of 5 // 4 batches; 48 built-in images: 3 x 43 // 4.
+    assert "[random-patches] not started; ~3 it x" in lines["photos"], result.stdout
+    assert "not started; 30 it x" in lines["builtin"] and lines["photos"].endswith("GFLOP")
+    assert "~: epochs over the image files counted" in result.stdout
+
+
 def test_the_submitit_path_runs_a_tiny_plan_with_the_local_executor(tmp_path: Path) -> None:
     pytest.importorskip("submitit")
     plan = load_plan(write_plan(tmp_path), tmp_path / "work")
