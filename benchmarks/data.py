@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kpbench.cli import demo_overrides  # noqa: E402
 from kpbench.dataspec import DataSpec
 from kpbench.paths import WorkDir  # noqa: E402
-from kpbench.plan import load_plan, run_plan, shipped_plan  # noqa: E402
+from kpbench.plan import load_plan, shipped_plan  # noqa: E402
+from kpbench.runner import run_plan  # noqa: E402
 from kpbench.samples import PatchSampleDataset, expand_batch, make_sample_dataset  # noqa: E402
 
 CPU = torch.device("cpu")

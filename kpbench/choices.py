@@ -2,7 +2,7 @@
 
 Kept free of heavy imports so the CLI can offer them without loading torch. The library's
 tuples (``config.AMP_MODES``, ``samples.PATCH_SOURCES``, ``variant.INITIALISATIONS``,
-``plan.LAUNCHERS``) are their values; ``patches.PATCH_PRESETS`` is checked against them by the
+``runner.LAUNCHERS``) are their values; ``patches.PATCH_PRESETS`` is checked against them by the
 tests. Feature extractors are not among them: more can be registered at run time
 (``kpbench.fid.register_extractor``), and reading that registry imports torch and every
 protocol, so ``kpbench list`` names them and ``--help`` only points there.

@@ -638,7 +638,7 @@ def run_command(
 def _run_plan_and_summarise(plan: Any, launcher: str) -> None:
     """``kpbench run`` and ``kpbench demo``: the plan runner, then its summary; a non-zero exit
     when a cell failed or a report could not be written."""
-    from kpbench.plan import run_plan
+    from kpbench.runner import run_plan
 
     result = run_plan(plan, launcher, say=lambda text: console.print(text, highlight=False, markup=False))
     _print_plan_summary(result)
@@ -651,7 +651,8 @@ def _run_plan_and_summarise(plan: Any, launcher: str) -> None:
 def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
     """One line per cell (greppable, unwrapped), then the totals. Times come only with ``timed``:
     one real iteration at the plan's width takes minutes on a CPU."""
-    from kpbench.plan import cell_state, describe_cost, format_seconds, measure_throughput
+    from kpbench.cost import describe_cost, format_seconds, measure_throughput
+    from kpbench.runner import cell_state
 
     costs = describe_cost(plan)
     throughput = measured = None
@@ -669,8 +670,9 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
         total += to_train
         state_text = "done" if finished and not missing else (
             f"evaluate {', '.join(missing)}" if finished else state)
+        steps = f"~{cost.steps}" if cost.approximate else str(cost.steps)
         console.print(f"  {cell.dataset:<10} {cell.name:<48} [{', '.join(cell.experiments)}] {state_text}; "
-                      f"{cost.steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP"
+                      f"{steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP"
                       + (f"; ~{format_seconds(to_train / throughput)}" if throughput else ""),
                       highlight=False, markup=False, soft_wrap=True)
     for dataset in plan.datasets:
@@ -685,12 +687,15 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
                     "machine the plan is for")
     console.print(f"training still to do: {total / 1e15:.3f} PFLOP, {estimate}; protocols: "
                   f"{', '.join(plan.protocols)}", highlight=False, soft_wrap=True)
+    if any(cost.approximate for _, cost in costs):
+        console.print("~: epochs over the image files counted in the folder; opening it (when the plan "
+                      "runs) skips unreadable or too small ones", highlight=False, soft_wrap=True)
 
 
 def _print_plan_summary(result: Any) -> None:
     from rich.table import Table
 
-    from kpbench.plan import format_seconds
+    from kpbench.cost import format_seconds
 
     table = Table("cell", "outcome", "time", "detail", title="plan summary", title_justify="left")
     table.columns[0].overflow = "fold"

@@ -200,7 +200,7 @@ class ImageDataset:
         if all(split is not None for split in given):
             return np.array([split == "test" for split in given], dtype=bool)
         order = np.random.default_rng(seed).permutation(len(records))
-        num_test = max(1, round(len(records) * test_fraction)) if len(records) > 1 else 0
+        num_test = seeded_test_count(len(records), test_fraction)
         is_test = np.zeros(len(records), dtype=bool)
         is_test[order[:num_test]] = True
         return is_test
@@ -329,12 +329,8 @@ def _read_labels_csv(path: Path) -> dict[str, tuple[str, str | None]]:
     return table
 
 
-def _index_folder(root: Path) -> tuple[list[ImageRecord], list[int], dict]:
-    """Find, check and label every image under ``root``.
-
-    Unreadable, truncated or tiny files are skipped and counted (with a warning); an empty folder
-    or one with no readable image is a :class:`KpbenchError`.
-    """
+def _image_files(root: Path) -> list[Path]:
+    """The image files under ``root`` by extension, sorted; none is opened."""
     if not root.exists():
         raise KpbenchError(f"data folder {root} does not exist")
     if not root.is_dir():
@@ -347,6 +343,16 @@ def _index_folder(root: Path) -> tuple[list[ImageRecord], list[int], dict]:
         raise KpbenchError(
             f"no image files (jpg, png, webp, bmp) found under {root}"
         )
+    return candidates
+
+
+def _index_folder(root: Path) -> tuple[list[ImageRecord], list[int], dict]:
+    """Find, check and label every image under ``root``.
+
+    Unreadable, truncated or tiny files are skipped and counted (with a warning); an empty folder
+    or one with no readable image is a :class:`KpbenchError`.
+    """
+    candidates = _image_files(root)
     labels_csv = root / "labels.csv"
     labelled = _read_labels_csv(labels_csv) if labels_csv.exists() else None
 
@@ -444,6 +450,56 @@ def open_dataset(
         count = parse_builtin_source(text)
         return BuiltinDataset(count, preprocess, split_seed, test_fraction)
     return FolderDataset(Path(text), preprocess, split_seed, test_fraction)
+
+
+def seeded_test_count(num_images: int, test_fraction: float) -> int:
+    """How many of ``num_images`` a seeded split puts in the test set."""
+    return max(1, round(num_images * test_fraction)) if num_images > 1 else 0
+
+
+@dataclass(frozen=True)
+class SplitCount:
+    """A source's split sizes as :func:`open_dataset` would give them, counted without opening it."""
+
+    train: int
+    test: int
+    # False for a folder: its files were counted, not read, and opening it skips those that
+    # turn out unreadable, too small or missing from labels.csv (so these are upper bounds).
+    exact: bool
+
+
+def count_split(source: str | Path, test_fraction: float = 0.1) -> SplitCount:
+    """The train / test sizes of ``source`` (a folder or ``builtin[:COUNT]``) from the file
+    listing and labels.csv alone, as :func:`open_dataset` would split it (the sizes of a seeded
+    split do not depend on the seed): milliseconds, where opening a large folder checks every
+    image."""
+    from kpbench.builtin import BUILTIN_PREFIX, parse_builtin_source
+
+    if not 0.0 < test_fraction < 1.0:
+        raise KpbenchError(f"test fraction must be in (0, 1), got {test_fraction}")
+    text = str(source)
+    if text == BUILTIN_PREFIX or text.startswith(BUILTIN_PREFIX + ":"):
+        count = parse_builtin_source(text)
+        test = seeded_test_count(count, test_fraction)
+        return SplitCount(count - test, test, exact=True)
+    root = Path(text)
+    files = _image_files(root)
+    labels_csv = root / "labels.csv"
+    labelled = _read_labels_csv(labels_csv) if labels_csv.exists() else None
+    splits: list[str | None] = []  # of the files that would be records (as _index_folder keys them)
+    for path in files:
+        if labelled is None:
+            splits.append(None)
+            continue
+        relative = path.relative_to(root).as_posix()
+        key = relative if relative in labelled else path.name
+        if key in labelled:
+            splits.append(labelled[key][1])
+    if splits and all(split is not None for split in splits):  # the source's own split
+        test = splits.count("test")
+    else:
+        test = seeded_test_count(len(splits), test_fraction)
+    return SplitCount(len(splits) - test, test, exact=False)
 
 
 def describe(dataset: ImageDataset) -> str:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from kpbench.builtin import CLASS_NAMES, render_creature
-from kpbench.data import FolderDataset, Preprocess, make_preprocess, open_dataset, read_rgb
+from kpbench.data import FolderDataset, Preprocess, count_split, make_preprocess, open_dataset, read_rgb
 from kpbench.errors import KpbenchError
 
 
@@ -119,6 +119,29 @@ def test_labels_csv_with_split_and_celeba_crop(tmp_path: Path, photos: dict[str,
     dataset = FolderDataset(tmp_path, make_preprocess(64, preset="celeba"))
     marker_index = [record.file for record in dataset.records].index("marker.jpg")
     assert dataset.load_image(marker_index).max() < 30
+
+
+def test_split_sizes_are_counted_from_the_listing_as_opening_splits(tmp_path: Path, photo_folder: Path,
+                                                                 photos: dict[str, np.ndarray]) -> None:
+    # A seeded split, a source's own split (labels.csv; a file it does not list is left out) and
+    # the built-in source: the counts opening gives, without reading an image.
+    own = tmp_path / "own"
+    own.mkdir()
+    for name, image in sorted(photos.items()):
+        Image.fromarray(image).save(own / f"{name}.jpg")
+    listed = sorted(photos)[1:]
+    (own / "labels.csv").write_text("file,label,split\n" + "".join(
+        f"{name}.jpg,x,{'test' if number % 3 == 0 else 'train'}\n" for number, name in enumerate(listed)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unlisted file is skipped with a warning
+        opened = {source: open_dataset(source, test_fraction=0.3).manifest
+                  for source in (photo_folder, own, "builtin:30")}
+    for source, manifest in opened.items():
+        count = count_split(source, test_fraction=0.3)
+        assert (count.train, count.test) == (manifest.num_train, manifest.num_test), source
+        assert count.exact == (source == "builtin:30")  # a folder's files were counted, not read
+    with pytest.raises(KpbenchError, match="does not exist"):
+        count_split(tmp_path / "missing")
 
 
 def test_unknown_preset_and_size_are_errors() -> None:

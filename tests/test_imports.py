@@ -114,3 +114,27 @@ def test_configs_load_without_torch_or_opencv() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                             check=True, env={"PYTHONPATH": str(root), "PATH": ""})
     assert result.stdout.strip() == "[false, false]", result.stdout + result.stderr
+
+
+def test_a_plan_is_read_without_torch_or_opencv_but_for_its_protocols() -> None:
+    # Importing kpbench.plan (and the cost module) loads neither; reading a plan's datasets,
+    # experiments and cells (run names, variants) does not either. Only the [eval] check reads the
+    # protocol registry, whose files import torch: here a stand-in registry takes its place.
+    import subprocess
+    import sys
+
+    code = ("import sys, json, types\n"
+            "import kpbench.plan, kpbench.cost\n"
+            "light = ['torch' in sys.modules, 'cv2' in sys.modules]\n"
+            "registry = types.ModuleType('kpbench.protocol')\n"
+            "registry.ALL = 'all'\n"
+            "registry.list_protocols = lambda: [types.SimpleNamespace(name='patches')]\n"
+            "registry.EvalOptions = lambda: types.SimpleNamespace(with_settings=lambda settings: settings)\n"
+            "sys.modules['kpbench.protocol'] = registry\n"
+            "plan = kpbench.plan.load_plan('plans/paper-cpu.toml')\n"
+            "assert plan.cells and plan.protocols == ('patches',), plan.protocols\n"
+            "print(json.dumps(light + ['torch' in sys.modules, 'cv2' in sys.modules]))\n")
+    root = Path(kpbench.__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                            check=True, env={"PYTHONPATH": str(root), "PATH": ""})
+    assert result.stdout.strip() == "[false, false, false, false]", result.stdout + result.stderr

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from kpbench.cli import app
 from kpbench.errors import KpbenchError
-from kpbench.plan import load_plan, run_plan
+from kpbench.plan import load_plan
+from kpbench.runner import run_plan
 from kpbench.runs import list_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,14 +247,14 @@ def test_a_plan_extends_another_key_by_key_and_says_when_it_cannot(tmp_path: Pat
 
 def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import kpbench.plan
+    import kpbench.cost
 
     def no_timing(*_: object) -> None:
         raise AssertionError("a dry run times an iteration only when asked (--time)")
 
     plan_path, work = write_plan(tmp_path), tmp_path / "work"
     with monkeypatch.context() as patched:
-        patched.setattr(kpbench.plan, "measure_throughput", no_timing)
+        patched.setattr(kpbench.cost, "measure_throughput", no_timing)
         result = invoke("run", plan_path, "-w", work, "--dry-run")
     assert result.exit_code == 0, result.output
     lines = [line.split() for line in result.stdout.splitlines() if line.startswith("  builtin")]
@@ -270,6 +271,30 @@ def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path
     assert all(re.search(r"GFLOP; ~\S+ \S+$", line) for line in timed.stdout.splitlines()
                if line.startswith("  builtin"))
     assert not (work / "builtin" / "runs").exists()
+
+
+def test_a_dry_run_counts_a_folder_without_reading_its_images(tmp_path: Path, photo_folder: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Opening a folder checks every image (minutes on a large one): the dry run counts the files.
+    import kpbench.data
+
+    def no_reading(*_: object, **__: object) -> None:
+        raise AssertionError("a dry run reads no image")
+
+    monkeypatch.setattr(kpbench.data.Image, "open", no_reading)
+    monkeypatch.setattr(kpbench.data, "read_rgb", no_reading)
+    plan_path = tmp_path / "folder.toml"
+    plan_path.write_text(TINY.format(steps=2, checkpoint_every=1000, extra_dataset="[datasets.photos]")
+                         .replace("steps = 2", "epochs = 3"))
+    result = invoke("run", plan_path, "-w", tmp_path / "work", "--data", f"photos={photo_folder}",
+                    "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: " ".join(line.split()) for line in result.stdout.splitlines()
+             if line.startswith("  ")}
+    # 6 photos, 5 for training: 3 epochs of 5 // 4 batches; 48 built-in images: 3 x 43 // 4.
+    assert "[random-patches] not started; ~3 it x" in lines["photos"], result.stdout
+    assert "not started; 30 it x" in lines["builtin"] and lines["photos"].endswith("GFLOP")
+    assert "~: epochs over the image files counted" in result.stdout
 
 
 def test_the_submitit_path_runs_a_tiny_plan_with_the_local_executor(tmp_path: Path) -> None:
@@ -293,7 +318,7 @@ def test_a_cell_with_two_processes_trains_under_torchrun(tmp_path: Path) -> None
     and the ranks share the run; evaluation then runs in this process."""
     import torch
 
-    from kpbench.plan import execute_cell
+    from kpbench.runner import execute_cell
 
     plan = load_plan(write_plan(tmp_path), tmp_path / "work")
     cell = plan.cells[0]
