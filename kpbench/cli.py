@@ -76,7 +76,7 @@ def user_errors(command: F) -> F:
             _print_error(translated)
             raise typer.Exit(code=translated.exit_code) from None
         except KeyboardInterrupt:
-            error_console.print("interrupted", highlight=False)
+            error_console.print("interrupted")
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -227,11 +227,11 @@ def data_prepare(
     from kpbench import api
 
     prepared = api.prepare_data(data_options.spec(source), workdir=workdir, workers=workers, progress=True,
-                                say=lambda text: console.print(text, highlight=False, markup=False,
+                                say=lambda text: console.print(text,
                                                                soft_wrap=True))
     for line in prepared.box_summary:
-        console.print(line, highlight=False)
-    console.print(f"manifest: {prepared.manifest}", highlight=False)
+        console.print(line)
+    console.print(f"manifest: {prepared.manifest}")
 
 
 @data_app.command("show")
@@ -255,7 +255,7 @@ def data_show(
     dataset = open_data(spec)
     table = load_boxes(dataset, spec, work, progress=True)
     path = render_contact_sheet(dataset, table, out, count=count)
-    console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {path}")
 
 
 @data_app.command("compare-boxes")
@@ -288,7 +288,7 @@ def data_compare_boxes(
     specs = [replace(options, boxes=box_source).spec(source) for box_source in (reference, candidate)]
     result = compare_box_sources(specs[0], specs[1], WorkDir.resolve(workdir), split, seed)  # type: ignore[arg-type]
     for line in result.lines():
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(line, soft_wrap=True)
 
 
 @app.command("list")
@@ -336,9 +336,9 @@ def show_command(
     console.print_json(json.dumps(spec.to_dict()))
     differences = spec_diff(spec, reference)
     if not differences:
-        console.print(f"{spec.name}: the {reference.name} model (no differences)", highlight=False)
+        console.print(f"{spec.name}: the {reference.name} model (no differences)")
     for field_name, (reference_value, value) in differences.items():
-        console.print(f"  {field_name}: {reference_value!r} ({reference.name}) -> {value!r}", highlight=False)
+        console.print(f"  {field_name}: {reference_value!r} ({reference.name}) -> {value!r}")
 
 
 @app.command("train")
@@ -404,7 +404,7 @@ def train_command(
     spec = data_options.spec(data)
     for seed_value in parse_seeds(seeds) if seeds is not None else [seed]:
         run_dir = api.train(variant, spec, seed=seed_value, workdir=workdir, **settings)
-        console.print(f"run: {run_dir}", highlight=False)
+        console.print(f"run: {run_dir}")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -510,12 +510,12 @@ def eval_command(
                                    chosen_seeds)]
     outcome = api.evaluate(protocol, workdir=workdir, variants=variant, seeds=chosen_seeds or None,
                            runs=run, boxes=boxes, options=options,
-                           on_progress=lambda text: console.print(f"eval {text}", highlight=False))
+                           on_progress=lambda text: console.print(f"eval {text}"))
     for run_dir, files in outcome.written.items():
-        console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}", highlight=False)
-    console.print(f"time per protocol over {len(outcome.written)} run(s):", highlight=False)
+        console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}")
+    console.print(f"time per protocol over {len(outcome.written)} run(s):")
     for line in outcome.timing_lines():
-        console.print(f"  {line}", highlight=False, markup=False)
+        console.print(f"  {line}")
 
 
 def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | None, outputs: Path | None,
@@ -530,7 +530,7 @@ def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | 
     run_dir, inputs, check = import_predictions(workdir, predictions, name, outputs, warn=False)
     fixed = ", ".join(f"{key} {_setting_text(value)}" for key, value in inputs.manifest["options"].items())
     console.print(f"predictions: {check.images:,} images{' and masks' if check.masks else ', no masks'} "
-                  f"as {run_dir.name}; inputs as exported ({fixed})", highlight=False, markup=False,
+                  f"as {run_dir.name}; inputs as exported ({fixed})",
                   soft_wrap=True)
     return run_dir.name
 
@@ -593,7 +593,7 @@ def export_command(
     console.print(f"wrote {manifest['requests']:,} patch sets for {', '.join(manifest['protocols'])} "
                   f"to {out} (seed {seed}); write <id>.png (and <id>.mask.png) for each id of "
                   f"{out / 'requests.csv'} to {out / 'outputs'}, then: kpbench eval --predictions {out} "
-                  "--name METHOD -p all", highlight=False, markup=False, soft_wrap=True)
+                  "--name METHOD -p all", soft_wrap=True)
 
 
 @app.command("run")
@@ -640,7 +640,7 @@ def _run_plan_and_summarise(plan: Any, launcher: str) -> None:
     when a cell failed or a report could not be written."""
     from kpbench.runner import run_plan
 
-    result = run_plan(plan, launcher, say=lambda text: console.print(text, highlight=False, markup=False))
+    result = run_plan(plan, launcher, say=lambda text: console.print(text))
     _print_plan_summary(result)
     if result.failed or result.report_errors:
         raise KpbenchError(f"{len(result.failed)} of {len(result.outcomes)} cells failed"
@@ -661,8 +661,7 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
         measured = measure_throughput(cheapest, device)
         throughput = measured.flops_per_second
     console.print(f"plan {plan.name}: {len(plan.cells)} cells (dataset, run, experiments, state, training "
-                  "iterations, GFLOP per iteration" + (", estimated training time)" if timed else ")"),
-                  highlight=False)
+                  "iterations, GFLOP per iteration" + (", estimated training time)" if timed else ")"))
     total = 0.0
     for cell, cost in costs:
         finished, missing, state = cell_state(cell, plan.protocols)
@@ -673,12 +672,10 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
         steps = f"~{cost.steps}" if cost.approximate else str(cost.steps)
         console.print(f"  {cell.dataset:<10} {cell.name:<48} [{', '.join(cell.experiments)}] {state_text}; "
                       f"{steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP"
-                      + (f"; ~{format_seconds(to_train / throughput)}" if throughput else ""),
-                      highlight=False, markup=False, soft_wrap=True)
+                      + (f"; ~{format_seconds(to_train / throughput)}" if throughput else ""), soft_wrap=True)
     for dataset in plan.datasets:
         if dataset.skipped:
-            console.print(f"dataset {dataset.name}: skipped, {dataset.skipped}",
-                          highlight=False, soft_wrap=True)
+            console.print(f"dataset {dataset.name}: skipped, {dataset.skipped}", soft_wrap=True)
     if measured is not None and throughput:
         estimate = (f"about {format_seconds(total / throughput)} at {measured.describe()} (one timed "
                     "iteration here; evaluation and data preparation not included)")
@@ -686,10 +683,10 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
         estimate = ("add --time to time one iteration on --device here, or divide by the FLOP/s of the "
                     "machine the plan is for")
     console.print(f"training still to do: {total / 1e15:.3f} PFLOP, {estimate}; protocols: "
-                  f"{', '.join(plan.protocols)}", highlight=False, soft_wrap=True)
+                  f"{', '.join(plan.protocols)}", soft_wrap=True)
     if any(cost.approximate for _, cost in costs):
         console.print("~: epochs over the image files counted in the folder; opening it (when the plan "
-                      "runs) skips unreadable or too small ones", highlight=False, soft_wrap=True)
+                      "runs) skips unreadable or too small ones", soft_wrap=True)
 
 
 def _print_plan_summary(result: Any) -> None:
@@ -707,28 +704,27 @@ def _print_plan_summary(result: Any) -> None:
     console.print(table)
     counts = {status: sum(o.status == status for o in result.outcomes)
               for status in ("ran", "skipped", "failed")}
-    console.print(f"ran {counts['ran']}, skipped {counts['skipped']}, failed {counts['failed']}",
-                  highlight=False)
+    console.print(f"ran {counts['ran']}, skipped {counts['skipped']}, failed {counts['failed']}")
     if result.stages:
-        console.print("wall time per stage:", highlight=False)
+        console.print("wall time per stage:")
         width = max(len(stage) for stage in result.stages)  # one column of seconds
         for stage, seconds in result.stages.items():
-            console.print(f"  {stage:<{width}} {seconds:7.1f} s", highlight=False, markup=False,
+            console.print(f"  {stage:<{width}} {seconds:7.1f} s",
                           soft_wrap=True)
-        console.print(f"  {'total':<{width}} {sum(result.stages.values()):7.1f} s", highlight=False)
+        console.print(f"  {'total':<{width}} {sum(result.stages.values()):7.1f} s")
     if result.evaluation.seconds:
-        console.print("evaluation per protocol:", highlight=False)
+        console.print("evaluation per protocol:")
         for line in result.evaluation.timing_lines():
-            console.print(f"  {line}", highlight=False, markup=False)
+            console.print(f"  {line}")
     if result.summaries:
         from kpbench.report import print_summary
 
         for summary in result.summaries.values():
             print_summary(summary, console)
     for dataset, html in result.reports.items():
-        console.print(f"report {dataset}: {html}", highlight=False)
+        console.print(f"report {dataset}: {html}")
     for dataset, error in result.report_errors.items():
-        console.print(f"report {dataset}: not written ({error})", highlight=False, markup=False)
+        console.print(f"report {dataset}: not written ({error})")
 
 
 @study_app.command("make")
@@ -749,8 +745,7 @@ def study_make(
     from kpbench.study import make_study
 
     path = make_study(WorkDir.resolve(workdir), out, variants, questions, seed, contains, real=not no_real)
-    console.print(f"study page: {path} (send it to participants; keep {out / 'key.json'} to yourself)",
-                  highlight=False)
+    console.print(f"study page: {path} (send it to participants; keep {out / 'key.json'} to yourself)")
 
 
 @study_app.command("analyze")
@@ -770,12 +765,11 @@ def study_analyze(
     folder = study or files[0].resolve().parent.parent
     rows, answers = analyze_study(folder, files)
     for reason, names in answers.skipped.items():
-        console.print(f"skipped {len(names)} file(s): {reason} ({', '.join(names[:3])})", highlight=False,
-                      markup=False)
+        console.print(f"skipped {len(names)} file(s): {reason} ({', '.join(names[:3])})")
     for run_dir, run_rows in rows.items():
         path = write_rows(run_dir, "user_study", run_rows)
-        console.print(f"{run_dir.name}: {len(run_rows)} rows -> {path}", highlight=False)
-    console.print(f"{len(answers.participants)} participants used", highlight=False)
+        console.print(f"{run_dir.name}: {len(run_rows)} rows -> {path}")
+    console.print(f"{len(answers.participants)} participants used")
 
 
 @app.command("runs")
@@ -819,7 +813,7 @@ def report_command(
 
     result = api.report(name, workdir=workdir, title=title, include_images=not no_images)
     print_summary(result.summary, console)
-    console.print(f"report: {result.html}", highlight=False)
+    console.print(f"report: {result.html}")
 
 
 @app.command("generate")
@@ -846,7 +840,7 @@ def generate_command(
     result = api.generate(model, patch, samples=samples, seed=seed, bn_mode=BnMode(bn_mode).value,
                           device=device)
     for path in api.write_generated(result, out):
-        console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"wrote {path}", soft_wrap=True)
 
 
 @app.command("export-model")
@@ -861,8 +855,7 @@ def export_model_command(
     from kpbench import api
 
     card = api.export_model(run, out)
-    console.print(f"wrote {card.parent} (model.json, generator.safetensors)", highlight=False,
-                  markup=False, soft_wrap=True)
+    console.print(f"wrote {card.parent} (model.json, generator.safetensors)", soft_wrap=True)
 
 
 @app.command("demo")
