@@ -65,7 +65,8 @@ def line(name: str, summary: AgreementSummary) -> str:
 
 def centre(boxes: np.ndarray) -> np.ndarray:
     """(..., 4) xyxy -> (..., 2) centre x, y."""
-    return (boxes[..., :2] + boxes[..., 2:]) / 2
+    centres: np.ndarray = (boxes[..., :2] + boxes[..., 2:]) / 2
+    return centres
 
 
 def detail(reference: np.ndarray, candidate: np.ndarray) -> None:

@@ -97,7 +97,8 @@ def main() -> None:
         # torch-fidelity's own extraction loop, as calculate_metrics runs it on a Dataset input.
         features = get_featuresdict_from_dataset(
             Uint8Images(generated), loaded.module, args.batch_size, cuda, save_cpu_ram, False)
-        return features[loaded.spec.layer]
+        layer: torch.Tensor = features[loaded.spec.layer]
+        return layer
 
     def our_features() -> torch.Tensor:
         return fid_metrics.extract_features(generated, loaded, batch_size=args.batch_size)

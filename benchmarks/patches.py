@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kpbench.boxcache import prepare_boxes  # noqa: E402
+from kpbench.boxcache import Dataset, prepare_boxes  # noqa: E402
 from kpbench.data import PRESETS, ImageDataset, make_preprocess, open_dataset  # noqa: E402
 from kpbench.patches import PATCH_PRESETS, KeyPatchDetector, PatchParams  # noqa: E402
 
@@ -43,7 +43,7 @@ PREPARE_PER_CORE_TARGET = 0.90
 TWO_WORKER_SPEEDUP_TARGET = 1.80
 
 
-def best_times(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:
+def best_times(runs: Mapping[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:
     """Best (wall, this-process CPU) seconds of each run; rounds interleave the runs so that a
     burst of load from other processes hits all of them alike."""
     best = dict.fromkeys(runs, (float("inf"), float("inf")))
@@ -70,21 +70,21 @@ class FirstImages:
         return self.dataset.load_image(index)
 
 
-def bare_loop(dataset: ImageDataset, params: PatchParams, indices: range | None = None) -> None:
+def bare_loop(dataset: Dataset, params: PatchParams, indices: range | None = None) -> None:
     cv2.setNumThreads(1)
     detector = KeyPatchDetector(params)
     for index in indices if indices is not None else range(len(dataset)):
         detector.detect(dataset.load_image(index))
 
 
-def bare_pair(dataset: ImageDataset, params: PatchParams) -> None:
+def bare_pair(dataset: Dataset, params: PatchParams) -> None:
     half = len(dataset) // 2
     halves = [(dataset, params, range(0, half)), (dataset, params, range(half, len(dataset)))]
     with multiprocessing.get_context("forkserver").Pool(2) as pool:
         pool.starmap(bare_loop, halves)
 
 
-def prepare_fresh(dataset: ImageDataset, params: PatchParams, workers: int) -> None:
+def prepare_fresh(dataset: Dataset, params: PatchParams, workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="kpbench-bench-") as cache_dir:
         prepare_boxes(dataset, params, Path(cache_dir), workers=workers, progress=False)
 
@@ -111,9 +111,8 @@ def main() -> None:
           f"{'2w/1w':>6} {'2 bare/1 bare':>14}")
     rows = []
     for size in args.sizes:
-        dataset = open_dataset(args.source, make_preprocess(size, args.data_preset))
-        if args.limit is not None:
-            dataset = FirstImages(dataset, args.limit)
+        opened = open_dataset(args.source, make_preprocess(size, args.data_preset))
+        dataset = opened if args.limit is None else FirstImages(opened, args.limit)
         count = len(dataset)
         runs = {"bare": partial(bare_loop, dataset, params),
                 "one": partial(prepare_fresh, dataset, params, 1),

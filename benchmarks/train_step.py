@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kpbench.dataspec import DataSpec
 from kpbench.distributed import Dist, RankBatchSampler, epoch_order  # noqa: E402
 from kpbench.losses import discriminator_loss, generator_loss, make_fakes  # noqa: E402
-from kpbench.nets import Discriminator, PatchGenerator, build_networks  # noqa: E402
+from kpbench.nets import Generator, build_networks  # noqa: E402
 from kpbench.paths import WorkDir  # noqa: E402
 from kpbench.runtime import pick_device  # noqa: E402
 from kpbench.samples import PatchSampleDataset, expand_batch, keep_batch, make_sample_dataset  # noqa: E402
@@ -87,7 +87,7 @@ class PlainIteration:
     - Default (for-each) Adam.
     """
 
-    def __init__(self, spec: VariantSpec, generator: PatchGenerator, discriminator: Discriminator,
+    def __init__(self, spec: VariantSpec, generator: Generator, discriminator: nn.Module,
                  lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> None:
         self.spec, self.generator, self.discriminator = spec, generator, discriminator
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
@@ -132,7 +132,8 @@ def batches(dataset: PatchSampleDataset, batch_size: int, workers: int, device: 
     previous = None
     generator = torch.Generator().manual_seed(0)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=EndlessBatches(len(dataset), batch_size),
-                                         num_workers=workers, collate_fn=keep_batch,
+                                         num_workers=workers,
+                                         collate_fn=keep_batch,  # type: ignore[arg-type]  # a whole batch from __getitems__
                                          pin_memory=device.type == "cuda")
     for raw in loader:
         item = expand_batch(raw, device)
@@ -231,7 +232,7 @@ def side_by_side(first: IterationFn, second: IterationFn | None, source: Iterato
 
 
 def fresh_networks(spec: VariantSpec, dataset: PatchSampleDataset, width: float, device: torch.device
-                   ) -> tuple[PatchGenerator, Discriminator, bool]:
+                   ) -> tuple[Generator, nn.Module, bool]:
     """Seeded networks on ``device`` in the training loop's memory format (channels-last on CUDA).
     Returns (generator, discriminator, channels_last)."""
     torch.manual_seed(0)
@@ -239,8 +240,9 @@ def fresh_networks(spec: VariantSpec, dataset: PatchSampleDataset, width: float,
     assert nets.discriminator is not None
     channels_last = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.preserve_format
-    return (nets.generator.to(device, memory_format=memory_format),
-            nets.discriminator.to(device, memory_format=memory_format), channels_last)
+    # Two calls: torch's type stubs have no overload of Module.to taking both.
+    return (nets.generator.to(device).to(memory_format=memory_format),
+            nets.discriminator.to(device).to(memory_format=memory_format), channels_last)
 
 
 def setting_name(width: float, batch_size: int) -> str:
@@ -482,7 +484,7 @@ def measure_compiled(spec: VariantSpec, dataset: PatchSampleDataset, width: floa
     raw_generator, raw_discriminator = copy.deepcopy(generator), copy.deepcopy(discriminator)
     # The compiled wrappers share their parameters with the raw modules, so the optimisers (built
     # from the raw generator and the wrapped discriminator) update what the compiled code reads.
-    compiled = Trainer(spec, raw_generator, cast(Discriminator, torch.compile(raw_discriminator)), config,
+    compiled = Trainer(spec, raw_generator, cast(nn.Module, torch.compile(raw_discriminator)), config,
                        device, generator=cast(nn.Module, torch.compile(raw_generator)))
     source = batches(dataset, batch_size, workers, device, channels_last)
 
