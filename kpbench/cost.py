@@ -3,12 +3,16 @@ request, this machine's FLOP/s measured on one real iteration (``kpbench run PLA
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kpbench.plan import Cell, Plan
+
+if TYPE_CHECKING:
+    from kpbench.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,22 @@ def estimate_cost(cell: Cell, train_images: int, images_exact: bool = True) -> C
     image and each fake in its d_steps and once per generator update). ``images_exact``: whether
     ``train_images`` is the opened dataset's count (else the steps of an epoch-long run are
     marked approximate)."""
+    config = cell.config
+    # Counted once per network setup: cells that differ in seed (or data) cost the same.
+    per_step = _flops_per_iteration(replace(config, seed=0, data=replace(config.data, source="")))
+    if config.steps is not None:
+        return CellCost(config.steps, per_step)
+    return CellCost(config.epochs * max(1, train_images // config.batch_size), per_step,
+                    approximate=not images_exact)
+
+
+@functools.cache
+def _flops_per_iteration(config: TrainConfig) -> float:
     import torch
 
     from kpbench.nets import build_networks
     from kpbench.train import resolve_spec
 
-    config = cell.config
     spec = resolve_spec(config)
     s, n, b = config.size, config.n_patches, config.batch_size
     with torch.device("meta"):
@@ -52,10 +66,7 @@ def estimate_cost(cell: Cell, train_images: int, images_exact: bool = True) -> C
         g = _forward_flops(nets.generator, patches, z)
         d = _forward_flops(nets.discriminator, image, patches) if nets.discriminator is not None else 0.0
     d_passes = (config.d_steps * (1 + len(spec.fake_kinds)) + config.g_steps) if d else 0
-    per_step = 3.0 * (config.g_steps * g + d_passes * d)
-    if config.steps is not None:
-        return CellCost(config.steps, per_step)
-    return CellCost(config.epochs * max(1, train_images // b), per_step, approximate=not images_exact)
+    return 3.0 * (config.g_steps * g + d_passes * d)
 
 
 @dataclass(frozen=True)
