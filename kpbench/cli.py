@@ -51,9 +51,10 @@ app.add_typer(study_app, name="study")
 
 # No markup: what is printed is mostly names, paths and messages that may hold "[...]" (a plan's
 # experiments, a list of sigmas), which rich would take for style tags and drop. Styled words
-# are rich Text objects.
-console = Console(markup=False, highlight=False)
-error_console = Console(stderr=True, markup=False, highlight=False)
+# are rich Text objects. Soft wrap: a line is one line (a terminal folds it; a log file or a
+# pipe keeps it whole for grep), where rich would break it at 80 columns off a terminal.
+console = Console(markup=False, highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -99,11 +100,11 @@ def plugins_option(
 
 
 def _print_error(error: KpbenchError) -> None:
-    error_console.print(Text("error:", style="bold red"), str(error), soft_wrap=True)
+    error_console.print(Text("error:", style="bold red"), str(error))
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    error_console.print(Text("warning:", style="yellow"), str(message), soft_wrap=True)
+    error_console.print(Text("warning:", style="yellow"), str(message))
 
 
 def registered_extractors() -> list[str]:
@@ -227,8 +228,7 @@ def data_prepare(
     from kpbench import api
 
     prepared = api.prepare_data(data_options.spec(source), workdir=workdir, workers=workers, progress=True,
-                                say=lambda text: console.print(text,
-                                                               soft_wrap=True))
+                                say=lambda text: console.print(text))
     for line in prepared.box_summary:
         console.print(line)
     console.print(f"manifest: {prepared.manifest}")
@@ -288,7 +288,7 @@ def data_compare_boxes(
     specs = [replace(options, boxes=box_source).spec(source) for box_source in (reference, candidate)]
     result = compare_box_sources(specs[0], specs[1], WorkDir.resolve(workdir), split, seed)  # type: ignore[arg-type]
     for line in result.lines():
-        console.print(line, soft_wrap=True)
+        console.print(line)
 
 
 @app.command("list")
@@ -530,8 +530,7 @@ def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | 
     run_dir, inputs, check = import_predictions(workdir, predictions, name, outputs, warn=False)
     fixed = ", ".join(f"{key} {_setting_text(value)}" for key, value in inputs.manifest["options"].items())
     console.print(f"predictions: {check.images:,} images{' and masks' if check.masks else ', no masks'} "
-                  f"as {run_dir.name}; inputs as exported ({fixed})",
-                  soft_wrap=True)
+                  f"as {run_dir.name}; inputs as exported ({fixed})")
     return run_dir.name
 
 
@@ -593,7 +592,7 @@ def export_command(
     console.print(f"wrote {manifest['requests']:,} patch sets for {', '.join(manifest['protocols'])} "
                   f"to {out} (seed {seed}); write <id>.png (and <id>.mask.png) for each id of "
                   f"{out / 'requests.csv'} to {out / 'outputs'}, then: kpbench eval --predictions {out} "
-                  "--name METHOD -p all", soft_wrap=True)
+                  "--name METHOD -p all")
 
 
 @app.command("run")
@@ -672,10 +671,10 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
         steps = f"~{cost.steps}" if cost.approximate else str(cost.steps)
         console.print(f"  {cell.dataset:<10} {cell.name:<48} [{', '.join(cell.experiments)}] {state_text}; "
                       f"{steps} it x {cost.flops_per_step / 1e9:.1f} GFLOP"
-                      + (f"; ~{format_seconds(to_train / throughput)}" if throughput else ""), soft_wrap=True)
+                      + (f"; ~{format_seconds(to_train / throughput)}" if throughput else ""))
     for dataset in plan.datasets:
         if dataset.skipped:
-            console.print(f"dataset {dataset.name}: skipped, {dataset.skipped}", soft_wrap=True)
+            console.print(f"dataset {dataset.name}: skipped, {dataset.skipped}")
     if measured is not None and throughput:
         estimate = (f"about {format_seconds(total / throughput)} at {measured.describe()} (one timed "
                     "iteration here; evaluation and data preparation not included)")
@@ -683,10 +682,10 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
         estimate = ("add --time to time one iteration on --device here, or divide by the FLOP/s of the "
                     "machine the plan is for")
     console.print(f"training still to do: {total / 1e15:.3f} PFLOP, {estimate}; protocols: "
-                  f"{', '.join(plan.protocols)}", soft_wrap=True)
+                  f"{', '.join(plan.protocols)}")
     if any(cost.approximate for _, cost in costs):
         console.print("~: epochs over the image files counted in the folder; opening it (when the plan "
-                      "runs) skips unreadable or too small ones", soft_wrap=True)
+                      "runs) skips unreadable or too small ones")
 
 
 def _print_plan_summary(result: Any) -> None:
@@ -709,8 +708,7 @@ def _print_plan_summary(result: Any) -> None:
         console.print("wall time per stage:")
         width = max(len(stage) for stage in result.stages)  # one column of seconds
         for stage, seconds in result.stages.items():
-            console.print(f"  {stage:<{width}} {seconds:7.1f} s",
-                          soft_wrap=True)
+            console.print(f"  {stage:<{width}} {seconds:7.1f} s")
         console.print(f"  {'total':<{width}} {sum(result.stages.values()):7.1f} s")
     if result.evaluation.seconds:
         console.print("evaluation per protocol:")
@@ -840,7 +838,7 @@ def generate_command(
     result = api.generate(model, patch, samples=samples, seed=seed, bn_mode=BnMode(bn_mode).value,
                           device=device)
     for path in api.write_generated(result, out):
-        console.print(f"wrote {path}", soft_wrap=True)
+        console.print(f"wrote {path}")
 
 
 @app.command("export-model")
@@ -855,7 +853,7 @@ def export_model_command(
     from kpbench import api
 
     card = api.export_model(run, out)
-    console.print(f"wrote {card.parent} (model.json, generator.safetensors)", soft_wrap=True)
+    console.print(f"wrote {card.parent} (model.json, generator.safetensors)")
 
 
 @app.command("demo")
