@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -53,8 +54,20 @@ app.add_typer(study_app, name="study")
 # experiments, a list of sigmas), which rich would take for style tags and drop. Styled words
 # are rich Text objects. Soft wrap: a line is one line (a terminal folds it; a log file or a
 # pipe keeps it whole for grep), where rich would break it at 80 columns off a terminal.
-console = Console(markup=False, highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+# Off a terminal (a log file, a pipe) rich would draw tables 80 columns wide, folding names and
+# intervals; there they get the room they need (a COLUMNS setting still wins).
+LOG_WIDTH = 200
+
+
+def _console(stderr: bool = False) -> Console:
+    made = Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True)
+    if not made.is_terminal and "COLUMNS" not in os.environ:
+        made.width = LOG_WIDTH
+    return made
+
+
+console = _console()
+error_console = _console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -650,7 +663,7 @@ def _run_plan_and_summarise(plan: Any, launcher: str) -> None:
 def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
     """One line per cell (greppable, unwrapped), then the totals. Times come only with ``timed``:
     one real iteration at the plan's width takes minutes on a CPU."""
-    from kpbench.cost import describe_cost, format_seconds, measure_throughput
+    from kpbench.cost import describe_cost, format_flops, format_seconds, measure_throughput
     from kpbench.runner import cell_state
 
     costs = describe_cost(plan)
@@ -681,7 +694,7 @@ def _print_dry_run(plan: Any, device: str | None, timed: bool) -> None:
     else:
         estimate = ("add --time to time one iteration on --device here, or divide by the FLOP/s of the "
                     "machine the plan is for")
-    console.print(f"training still to do: {total / 1e15:.3f} PFLOP, {estimate}; protocols: "
+    console.print(f"training still to do: {format_flops(total)}, {estimate}; protocols: "
                   f"{', '.join(plan.protocols)}")
     if any(cost.approximate for _, cost in costs):
         console.print("~: epochs over the image files counted in the folder; opening it (when the plan "
@@ -782,15 +795,18 @@ def runs_command(workdir: WorkdirOption = None) -> None:
     infos = list_runs(work.runs)
     if not infos:
         raise KpbenchError(f"no runs under {work.runs}; train one with `kpbench train --variant full`")
-    table = Table("run", "variant", "settings", "seed", "steps", "status", "evaluated",
-                  title=f"runs in {work.runs}", title_justify="left")
+    # The name says the variant, the settings that differ from the defaults and the seed, and is
+    # what other commands take (--run): whole, on one line.
+    table = Table(title=f"runs in {work.runs}", title_justify="left")
+    table.add_column("run", no_wrap=True)
+    for heading in ("steps", "status", "evaluated"):
+        table.add_column(heading)
     for info in infos:
-        settings = ", ".join(text for _, text in info.tags) or "defaults"
         current = [name for name, fresh in info.evaluated.items() if fresh]
         since = "import" if info.predictions else "training"
         stale = [f"{name} (before the last {since})" for name, fresh in info.evaluated.items()
                  if not fresh]
-        table.add_row(info.name, info.variant, settings, str(info.seed), f"{info.step}/{info.total_steps}",
+        table.add_row(info.name, f"{info.step}/{info.total_steps}",
                       info.status if info.holder is None else f"running: {info.holder}",
                       ", ".join(current + stale) or "no")
     console.print(table)

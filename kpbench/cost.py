@@ -136,6 +136,14 @@ def describe_cost(plan: Plan) -> list[tuple[Cell, CellCost]]:
     return costs
 
 
+def format_flops(flops: float) -> str:
+    """``flops`` in the largest unit that keeps it at 1 or more (GFLOP up to PFLOP), 3 digits."""
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops / 1e9:.3g} GFLOP"
+
+
 def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

@@ -207,32 +207,33 @@ def _prepare_data(plan: Plan, todo: list[Cell], result: PlanResult, say: Callabl
 
 
 def _run_local(plan: Plan, todo: list[Cell], processes: int, result: PlanResult, progress: bool) -> None:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # A live view on a terminal; without one (a log file) it would leave its last frame behind,
+    # so it is off and a plain line is printed ten times per cell instead.
+    console = Console(markup=False, highlight=False, soft_wrap=True)
+    plain = progress and not console.is_terminal
     view = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"), disable=not progress)
+                    TextColumn("{task.fields[status]}"), console=console, disable=not progress or plain)
     shared: dict[Any, Any] = {}  # evaluation work that does not depend on the weights, across cells
     with view:
         overall = view.add_task(f"plan {plan.name}", total=len(todo), status="")
         current = view.add_task("", total=1, status="", visible=False)
 
-        # Without a terminal (a log file) the live view draws nothing: print a plain line ten
-        # times per cell instead.
-        plain = progress and not view.console.is_terminal
         position = {"index": 0}
 
         def on_step(step: int, total: int, status: str) -> None:
             view.update(current, completed=step, total=total, status=status)
             if plain and (step == total or step % max(1, total // 10) == 0):
-                view.console.print(f"[{position['index']}/{len(todo)}] step {step}/{total} {status}",
-                                   highlight=False, markup=False, soft_wrap=True)
+                console.print(f"[{position['index']}/{len(todo)}] step {step}/{total} {status}")
 
         for index, cell in enumerate(todo, 1):
             position["index"] = index
             view.update(current, description=f"  {cell.name}", completed=0, total=1, status="", visible=True)
             started = time.perf_counter()
             def say_cell(text: str, number: str = f"[{index}/{len(todo)}]") -> None:
-                view.console.print(f"{number} {text}", highlight=False, markup=False)
+                console.print(f"{number} {text}")
 
             try:
                 work = execute_cell(cell, plan.protocols, plan.eval_options, processes, on_step,
@@ -303,7 +304,6 @@ def _reports(plan: Plan, datasets: set[str], result: PlanResult, say: Callable[[
                                   title=f"kpbench plan {plan.name}: {dataset.name}")
             result.reports[dataset.name] = report.html
             result.summaries[dataset.name] = report.summary
-            say(f"report ({dataset.name}): {report.html}")
         except KpbenchError as error:
             result.report_errors[dataset.name] = str(error)
         result.stages[f"report {dataset.name}"] = time.perf_counter() - started

@@ -127,7 +127,14 @@ def test_tiny_demo_runs_end_to_end_as_kpbench_run_runs_its_plan(tmp_path: Path) 
     result = invoke("demo", "--tiny", "-w", tmp_path)
     assert result.exit_code == 0, result.output
     html_path = tmp_path / "builtin" / "reports" / "demo-tiny" / "index.html"
-    assert html_path.is_file() and f"report builtin: {html_path}" in result.stdout.replace("\n", "")
+    assert html_path.is_file() and f"report builtin: {html_path}" in result.stdout
+    # A log reads line by line: each message whole on its line, the report named once, and no
+    # frame of a live progress view left behind.
+    lines = result.stdout.splitlines()
+    assert result.stdout.count(str(html_path)) == 1
+    evaluating = [line for line in lines if ": evaluating " in line]
+    assert len(evaluating) == 5 and all(line.endswith("num_patches, patches") for line in evaluating)
+    assert not any(line.startswith("plan demo-tiny ") for line in lines)
     from kpbench.runs import list_runs
 
     runs = {info.variant: info for info in list_runs(tmp_path / "builtin" / "runs")}

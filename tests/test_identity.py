@@ -131,6 +131,14 @@ def test_runs_command_lists_settings_progress_and_evaluation(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     for text in ("finished", "noise", "random", "builtin48", "2/2", "1/1"):
         assert text in result.stdout
+    # Each run's name whole on one line, also in a narrow terminal: other commands take it.
+    from kpbench import cli
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(cli.console, "width", 60)
+        narrow = CliRunner().invoke(app, ["runs", "-w", str(tmp_path)])
+    assert all(name in narrow.stdout for name in ("full-builtin48-w0.0625-b4-seed0",
+                                                  "full-builtin48-random-w0.0625-b4-seed0")), narrow.stdout
     infos = {info.name: info for info in list_runs(tmp_path / "runs")}
     progress = [(i.status, i.step, i.total_steps) for i in infos.values()]
     assert progress == [("finished", 1, 1), ("finished", 2, 2)]

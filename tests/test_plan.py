@@ -245,6 +245,13 @@ def test_a_plan_extends_another_key_by_key_and_says_when_it_cannot(tmp_path: Pat
         load_plan("nonesuch")
 
 
+def test_flops_read_in_a_unit_that_keeps_three_digits() -> None:
+    from kpbench.cost import format_flops
+
+    assert [format_flops(value) for value in (4.17e9, 2.5e13, 1.0248e17)] == ["4.17 GFLOP", "25 TFLOP",
+                                                                              "102 PFLOP"]
+
+
 def test_dry_run_prints_the_cells_and_their_cost_and_runs_nothing(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import kpbench.cost

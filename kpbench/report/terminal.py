@@ -31,8 +31,11 @@ def print_summary(summary: pd.DataFrame, console: Console,
         title="kpbench summary: mean ± std over seeds, [95 % interval] below (more columns in "
         "the report)", title_justify="left"
     )
-    table.add_column("variant", style="bold")
     columns, grid = summary_grid(summary)
+    # Wide enough for the longest word of a label: a narrow terminal breaks "nearest neighbour
+    # (floor)" between words, never inside "autoencoder".
+    words = [word for variant, _ in grid for word in variant_label(variant).split()]
+    table.add_column("variant", style="bold", min_width=max(map(len, words), default=7))
     footnotes = Footnotes()
     for column in columns:
         heading = metric_heading(column.metric) + footnotes.text_refs(column.shared_notes)
@@ -47,8 +50,8 @@ def print_summary(summary: pd.DataFrame, console: Console,
                 continue
             text = cell["text"] + footnotes.text_refs(own_notes(cell, column.shared_notes))
             value = Text(text, style="bold green" if cell["best"] else "italic" if floor else "")
-            if cell["interval"]:  # on its own line, without the space, to keep columns narrow
-                value.append("\n" + cell["interval"].replace(", ", ","), style="dim")
+            if cell["interval"]:  # on its own line; a narrow column breaks it at its space
+                value.append("\n" + cell["interval"], style="dim")
             row.append(value)
         table.add_row(*row)
     console.print(table)
