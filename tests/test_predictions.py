@@ -158,24 +158,29 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in message, message
 
 
-def test_missing_ids_and_wrong_sizes_are_counted_one_line_errors(exported: tuple[WorkDir, Path],
+def test_every_kind_of_bad_output_is_counted_in_one_line_error(exported: tuple[WorkDir, Path],
                                                                  tmp_path: Path) -> None:
     work, folder = exported
     if not any((folder / "outputs").iterdir()):
         write_nearest_neighbour(folder, folder / "outputs", work)
     outputs = broken_copy(folder, tmp_path)
     total = len(ExportedInputs.read(folder).requests)
-    first, second = sorted(p for p in outputs.glob("patches-key-0.0.*.png") if ".mask" not in p.name)[:2]
+    first, second, third = sorted(p for p in outputs.glob("patches-key-0.0.*.png") if ".mask" not in p.name)[:3]
     first.unlink()
+    first.with_name(first.stem + ".mask.png").unlink()
     second.with_name(second.stem + ".mask.png").unlink()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(third)
     arguments = ("eval", "--predictions", folder, "--outputs", outputs, "--name", "broken", "-p", "all",
                  "-w", work.root)
-    assert_one_line_error(invoke(*arguments), f"1 of {total} outputs missing", first.name)
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(first)
-    assert_one_line_error(invoke(*arguments), f"1 of {total} outputs unusable",
-                          "is 3x32x32, expected 3x64x64")
+    # One run names every kind of problem (each counted, its first named), not one kind per run.
+    assert_one_line_error(invoke(*arguments), f"({total} ids): 1 missing (first: {first.name})",
+                          "; 1 unusable (first: ", "is 3x32x32, expected 3x64x64",
+                          f"; 1 of {total - 1} found without the mask", second.stem + ".mask.png")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(first)
-    assert_one_line_error(invoke(*arguments), f"masks for {total - 1} of {total} outputs")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(third)
+    only_masks = invoke(*arguments)
+    assert_one_line_error(only_masks, f"({total} ids): 2 of {total} found without the mask")
+    assert "missing" not in only_masks.stderr and "unusable" not in only_masks.stderr
     assert not (work.runs / "broken-builtin48-seed0").exists()
 
 
