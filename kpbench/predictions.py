@@ -224,6 +224,19 @@ class ExportedInputs:
                                  for name, value in self.manifest["options"].items()}
         return options.with_settings(fixed)
 
+    def replaced_settings(self, options: EvalOptions) -> dict[str, tuple[Any, Any]]:
+        """Setting -> (given, exported) for each request setting that ``options`` sets away from
+        its default and that :meth:`options` replaces with another exported value (the export
+        fixed the inputs, so the given value cannot apply)."""
+        defaults = type(options)()  # EvalOptions' defaults (kpbench.protocol imports this module)
+        replaced = {}
+        for name, exported in self.manifest["options"].items():
+            exported = tuple(exported) if isinstance(exported, list) else exported
+            given = options.setting(name)
+            if given != exported and given != defaults.setting(name):
+                replaced[name] = (given, exported)
+        return replaced
+
 
 @dataclass
 class OutputCheck:

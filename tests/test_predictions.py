@@ -126,11 +126,15 @@ def test_the_documented_example_program_scores_and_reports(exported: tuple[WorkD
     subprocess.run([sys.executable, str(script), str(folder), str(outputs)], check=True)
     result = invoke("eval", "--predictions", folder, "--outputs", outputs, "--name", "mean_colour",
                     "-p", "patches", "-p", "fid", "-w", work.root, "--extractor", "random-conv",
-                    "--fid-reference-samples", "16")
+                    "--fid-reference-samples", "16", "--max-samples", "3", "--set", "noise.sigmas=0.1",
+                    "--batch-size", "4")
     assert result.exit_code == 0, result.output
     # The settings that decide the inputs, from the fields marked as such, as exported.
     assert "inputs as exported (max_samples 8, batch_size 4" in result.stdout
     assert "noise.sigmas 0,0.5" in result.stdout
+    # Those given that the export replaces are said, once (batch_size 4 is as exported).
+    (replaced,) = [line for line in result.stderr.splitlines() if "replace those given" in line]
+    assert replaced.startswith("warning:") and replaced.endswith("max_samples 3 -> 8, noise.sigmas 0.1 -> 0,0.5")
     rows = read_rows(work.runs)
     ours = rows[rows["variant"] == "mean_colour"]
     assert {"patches", "fid"} <= set(ours["protocol"]) and ours["value"].notna().any()
