@@ -514,9 +514,13 @@ def eval_command(
                            on_progress=lambda text: console.print(f"eval {text}"))
     for run_dir, files in outcome.written.items():
         console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}")
-    console.print(f"time per protocol over {len(outcome.written)} run(s):")
-    for line in outcome.timing_lines():
-        console.print(f"  {line}")
+    if outcome.written:
+        console.print(f"time per protocol over {len(outcome.written)} run(s):")
+        for line in outcome.timing_lines():
+            console.print(f"  {line}")
+    skipped = outcome.skipped_summary()
+    if skipped is not None:  # the others are evaluated and written; the exit code says some were not
+        raise KpbenchError(skipped)
 
 
 def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | None, outputs: Path | None,

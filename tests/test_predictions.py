@@ -134,7 +134,8 @@ def test_the_documented_example_program_scores_and_reports(exported: tuple[WorkD
     assert "noise.sigmas 0,0.5" in result.stdout
     # Those given that the export replaces are said, once (batch_size 4 is as exported).
     (replaced,) = [line for line in result.stderr.splitlines() if "replace those given" in line]
-    assert replaced.startswith("warning:") and replaced.endswith("max_samples 3 -> 8, noise.sigmas 0.1 -> 0,0.5")
+    assert replaced.startswith("warning:")
+    assert replaced.endswith("max_samples 3 -> 8, noise.sigmas 0.1 -> 0,0.5")
     rows = read_rows(work.runs)
     ours = rows[rows["variant"] == "mean_colour"]
     assert {"patches", "fid"} <= set(ours["protocol"]) and ours["value"].notna().any()
@@ -169,7 +170,8 @@ def test_every_kind_of_bad_output_is_counted_in_one_line_error(exported: tuple[W
         write_nearest_neighbour(folder, folder / "outputs", work)
     outputs = broken_copy(folder, tmp_path)
     total = len(ExportedInputs.read(folder).requests)
-    first, second, third = sorted(p for p in outputs.glob("patches-key-0.0.*.png") if ".mask" not in p.name)[:3]
+    images = sorted(p for p in outputs.glob("patches-key-0.0.*.png") if ".mask" not in p.name)
+    first, second, third = images[:3]
     first.unlink()
     first.with_name(first.stem + ".mask.png").unlink()
     second.with_name(second.stem + ".mask.png").unlink()
