@@ -560,7 +560,7 @@ class Evaluation:
     """What :func:`evaluate` did: the result files per run, and wall seconds per protocol summed
     over runs (``load`` covers loading each run's weights and writing its provenance); the runs
     it could not load (skipped, the others evaluated), those it left out because their training
-    has not started."""
+    has not started, and the protocols that gave no value at all for some runs."""
 
     written: dict[Path, list[Path]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -570,6 +570,9 @@ class Evaluation:
     # Runs chosen by a filter (not named) without a checkpoint yet (`kpbench runs`: "not
     # started"): nothing to evaluate, left out without counting as a failure.
     not_started: list[Path] = field(default_factory=list)
+    # Protocol (with its box-source suffix) -> run -> the rows' note, where every row of the
+    # protocol for that run is NaN (no Inception weights, no labels): a gap the CSV note explains.
+    empty: dict[str, dict[Path, str]] = field(default_factory=dict)
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -594,6 +597,12 @@ class Evaluation:
                                                  if len(names) > SHOWN_RUNS else "")
         return (f"evaluated {_runs(len(self.written))}; skipped {len(names)} that could not be loaded: "
                 f"{shown} (each said why above)")
+
+    def empty_lines(self) -> list[str]:
+        """One line per protocol that gave no value for some runs: how many, and why (its notes)."""
+        return [f"{protocol}: no values for {_runs(len(notes))} ("
+                f"{'; '.join(dict.fromkeys(note or 'no note' for note in notes.values()))})"
+                for protocol, notes in self.empty.items()]
 
 
 SHOWN_RUNS = 5  # runs named in a one-line summary; the rest are counted
@@ -682,6 +691,9 @@ def evaluate(
                     rows = protocol.run(context)
                 if shift:
                     rows = [replace(row, condition=f"{row.condition}{shift}") for row in rows]
+                if not any(math.isfinite(row.value) for row in rows):
+                    outcome.empty.setdefault(protocol.name + shift, {})[run_dir] = next(
+                        (row.note for row in rows if row.note), "no rows" if not rows else "")
                 samples = context.sample_values.pop(protocol.name, None)
                 if shift and samples is not None and len(samples):
                     samples = samples.assign(condition=samples["condition"].astype(str) + shift)
@@ -691,7 +703,7 @@ def evaluate(
             if ran:
                 with outcome.timed("load"):
                     write_provenance(context, ran)
-    for notice in notices:
+    for notice in [*notices, *outcome.empty_lines()]:
         warnings.warn(notice, stacklevel=2)
     return outcome
 

@@ -233,7 +233,8 @@ def test_per_sample_values_match_their_rows_and_pair_across_runs(workdir: WorkDi
 
 def test_missing_inception_weights_leave_an_explained_gap(workdir: WorkDir) -> None:
     options = EvalOptions(max_samples=4).with_settings(fid_samples=4, extractor="inception")
-    evaluate(workdir, ["fid"], variants=["full"], options=options)
+    with pytest.warns(UserWarning, match="fid: no values for 1 run .*--inception-weights"):
+        evaluate(workdir, ["fid"], variants=["full"], options=options)
     fid = read_rows(workdir.runs).query("variant == 'full' and protocol == 'fid'")
     assert fid["value"].isna().all()
     assert fid["note"].str.contains("--inception-weights").all()
@@ -274,7 +275,10 @@ def test_unlabelled_dataset_gives_an_explained_gap(workdir: WorkDir, monkeypatch
         return dataset
 
     monkeypatch.setattr(kpbench.samples, "open_data", unlabelled_open_data)
-    evaluate(workdir, ["classification"], variants=["full"], options=OPTIONS)
+    with pytest.warns(UserWarning, match="classification: no values for 1 run"):
+        outcome = evaluate(workdir, ["classification"], variants=["full"], options=OPTIONS)
+    assert outcome.empty_lines() == ["classification: no values for 1 run (dataset has no labels: all 48 "
+                                     "images share one label)"]
     rows = read_rows(workdir.runs).query("variant == 'full' and protocol == 'classification'")
     assert set(rows.condition) == {"encoder:trained", "encoder:random_init", "raw_pixels"}
     assert rows["value"].isna().all()
@@ -437,3 +441,13 @@ def test_runs_whose_training_has_not_started_are_left_out_unless_named(workdir: 
     with pytest.raises(KpbenchError, match="nothing to evaluate: the training of full-seed7 has not started"):
         evaluate(work, ["patches"], seeds=[7], options=OPTIONS)
 
+
+def test_a_protocol_without_any_value_says_so_once_per_protocol(workdir: WorkDir, tmp_path: Path) -> None:
+    work, _ = copy_runs(workdir, tmp_path)
+    options = EvalOptions(max_samples=4).with_settings(fid_samples=4, extractor="inception")
+    with pytest.warns(UserWarning) as caught:
+        outcome = evaluate(work, ["fid", "patches"], options=options)
+    assert set(outcome.empty) == {"fid"} and len(outcome.empty["fid"]) == 2
+    (line,) = outcome.empty_lines()
+    assert line.startswith("fid: no values for 2 runs (weights-inception-") and "--inception-weights" in line
+    assert [str(w.message) for w in caught].count(line) == 1
