@@ -136,7 +136,11 @@ def evaluate(protocols: str | Sequence[str] = "all", *, workdir: PathLike | None
     those of ``variants``, ``seeds`` or run folder names ``runs``); rows go to each run's
     ``results/``. ``option_changes``: shared :class:`kpbench.protocol.EvalOptions` fields
     (``max_samples``, ``bn_mode``, ``device``, ...) and protocols' own options by name
-    (``fid_samples``, ``extractor``, ...; :meth:`~kpbench.protocol.EvalOptions.with_settings`)."""
+    (``fid_samples``, ``extractor``, ...; :meth:`~kpbench.protocol.EvalOptions.with_settings`).
+    A run that cannot be loaded (no checkpoint, a plug-in that cannot be imported, in use) is
+    skipped with a warning and listed in the result's ``skipped`` (run folder -> why), the others
+    evaluated; runs not named in ``runs`` whose training has not started are left out
+    (``not_started``). Bad options, protocols or data still raise :class:`KpbenchError`."""
     from kpbench import protocol
 
     _not_in_a_worker_import()

@@ -35,6 +35,7 @@ from kpbench.paths import WORKDIR_ENV, WorkDir
 
 if TYPE_CHECKING:
     from kpbench.dataspec import DataSpec
+    from kpbench.protocol import EvalOptions
 
 app = typer.Typer(
     name="kpbench",
@@ -520,20 +521,26 @@ def eval_command(
     chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
     if predictions is not None or name is not None or outputs is not None:
         run = [_import_predictions(WorkDir.resolve(workdir), predictions, name, outputs, variant, run,
-                                   chosen_seeds)]
+                                   chosen_seeds, options)]
     outcome = api.evaluate(protocol, workdir=workdir, variants=variant, seeds=chosen_seeds or None,
                            runs=run, boxes=boxes, options=options,
                            on_progress=lambda text: console.print(f"eval {text}"))
     for run_dir, files in outcome.written.items():
         console.print(f"{run_dir.name}: {', '.join(path.stem for path in files)}")
-    console.print(f"time per protocol over {len(outcome.written)} run(s):")
-    for line in outcome.timing_lines():
-        console.print(f"  {line}")
+    if outcome.written:
+        console.print(f"time per protocol over {len(outcome.written)} run(s):")
+        for line in outcome.timing_lines():
+            console.print(f"  {line}")
+    skipped = outcome.skipped_summary()
+    if skipped is not None:  # the others are evaluated and written; the exit code says some were not
+        raise KpbenchError(skipped)
 
 
 def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | None, outputs: Path | None,
-                        variant: list[str] | None, run: list[str] | None, seeds: list[int]) -> str:
-    """Check the outputs of ``predictions`` and make the run that scores them; its folder name."""
+                        variant: list[str] | None, run: list[str] | None, seeds: list[int],
+                        options: EvalOptions) -> str:
+    """Check the outputs of ``predictions`` and make the run that scores them; its folder name.
+    Says which of the given ``options`` the exported inputs replace."""
     from kpbench.predictions import import_predictions
 
     if predictions is None or name is None:
@@ -544,13 +551,19 @@ def _import_predictions(workdir: WorkDir, predictions: Path | None, name: str | 
     fixed = ", ".join(f"{key} {_setting_text(value)}" for key, value in inputs.manifest["options"].items())
     console.print(f"predictions: {check.images:,} images{' and masks' if check.masks else ', no masks'} "
                   f"as {run_dir.name}; inputs as exported ({fixed})")
+    replaced = inputs.replaced_settings(options)
+    if replaced:
+        changes = ", ".join(f"{key} {_setting_text(given)} -> {_setting_text(exported)}"
+                            for key, (given, exported) in replaced.items())
+        _show_warning(f"the inputs were exported with other settings, which replace those given: {changes}",
+                      UserWarning)
     return run_dir.name
 
 
 def _setting_text(value: Any) -> str:
     """An option value as a user would write it with ``--set`` (lists comma-separated)."""
     return ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value) \
-        if isinstance(value, list) else str(value)
+        if isinstance(value, (list, tuple)) else str(value)
 
 
 @app.command("export")

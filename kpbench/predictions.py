@@ -224,6 +224,19 @@ class ExportedInputs:
                                  for name, value in self.manifest["options"].items()}
         return options.with_settings(fixed)
 
+    def replaced_settings(self, options: EvalOptions) -> dict[str, tuple[Any, Any]]:
+        """Setting -> (given, exported) for each request setting that ``options`` sets away from
+        its default and that :meth:`options` replaces with another exported value (the export
+        fixed the inputs, so the given value cannot apply)."""
+        defaults = type(options)()  # EvalOptions' defaults (kpbench.protocol imports this module)
+        replaced = {}
+        for name, exported in self.manifest["options"].items():
+            exported = tuple(exported) if isinstance(exported, list) else exported
+            given = options.setting(name)
+            if given != exported and given != defaults.setting(name):
+                replaced[name] = (given, exported)
+        return replaced
+
 
 @dataclass
 class OutputCheck:
@@ -276,9 +289,9 @@ def read_output(path: Path, channels: int, side: int) -> tuple[Tensor, bool]:
 def check_outputs(inputs: ExportedInputs, outputs: Path, warn: bool = True) -> OutputCheck:
     """Check that ``outputs`` holds an image for every request (and a mask for every request or for
     none), of the export's size and in range. Missing files, wrong sizes, unreadable files and
-    masks for only some ids are errors (counted, first named); values outside the range are
-    clipped with one counted warning; files matching no id are counted and ignored (``warn``:
-    say these two, else only count them)."""
+    masks for only some ids are errors, all found in one pass and said in one line (each kind
+    counted, its first named); values outside the range are clipped with one counted warning;
+    files matching no id are counted and ignored (``warn``: say these two, else only count them)."""
     if not outputs.is_dir():
         raise KpbenchError(f"no outputs folder {outputs}: write <id>.png for every id of "
                            f"{inputs.folder / REQUESTS_FILE} there")
@@ -304,14 +317,18 @@ def check_outputs(inputs: ExportedInputs, outputs: Path, warn: bool = True) -> O
             if outside:
                 check.clipped.append(path.stem)
     total = len(inputs.requests)
+    problems = []
     if missing:
-        raise KpbenchError(f"{len(missing):,} of {total:,} outputs missing in {outputs} (first: "
-                           f"{missing[0]}.png); write one for every id of {REQUESTS_FILE}")
+        problems.append(f"{len(missing):,} missing (first: {missing[0]}.png)")
     if wrong:
-        raise KpbenchError(f"{len(wrong):,} of {total:,} outputs unusable (first: {wrong[0]})")
-    if 0 < check.masks < total:
-        raise KpbenchError(f"masks for {check.masks:,} of {total:,} outputs (first without one: "
-                           f"{without_mask[0]}{MASK_SUFFIX}.png); give a mask for every id or for none")
+        problems.append(f"{len(wrong):,} unusable (first: {wrong[0]})")
+    if 0 < check.masks < check.images:  # of the images found: a missing image is counted above
+        problems.append(f"{len(without_mask):,} of {check.images:,} found without the mask the others have "
+                        f"(first: {without_mask[0]}{MASK_SUFFIX}.png)")
+    if problems:
+        raise KpbenchError(f"outputs in {outputs} cannot be scored ({total:,} ids): {'; '.join(problems)}; "
+                           f"write <id>.png ({inputs.side} x {inputs.side} RGB) for every id of "
+                           f"{REQUESTS_FILE}, and <id>{MASK_SUFFIX}.png for every id or for none")
     known = set(inputs.requests)
     check.unmatched = sum(1 for path in outputs.iterdir() if path.suffix in (".png", ".npy")
                           and path.stem.removesuffix(MASK_SUFFIX) not in known)

@@ -17,7 +17,7 @@ import types
 import typing
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -558,10 +558,21 @@ def find_runs(workdir: WorkDir, variants: list[str] | None, seeds: list[int] | N
 @dataclass
 class Evaluation:
     """What :func:`evaluate` did: the result files per run, and wall seconds per protocol summed
-    over runs (``load`` covers loading each run's weights and writing its provenance)."""
+    over runs (``load`` covers loading each run's weights and writing its provenance); the runs
+    it could not load (skipped, the others evaluated), those it left out because their training
+    has not started, and the protocols that gave no value at all for some runs."""
 
     written: dict[Path, list[Path]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # Run -> why it could not be loaded (no checkpoint, a plug-in that cannot be imported, in use
+    # by another process): one line that says what to do. Its protocols did not run.
+    skipped: dict[Path, str] = field(default_factory=dict)
+    # Runs chosen by a filter (not named) without a checkpoint yet (`kpbench runs`: "not
+    # started"): nothing to evaluate, left out without counting as a failure.
+    not_started: list[Path] = field(default_factory=list)
+    # Protocol (with its box-source suffix) -> run -> the rows' note, where every row of the
+    # protocol for that run is NaN (no Inception weights, no labels): a gap the CSV note explains.
+    empty: dict[str, dict[Path, str]] = field(default_factory=dict)
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -576,6 +587,37 @@ class Evaluation:
         runs = max(len(self.written), 1)
         return [f"{name:<16} {seconds:7.1f} s  {seconds / runs:6.1f} s/run  {seconds / max(total, 1e-9):4.0%}"
                 for name, seconds in sorted(self.seconds.items(), key=lambda item: -item[1])]
+
+    def skipped_summary(self) -> str | None:
+        """One line for the runs that could not be loaded (None when there were none)."""
+        if not self.skipped:
+            return None
+        names = [run_dir.name for run_dir in self.skipped]
+        shown = ", ".join(names[:SHOWN_RUNS]) + (f" and {len(names) - SHOWN_RUNS} more"
+                                                 if len(names) > SHOWN_RUNS else "")
+        return (f"evaluated {_runs(len(self.written))}; skipped {len(names)} that could not be loaded: "
+                f"{shown} (each said why above)")
+
+    def empty_lines(self) -> list[str]:
+        """One line per protocol that gave no value for some runs: how many, and why (its notes)."""
+        return [f"{protocol}: no values for {_runs(len(notes))} ("
+                f"{'; '.join(dict.fromkeys(note or 'no note' for note in notes.values()))})"
+                for protocol, notes in self.empty.items()]
+
+
+SHOWN_RUNS = 5  # runs named in a one-line summary; the rest are counted
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'s' if count != 1 else ''}"
+
+
+def _not_started(run_dir: Path) -> bool:
+    """Whether the run's training has not started: no checkpoint, and nobody training it now."""
+    from kpbench.runs import describe_run
+
+    info = describe_run(run_dir)
+    return info is not None and info.status == "not started"
 
 
 def evaluate(
@@ -605,11 +647,34 @@ def evaluate(
 
     cache: dict[Any, Any] = {} if shared is None else shared  # EvalContext.shared_cache of every run
     notices: dict[str, None] = {}  # why a run skipped a protocol, each said once
-    for run_dir in find_runs(workdir, variants, seeds, names):
-        with RunLock(run_dir, "eval"):  # not while it trains, nor under another evaluation
-            with outcome.timed("load"):
-                # The one place where the batch-norm mode is applied: every protocol's generator.
-                run = load_evaluated_run(run_dir, device).with_bn_mode(options.bn_mode)
+    chosen = find_runs(workdir, variants, seeds, names)
+    # Runs chosen by a filter whose training has not started are left out (asking for every run
+    # means every trained one); a run named with ``names`` is evaluated, or skipped as unloadable.
+    outcome.not_started = [run_dir for run_dir in chosen if run_dir.name not in (names or [])
+                           and _not_started(run_dir)]
+    if outcome.not_started:
+        left_out = [run_dir.name for run_dir in outcome.not_started]
+        if len(left_out) == len(chosen):
+            raise KpbenchError(f"nothing to evaluate: the training of {', '.join(left_out)} has not started "
+                               "(no checkpoint yet); train first (`kpbench runs` shows each run's status)")
+        warnings.warn(f"left out {_runs(len(left_out))} whose training has not started (no checkpoint yet): "
+                      f"{', '.join(left_out)}", stacklevel=2)
+    for run_dir in chosen:
+        if run_dir in outcome.not_started:
+            continue
+        with ExitStack() as held:
+            # A run that cannot be loaded is skipped with its reason and the others evaluated;
+            # errors once it is loaded (options, weights, data shared by the runs) stop everything.
+            try:
+                # Not while it trains, nor under another evaluation.
+                held.enter_context(RunLock(run_dir, "eval"))
+                with outcome.timed("load"):
+                    # The one place where the batch-norm mode is applied: every protocol's generator.
+                    run = load_evaluated_run(run_dir, device).with_bn_mode(options.bn_mode)
+            except KpbenchError as error:
+                outcome.skipped[run_dir] = str(error)
+                warnings.warn(f"skipped run {run_dir.name}: {error}", stacklevel=2)
+                continue
             context = EvalContext(workdir, run_dir, run, run.evaluation_options(options), device,
                                   cache, boxes)
             shift = context.box_shift
@@ -626,6 +691,9 @@ def evaluate(
                     rows = protocol.run(context)
                 if shift:
                     rows = [replace(row, condition=f"{row.condition}{shift}") for row in rows]
+                if not any(math.isfinite(row.value) for row in rows):
+                    outcome.empty.setdefault(protocol.name + shift, {})[run_dir] = next(
+                        (row.note for row in rows if row.note), "no rows" if not rows else "")
                 samples = context.sample_values.pop(protocol.name, None)
                 if shift and samples is not None and len(samples):
                     samples = samples.assign(condition=samples["condition"].astype(str) + shift)
@@ -635,7 +703,7 @@ def evaluate(
             if ran:
                 with outcome.timed("load"):
                     write_provenance(context, ran)
-    for notice in notices:
+    for notice in [*notices, *outcome.empty_lines()]:
         warnings.warn(notice, stacklevel=2)
     return outcome
 

@@ -88,6 +88,8 @@ def execute_cell(cell: Cell, protocols: tuple[str, ...], options: EvalOptions, p
         started = time.perf_counter()
         work.evaluation = evaluate(WorkDir.resolve(cell.config.workdir), missing, options=options,
                                    names=[cell.name], shared=shared)
+        if work.evaluation.skipped:  # the cell's one run could not be loaded: the cell failed
+            raise KpbenchError(next(iter(work.evaluation.skipped.values())))
         work.seconds["evaluate"] = time.perf_counter() - started
         done.append(f"evaluated {', '.join(missing)}")
     work.detail = "; ".join(done) or "already done"

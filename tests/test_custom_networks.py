@@ -194,8 +194,11 @@ def test_a_run_whose_plugin_is_gone_or_changed_says_so_in_one_line(
         load_run(run_dir)
     result = runner.invoke(app, ["eval", "--protocol", "patches", "--workdir", str(work), *EVAL])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message and "attention_variant.py" in message
+    # One line saying why the run is skipped, one summing up (other runs would be evaluated).
+    warning, summary = result.stderr.strip().splitlines()
+    assert warning.startswith(f"warning: skipped run {run_dir.name}: ") and "attention_variant.py" in warning
+    assert summary == f"error: evaluated 0 runs; skipped 1 that could not be loaded: {run_dir.name} " \
+                      "(each said why above)"
 
     # The same file in another place, named with --plugin, loads the run and continues it.
     invoke("--plugin", moved, "runs", "--workdir", work)

@@ -127,6 +127,17 @@ def test_a_failed_cell_is_reported_and_the_others_still_run(tmp_path: Path) -> N
     assert len(list_runs(tmp_path / "work" / "builtin" / "runs")) == 2
 
 
+def test_a_cell_whose_run_cannot_be_loaded_for_evaluation_fails(tmp_path: Path) -> None:
+    plan_path, work = write_plan(tmp_path), tmp_path / "work"
+    assert invoke("run", plan_path, "-w", work).exit_code == 0
+    checkpoint = work / "builtin" / "runs" / "full-builtin48-w0.0625-b4-seed0" / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(b"not a checkpoint")  # newer than its results: to be evaluated again
+    result = invoke("run", plan_path, "-w", work)
+    assert result.exit_code == 2
+    assert "ran 0, skipped 1, failed 1" in result.stdout  # not "ran" with nothing evaluated
+    assert "cannot read checkpoint" in result.stdout.replace("\n", "")
+
+
 def test_plan_files_are_checked_with_clear_errors(tmp_path: Path) -> None:
     plan_path = write_plan(tmp_path)
     text = plan_path.read_text()

@@ -126,11 +126,16 @@ def test_the_documented_example_program_scores_and_reports(exported: tuple[WorkD
     subprocess.run([sys.executable, str(script), str(folder), str(outputs)], check=True)
     result = invoke("eval", "--predictions", folder, "--outputs", outputs, "--name", "mean_colour",
                     "-p", "patches", "-p", "fid", "-w", work.root, "--extractor", "random-conv",
-                    "--fid-reference-samples", "16")
+                    "--fid-reference-samples", "16", "--max-samples", "3", "--set", "noise.sigmas=0.1",
+                    "--batch-size", "4")
     assert result.exit_code == 0, result.output
     # The settings that decide the inputs, from the fields marked as such, as exported.
     assert "inputs as exported (max_samples 8, batch_size 4" in result.stdout
     assert "noise.sigmas 0,0.5" in result.stdout
+    # Those given that the export replaces are said, once (batch_size 4 is as exported).
+    (replaced,) = [line for line in result.stderr.splitlines() if "replace those given" in line]
+    assert replaced.startswith("warning:")
+    assert replaced.endswith("max_samples 3 -> 8, noise.sigmas 0.1 -> 0,0.5")
     rows = read_rows(work.runs)
     ours = rows[rows["variant"] == "mean_colour"]
     assert {"patches", "fid"} <= set(ours["protocol"]) and ours["value"].notna().any()
@@ -158,24 +163,30 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in message, message
 
 
-def test_missing_ids_and_wrong_sizes_are_counted_one_line_errors(exported: tuple[WorkDir, Path],
+def test_every_kind_of_bad_output_is_counted_in_one_line_error(exported: tuple[WorkDir, Path],
                                                                  tmp_path: Path) -> None:
     work, folder = exported
     if not any((folder / "outputs").iterdir()):
         write_nearest_neighbour(folder, folder / "outputs", work)
     outputs = broken_copy(folder, tmp_path)
     total = len(ExportedInputs.read(folder).requests)
-    first, second = sorted(p for p in outputs.glob("patches-key-0.0.*.png") if ".mask" not in p.name)[:2]
+    images = sorted(p for p in outputs.glob("patches-key-0.0.*.png") if ".mask" not in p.name)
+    first, second, third = images[:3]
     first.unlink()
+    first.with_name(first.stem + ".mask.png").unlink()
     second.with_name(second.stem + ".mask.png").unlink()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(third)
     arguments = ("eval", "--predictions", folder, "--outputs", outputs, "--name", "broken", "-p", "all",
                  "-w", work.root)
-    assert_one_line_error(invoke(*arguments), f"1 of {total} outputs missing", first.name)
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(first)
-    assert_one_line_error(invoke(*arguments), f"1 of {total} outputs unusable",
-                          "is 3x32x32, expected 3x64x64")
+    # One run names every kind of problem (each counted, its first named), not one kind per run.
+    assert_one_line_error(invoke(*arguments), f"({total} ids): 1 missing (first: {first.name})",
+                          "; 1 unusable (first: ", "is 3x32x32, expected 3x64x64",
+                          f"; 1 of {total - 1} found without the mask", second.stem + ".mask.png")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(first)
-    assert_one_line_error(invoke(*arguments), f"masks for {total - 1} of {total} outputs")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(third)
+    only_masks = invoke(*arguments)
+    assert_one_line_error(only_masks, f"({total} ids): 2 of {total} found without the mask")
+    assert "missing" not in only_masks.stderr and "unusable" not in only_masks.stderr
     assert not (work.runs / "broken-builtin48-seed0").exists()
 
 

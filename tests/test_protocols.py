@@ -233,7 +233,8 @@ def test_per_sample_values_match_their_rows_and_pair_across_runs(workdir: WorkDi
 
 def test_missing_inception_weights_leave_an_explained_gap(workdir: WorkDir) -> None:
     options = EvalOptions(max_samples=4).with_settings(fid_samples=4, extractor="inception")
-    evaluate(workdir, ["fid"], variants=["full"], options=options)
+    with pytest.warns(UserWarning, match="fid: no values for 1 run .*--inception-weights"):
+        evaluate(workdir, ["fid"], variants=["full"], options=options)
     fid = read_rows(workdir.runs).query("variant == 'full' and protocol == 'fid'")
     assert fid["value"].isna().all()
     assert fid["note"].str.contains("--inception-weights").all()
@@ -274,7 +275,10 @@ def test_unlabelled_dataset_gives_an_explained_gap(workdir: WorkDir, monkeypatch
         return dataset
 
     monkeypatch.setattr(kpbench.samples, "open_data", unlabelled_open_data)
-    evaluate(workdir, ["classification"], variants=["full"], options=OPTIONS)
+    with pytest.warns(UserWarning, match="classification: no values for 1 run"):
+        outcome = evaluate(workdir, ["classification"], variants=["full"], options=OPTIONS)
+    assert outcome.empty_lines() == ["classification: no values for 1 run (dataset has no labels: all 48 "
+                                     "images share one label)"]
     rows = read_rows(workdir.runs).query("variant == 'full' and protocol == 'classification'")
     assert set(rows.condition) == {"encoder:trained", "encoder:random_init", "raw_pixels"}
     assert rows["value"].isna().all()
@@ -364,3 +368,86 @@ def test_run_independent_work_is_done_once_per_evaluation(tmp_path: Path,
     rows = read_rows(work.runs).query("protocol == 'classification' and metric == 'accuracy'")
     shared = rows[rows.condition != "encoder:trained"].groupby("condition")["value"].nunique()
     assert shared.tolist() == [1, 1] and len(rows) == 6
+
+
+def copy_runs(workdir: WorkDir, tmp_path: Path) -> tuple[WorkDir, Path]:
+    """The module's trained runs copied into a new work dir (without results), and its full run."""
+    import shutil
+
+    work = WorkDir.resolve(tmp_path / "copy")
+    shutil.copytree(workdir.runs, work.runs, ignore=shutil.ignore_patterns(".locks", "results"))
+    return work, work.runs / find_runs(workdir, ["full"], [0])[0].name
+
+
+def test_a_run_that_cannot_be_loaded_is_skipped_and_the_others_evaluated(workdir: WorkDir,
+                                                                         tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from kpbench.cli import app
+
+    work, full = copy_runs(workdir, tmp_path)
+    # A run of a plug-in variant whose file is gone, named to come first: the runs after it count.
+    gone = work.runs / "a-gone-plugin"
+    shutil.copytree(full, gone)
+    spec = json.loads((gone / "spec.json").read_text())
+    spec |= {"name": "gone_plugin", "generator_network": {"build": "gone.py:Net", "any_n": True,
+                                                          "order_invariant": True},
+             "source": {"file": str(tmp_path / "gone.py"), "module": "kpbench_plugin_gone_0", "sha256": ""}}
+    (gone / "spec.json").write_text(json.dumps(spec))
+    trained = sorted(path.name for path in work.runs.iterdir() if path.name != "a-gone-plugin")
+    with pytest.warns(UserWarning) as caught:
+        outcome = evaluate(work, ["patches"], options=OPTIONS)
+    assert sorted(path.name for path in outcome.written) == trained
+    assert list(outcome.skipped) == [gone] and "plug-in that cannot be imported" in outcome.skipped[gone]
+    assert any(str(w.message).startswith("skipped run a-gone-plugin: variant 'gone_plugin' comes from a "
+                                         "plug-in") for w in caught)
+    assert outcome.skipped_summary() == ("evaluated 2 runs; skipped 1 that could not be loaded: "
+                                         "a-gone-plugin (each said why above)")
+    # The command line evaluates and writes the others too, then exits non-zero with the summary.
+    for path in work.runs.glob("*/results"):
+        shutil.rmtree(path)
+    result = CliRunner().invoke(app, ["eval", "-p", "patches", "--max-samples", "4", "-w", str(work.root)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("warning: skipped run a-gone-plugin: variant 'gone_plugin'")
+    assert lines[-1] == "error: evaluated 2 runs; skipped 1 that could not be loaded: a-gone-plugin " \
+                        "(each said why above)"
+    assert all((work.runs / name / "results" / "patches.csv").is_file() for name in trained)
+
+
+def test_runs_whose_training_has_not_started_are_left_out_unless_named(workdir: WorkDir,
+                                                                      tmp_path: Path) -> None:
+    import shutil
+
+    work, full = copy_runs(workdir, tmp_path)
+    # Stopped before its first checkpoint (`kpbench runs`: "not started"), with its own seed.
+    unstarted = work.runs / "full-seed7"
+    shutil.copytree(full, unstarted)
+    (unstarted / "checkpoints" / "last.pt").unlink()
+    (unstarted / "log.jsonl").unlink()
+    stored = json.loads((unstarted / "config.json").read_text())
+    stored["config"]["seed"] = 7
+    (unstarted / "config.json").write_text(json.dumps(stored))
+    with pytest.warns(UserWarning, match="left out 1 run whose training has not started .*: full-seed7"):
+        outcome = evaluate(work, ["patches"], options=OPTIONS)
+    assert outcome.not_started == [unstarted] and not outcome.skipped and len(outcome.written) == 2
+    # Named, it is evaluated or, as here, skipped with what to do.
+    with pytest.warns(UserWarning, match="skipped run full-seed7: .*last.pt is missing.*train it first"):
+        named = evaluate(work, ["patches"], options=OPTIONS, names=["full-seed7"])
+    assert list(named.skipped) == [unstarted] and not named.written and not named.not_started
+    # A filter that leaves nothing else is an error, not an empty success.
+    with pytest.raises(KpbenchError, match="nothing to evaluate: the training of full-seed7 has not started"):
+        evaluate(work, ["patches"], seeds=[7], options=OPTIONS)
+
+
+def test_a_protocol_without_any_value_says_so_once_per_protocol(workdir: WorkDir, tmp_path: Path) -> None:
+    work, _ = copy_runs(workdir, tmp_path)
+    options = EvalOptions(max_samples=4).with_settings(fid_samples=4, extractor="inception")
+    with pytest.warns(UserWarning) as caught:
+        outcome = evaluate(work, ["fid", "patches"], options=options)
+    assert set(outcome.empty) == {"fid"} and len(outcome.empty["fid"]) == 2
+    (line,) = outcome.empty_lines()
+    assert line.startswith("fid: no values for 2 runs (weights-inception-") and "--inception-weights" in line
+    assert [str(w.message) for w in caught].count(line) == 1
