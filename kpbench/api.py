@@ -214,6 +214,9 @@ def generate(model: PathLike | TrainedRun, patches: Sequence[PathLike | Image.Im
     """``samples`` images (and masks) from patch images (files or PIL images, any size, prepared
     as training prepares patches: :mod:`kpbench.generate`) with a run folder, an exported folder
     or a loaded model. The same seed gives the same images."""
+    from kpbench.seeds import check_seed
+
+    check_seed(seed)  # before the model loads
     loaded = model if isinstance(model, TrainedRun) else load_model(model, device)
     return generate_from_patches(loaded, read_patches(patches, loaded), samples=samples, seed=seed,
                                  bn_mode=bn_mode)

@@ -45,6 +45,7 @@ from kpbench.predictions import (
     request_id,
     z_seed,
 )
+from kpbench.seeds import check_seed
 
 if TYPE_CHECKING:
     from kpbench.protocol import EvalOptions, Protocol
@@ -103,6 +104,7 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
     from kpbench.runtime import pick_device
     from kpbench.variant import reference_variant
 
+    check_seed(seed)
     protocols, skipped = exportable_protocols(protocol_names)
     if skipped:
         warnings.warn(model_notice(skipped), stacklevel=2)

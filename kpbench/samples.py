@@ -27,6 +27,7 @@ from kpbench.imagecache import build_decoded_cache
 from kpbench.patches import PATCH_PRESETS, PatchParams, boxes_to_mask, cut_patches, flip_boxes, random_boxes
 from kpbench.paths import WorkDir
 from kpbench.runtime import derive_seed
+from kpbench.seeds import check_seed
 
 
 class PatchSampleDataset(Dataset):
@@ -224,6 +225,7 @@ def compare_box_sources(reference: DataSpec, candidate: DataSpec, workdir: WorkD
                         seed: int = 0) -> SourceComparison:
     """Load both sources' boxes for the same images in the same frame (the cache, detecting or
     reading the file on first use) and measure the candidate's agreement with the reference."""
+    check_seed(seed)
     dataset = open_data(reference)
     tables = [load_boxes(dataset, spec, workdir, progress=True) for spec in (reference, candidate)]
     indices = dataset.split_indices(split)
