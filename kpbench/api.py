@@ -94,13 +94,14 @@ def prepare_data(data: str | DataSpec = "builtin", *, workdir: PathLike | None =
     under ``workdir/cache``. ``settings``: see :func:`data_spec`. ``say`` hears what is being
     prepared before detection starts."""
     from kpbench.boxcache import summarize_boxes
-    from kpbench.data import describe
+    from kpbench.data import check_split_sizes, describe
     from kpbench.samples import load_boxes, open_data
 
     _not_in_a_worker_import()
     spec = data_spec(data, **settings)
     work = WorkDir.resolve(workdir)
     dataset = open_data(spec)
+    check_split_sizes(dataset)
     manifest = dataset.write_manifest(work.cache / "manifests")
     description = describe(dataset)
     if say is not None:

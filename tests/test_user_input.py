@@ -83,3 +83,55 @@ def test_every_seed_train_accepts_can_be_selected_by_seeds() -> None:
                           ("0-100000", "at most 1000 seeds"), ("3-1", "must go up")):
         with pytest.raises(KpbenchError, match=re.escape(message)):
             parse_seeds(text)
+
+
+def photo_folder_of(root: Path, photos: dict[str, np.ndarray], count: int, labels: str | None = None) -> Path:
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    for name in sorted(photos)[:count]:
+        Image.fromarray(photos[name]).save(root / f"{name}.png")
+    if labels is not None:
+        names = sorted(photos)[:count]
+        (root / "labels.csv").write_text("".join(f"{name}.png,x,{labels}\n" for name in names))
+    return root
+
+
+def test_a_dataset_with_an_empty_split_is_refused_by_data_prepare_and_train(
+        tmp_path: Path, photos: dict[str, np.ndarray]) -> None:
+    work = tmp_path / "work"
+    one = photo_folder_of(tmp_path / "one", photos, 1)
+    for command in (["data", "prepare", one], ["train", "-v", "full", "--data", one, "--steps", "1"]):
+        assert_one_line_error(invoke(*command, "-w", work), "has 1 image (1 train / 0 test)",
+                              "need at least 1 image in each split (2 in all); add images")
+    assert not (work / "runs").exists() and not (work / "cache" / "manifests").exists()
+    # A folder whose labels.csv puts every file in train: the fix is in that file.
+    all_train = photo_folder_of(tmp_path / "all-train", photos, 3, labels="train")
+    assert_one_line_error(invoke("data", "prepare", all_train, "-w", work), "(3 train / 0 test)",
+                          "give both splits files in labels.csv")
+
+
+def test_a_small_test_split_is_a_one_line_warning_and_tiny_builtin_sources_still_work(tmp_path: Path) -> None:
+    from kpbench.stats import MIN_TEST_IMAGES_FOR_INTERVAL
+
+    prepared = invoke("data", "prepare", "builtin:8", "-w", tmp_path)  # the smallest source the tests use
+    assert prepared.exit_code == 0, prepared.output
+    warnings = [line for line in prepared.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: builtin:8 has 8 images (7 train / 1 test): with fewer than "
+                        f"{MIN_TEST_IMAGES_FOR_INTERVAL} test images, intervals over them mean little "
+                        "(one gives none); add images for numbers to compare"]
+    assert "1 test" in prepared.stdout
+    quiet = invoke("data", "prepare", "builtin:100", "-w", tmp_path)  # 10 test images: no warning
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.output
+
+
+def test_evaluating_a_split_without_images_names_the_split_and_the_fix(
+        tmp_path: Path, photos: dict[str, np.ndarray]) -> None:
+    from kpbench.paths import WorkDir
+    from kpbench.samples import make_sample_dataset
+
+    all_train = photo_folder_of(tmp_path / "all-train", photos, 2, labels="train")
+    with pytest.raises(KpbenchError) as caught:
+        make_sample_dataset(DataSpec(source=str(all_train)), "test", 0, WorkDir.resolve(tmp_path / "work"))
+    assert str(caught.value) == (f"no images in the test split of {all_train} (2 train / 0 test); it needs "
+                                 "at least 1 (add images: `kpbench data prepare` checks both splits)")
