@@ -579,6 +579,9 @@ def export_command(
                           "inputs are formed within a batch).")] = 32,
     arrays: Annotated[bool, typer.Option("--arrays", help="Also write each patch set's exact float "
                       "values (<id>.npy, float32 (N, 3, S, S)); the PNGs are rounded to 8 bits.")] = False,
+    settings: Annotated[list[str] | None, typer.Option("--set", metavar="PROTOCOL.OPTION=VALUE", help=
+                        "Any protocol's own option, as `kpbench eval --set` (repeatable; lists comma "
+                        "separated): those that decide the inputs are fixed in the manifest.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (cuts the patches).")] = None,
     data_options: DataOptions = DataOptions(),
     workdir: WorkdirOption = None,
@@ -600,8 +603,9 @@ def export_command(
         spec = data_options.spec(source)
     flags = {"sigmas": tuple(sigmas) if sigmas else None, "max_patches": max_patches,
              "fid_samples": fid_samples, "realism_z": realism_z}
+    given = {key: value for key, value in flags.items() if value is not None}
     options = EvalOptions(max_samples=max_samples, batch_size=batch_size, device=device).with_settings(
-        {key: value for key, value in flags.items() if value is not None})
+        {**given, **parse_settings(settings or [])})
     manifest = export_inputs(spec, WorkDir.resolve(workdir), out, protocol or ["all"], options, seed, arrays)
     console.print(f"wrote {manifest['requests']:,} patch sets for {', '.join(manifest['protocols'])} "
                   f"to {out} (seed {seed}); write <id>.png (and <id>.mask.png) for each id of "

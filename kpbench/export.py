@@ -127,6 +127,12 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
             recorder.protocol = protocol.name
             protocol.run(context)
         dataset = context.samples("test").dataset
+    if not recorder.requests:  # the folders made above are empty: take them back
+        for folder in (out / INPUTS_DIR, out / OUTPUTS_DIR):
+            folder.rmdir()
+        raise KpbenchError(f"{', '.join(p.name for p in protocols)} generated nothing on {spec.source}: "
+                           "no inputs to export (a protocol's inputs are the patch sets it passes to "
+                           "context.generate)")
     with (out / REQUESTS_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(REQUEST_COLUMNS)

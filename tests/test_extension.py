@@ -175,3 +175,29 @@ def test_a_protocol_file_with_its_own_option_is_set_from_a_plan_and_the_command_
                              ("test_scaled.factor=two", "test_scaled.factor takes float, got 'two'")):
         wrong = invoke("--plugin", plugin, "eval", "-p", "test_scaled", "--set", setting, "-w", builtin.root)
         assert wrong.exit_code == 2 and message in wrong.output and "Traceback" not in wrong.output
+
+
+def test_export_sets_a_protocol_files_own_option_and_its_manifest_records_it(
+        registries: None, tmp_path: Path) -> None:
+    import json
+
+    plugin = tmp_path / "scaled_protocol.py"
+    plugin.write_text(OPTION_PROTOCOL_FILE)
+    out, work = tmp_path / "inputs", tmp_path / "work"
+    # test_scaled generates nothing itself; noise has inputs to export beside it.
+    exported = invoke("--plugin", plugin, "export", "builtin:8", "-o", out, "-p", "test_scaled",
+                      "-p", "noise", "--sigmas", "0", "--set", "test_scaled.factor=0.5",
+                      "--set", "label=exported", "--device", "cpu", "-w", work)
+    assert exported.exit_code == 0, exported.output
+    options = json.loads((out / "manifest.json").read_text())["options"]
+    assert options["test_scaled.factor"] == 0.5 and options["noise.sigmas"] == [0.0]
+    assert "test_scaled.label" not in options  # not a request option: scoring may change it
+    # Its own options are checked as eval checks them; a protocol that generates nothing has
+    # nothing to export, said in one line, and leaves the folder empty for the next try.
+    wrong = invoke("--plugin", plugin, "export", "builtin:8", "-o", tmp_path / "other", "-p", "test_scaled",
+                   "--set", "test_scaled.factr=2", "-w", work)
+    assert wrong.exit_code == 2 and "unknown option 'factr' of protocol test_scaled" in wrong.output
+    alone = invoke("--plugin", plugin, "export", "builtin:8", "-o", tmp_path / "alone", "-p", "test_scaled",
+                   "--device", "cpu", "-w", work)
+    assert alone.exit_code == 2 and "test_scaled generated nothing on builtin:8" in alone.output
+    assert "Traceback" not in alone.output and not any((tmp_path / "alone").iterdir())
