@@ -201,3 +201,21 @@ def test_export_sets_a_protocol_files_own_option_and_its_manifest_records_it(
                    "--device", "cpu", "-w", work)
     assert alone.exit_code == 2 and "test_scaled generated nothing on builtin:8" in alone.output
     assert "Traceback" not in alone.output and not any((tmp_path / "alone").iterdir())
+
+
+def test_a_report_of_a_plug_in_protocols_rows_without_its_file_says_so_in_one_line(
+        registries: None, tmp_path: Path) -> None:
+    workdir = WorkDir.resolve(tmp_path)
+    for seed, value in enumerate((0.6, 0.7)):
+        run = workdir.run_dir("full", seed)
+        write_rows(run, PROTOCOL, [ResultRow("full", seed, PROTOCOL, "as given", METRIC, value, 8)])
+        write_rows(run, "patches", [ResultRow("full", seed, "patches", "key", "mask_iou", value, 8)])
+    reported = invoke("report", "-w", tmp_path, "--no-images")
+    assert reported.exit_code == 0, reported.output
+    warnings = [line for line in reported.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: rows of protocol {PROTOCOL} and metric {METRIC} are reported without "
+                        "their registration (raw names; no heading, label or direction): load the file "
+                        "that registers them with `kpbench --plugin FILE report` or KPBENCH_PLUGINS=FILE"]
+    register_throwaways()  # as the file would
+    reported = invoke("report", "-w", tmp_path, "--no-images")
+    assert reported.exit_code == 0 and "warning" not in reported.stderr, reported.output
