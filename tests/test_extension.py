@@ -219,3 +219,42 @@ def test_a_report_of_a_plug_in_protocols_rows_without_its_file_says_so_in_one_li
     register_throwaways()  # as the file would
     reported = invoke("report", "-w", tmp_path, "--no-images")
     assert reported.exit_code == 0 and "warning" not in reported.stderr, reported.output
+
+
+EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+
+
+def documented_protocol() -> str:
+    """The Python block of docs/extending.md's section on a protocol's compute side."""
+    import re
+
+    section = EXTENDING.read_text().split("## A protocol of your own", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "docs/extending.md's protocol section has no python block"
+    return match.group(1)
+
+
+def test_the_documented_protocol_runs_through_eval_and_reports_under_its_heading(
+        registries: None, tmp_path: Path) -> None:
+    from kpbench import api
+
+    plugin = tmp_path / "brightness_protocol.py"
+    plugin.write_text(documented_protocol())
+    work = tmp_path / "work"
+    run = api.train("full", "builtin:16", steps=1, width=0.0625, batch_size=4, device="cpu",
+                    sample_every=1000, progress=False, workdir=work)
+    for draws in (1, 2):
+        evaluated = invoke("--plugin", plugin, "eval", "-p", "brightness", "--set",
+                           f"brightness.z_draws={draws}", "--device", "cpu", "-w", work)
+        assert evaluated.exit_code == 0, evaluated.output
+        rows = read_rows(WorkDir.resolve(work).runs)
+        assert list(zip(rows["protocol"], rows["condition"], rows["metric"])) == [
+            ("brightness", "key", "brightness_gap")]
+        test_images = 2  # builtin:16: 14 train / 2 test
+        assert rows["n"].item() == test_images * draws  # one value per test image and z draw
+        assert 0.0 <= rows["ci_low"].item() <= rows["value"].item() <= rows["ci_high"].item() <= 2.0
+    assert (run / "results" / "brightness.csv").is_file()
+    reported = invoke("--plugin", plugin, "report", "--no-images", "-w", work)
+    assert reported.exit_code == 0 and "warning" not in reported.stderr, reported.output
+    markdown = (work / "reports" / "latest" / "results.md").read_text()
+    assert "## Brightness" in markdown and "brightness gap ↓" in markdown
