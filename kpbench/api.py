@@ -94,13 +94,14 @@ def prepare_data(data: str | DataSpec = "builtin", *, workdir: PathLike | None =
     under ``workdir/cache``. ``settings``: see :func:`data_spec`. ``say`` hears what is being
     prepared before detection starts."""
     from kpbench.boxcache import summarize_boxes
-    from kpbench.data import describe
+    from kpbench.data import check_split_sizes, describe
     from kpbench.samples import load_boxes, open_data
 
     _not_in_a_worker_import()
     spec = data_spec(data, **settings)
     work = WorkDir.resolve(workdir)
     dataset = open_data(spec)
+    check_split_sizes(dataset)
     manifest = dataset.write_manifest(work.cache / "manifests")
     description = describe(dataset)
     if say is not None:
@@ -218,6 +219,9 @@ def generate(model: PathLike | TrainedRun, patches: Sequence[PathLike | Image.Im
     """``samples`` images (and masks) from patch images (files or PIL images, any size, prepared
     as training prepares patches: :mod:`kpbench.generate`) with a run folder, an exported folder
     or a loaded model. The same seed gives the same images."""
+    from kpbench.seeds import check_seed
+
+    check_seed(seed)  # before the model loads
     loaded = model if isinstance(model, TrainedRun) else load_model(model, device)
     return generate_from_patches(loaded, read_patches(patches, loaded), samples=samples, seed=seed,
                                  bn_mode=bn_mode)

@@ -32,6 +32,7 @@ from kpbench.choices import (
 )
 from kpbench.errors import KpbenchError, file_error
 from kpbench.paths import WORKDIR_ENV, WorkDir
+from kpbench.seeds import check_seed
 
 if TYPE_CHECKING:
     from kpbench.dataspec import DataSpec
@@ -422,18 +423,30 @@ def train_command(
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2] (also '0-2'); a clear error for anything else."""
-    seeds: list[int] = []
+    """'0,1,2' -> [0, 1, 2] (also '0-2'); a clear error for anything else. Every seed ``train``
+    accepts (kpbench.seeds) can be written here."""
+    from kpbench.seeds import SEED_RANGE_TEXT, check_seed
+
+    seeds: set[int] = set()
     try:
         for part in (p.strip() for p in text.split(",") if p.strip()):
             first, _, last = part.partition("-")
-            seeds += list(range(int(first), int(last) + 1)) if last else [int(first)]
+            low = check_seed(int(first))
+            high = check_seed(int(last)) if last else low
+            if high < low or high - low >= MAX_SEEDS_IN_RANGE:
+                raise KpbenchError(f"seed range {part!r} must go up and hold at most "
+                                   f"{MAX_SEEDS_IN_RANGE} seeds")
+            seeds.update(range(low, high + 1))
     except ValueError:
-        raise KpbenchError(f"seeds must be comma-separated integers or ranges (0,1,2 or 0-2), "
-                           f"got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise KpbenchError(f"seeds must be non-negative integers, got {text!r}")
-    return sorted(set(seeds))
+        raise KpbenchError(f"seeds must be comma-separated integers from {SEED_RANGE_TEXT} or ranges "
+                           f"of them (0,1,2 or 0-2), got {text!r}") from None
+    if not seeds:
+        raise KpbenchError(f"seeds must be comma-separated integers or ranges (0,1,2 or 0-2), got {text!r}")
+    return sorted(seeds)
+
+
+# A range in --seeds is spelt out; a larger one is a typo, not thousands of trainings.
+MAX_SEEDS_IN_RANGE = 1000
 
 
 def parse_settings(items: list[str]) -> dict[str, str]:
@@ -518,7 +531,8 @@ def eval_command(
     given = {key: value for key, value in flags.items() if value is not None}
     options = EvalOptions(max_samples=max_samples, batch_size=batch_size, device=device,
                           bn_mode=bn_mode.value).with_settings({**given, **parse_settings(settings or [])})
-    chosen_seeds = (seed or []) + (parse_seeds(seeds) if seeds is not None else [])
+    chosen_seeds = ([check_seed(value) for value in seed or []]
+                    + (parse_seeds(seeds) if seeds is not None else []))
     if predictions is not None or name is not None or outputs is not None:
         run = [_import_predictions(WorkDir.resolve(workdir), predictions, name, outputs, variant, run,
                                    chosen_seeds, options)]
@@ -591,6 +605,9 @@ def export_command(
                           "inputs are formed within a batch).")] = 32,
     arrays: Annotated[bool, typer.Option("--arrays", help="Also write each patch set's exact float "
                       "values (<id>.npy, float32 (N, 3, S, S)); the PNGs are rounded to 8 bits.")] = False,
+    settings: Annotated[list[str] | None, typer.Option("--set", metavar="PROTOCOL.OPTION=VALUE", help=
+                        "Any protocol's own option, as `kpbench eval --set` (repeatable; lists comma "
+                        "separated): those that decide the inputs are fixed in the manifest.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (cuts the patches).")] = None,
     data_options: DataOptions = DataOptions(),
     workdir: WorkdirOption = None,
@@ -612,8 +629,9 @@ def export_command(
         spec = data_options.spec(source)
     flags = {"sigmas": tuple(sigmas) if sigmas else None, "max_patches": max_patches,
              "fid_samples": fid_samples, "realism_z": realism_z}
+    given = {key: value for key, value in flags.items() if value is not None}
     options = EvalOptions(max_samples=max_samples, batch_size=batch_size, device=device).with_settings(
-        {key: value for key, value in flags.items() if value is not None})
+        {**given, **parse_settings(settings or [])})
     manifest = export_inputs(spec, WorkDir.resolve(workdir), out, protocol or ["all"], options, seed, arrays)
     console.print(f"wrote {manifest['requests']:,} patch sets for {', '.join(manifest['protocols'])} "
                   f"to {out} (seed {seed}); write <id>.png (and <id>.mask.png) for each id of "

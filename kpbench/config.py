@@ -10,6 +10,7 @@ from typing import Any, Literal
 from kpbench.choices import Amp, choice_values
 from kpbench.dataspec import PATCH_SOURCES, DataSpec, PatchSource
 from kpbench.errors import KpbenchError
+from kpbench.seeds import check_seed
 from kpbench.variant import INITIALISATIONS, Initialisation
 
 AmpMode = Literal["off", "bf16", "fp16", "auto"]
@@ -63,6 +64,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         checks = [
             (self.width > 0, f"width must be positive, got {self.width}"),
             (self.num_workers is None or self.num_workers >= 0,

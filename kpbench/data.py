@@ -502,6 +502,26 @@ def count_split(source: str | Path, test_fraction: float = 0.1) -> SplitCount:
     return SplitCount(len(splits) - test, test, exact=False)
 
 
+def check_split_sizes(dataset: ImageDataset, warn: bool = True) -> None:
+    """Refuse ``dataset`` when its train or test split is empty (nothing to train on, or to
+    evaluate on); warn (``warn``) when its test split is too small for an interval over test
+    images (:data:`kpbench.stats.MIN_TEST_IMAGES_FOR_INTERVAL`)."""
+    from kpbench.stats import MIN_TEST_IMAGES_FOR_INTERVAL
+
+    manifest = dataset.manifest
+    counts = (f"{manifest.num_images} image{'s' if manifest.num_images != 1 else ''} "
+              f"({manifest.num_train} train / {manifest.num_test} test)")
+    if manifest.num_train < 1 or manifest.num_test < 1:
+        own_split = all(record.split is not None for record in dataset.records)
+        remedy = "give both splits files in labels.csv" if own_split else "add images"
+        raise KpbenchError(f"{dataset.source} has {counts}: training and evaluation need at least 1 "
+                           f"image in each split (2 in all); {remedy}")
+    if warn and manifest.num_test < MIN_TEST_IMAGES_FOR_INTERVAL:
+        warnings.warn(f"{dataset.source} has {counts}: with fewer than {MIN_TEST_IMAGES_FOR_INTERVAL} "
+                      "test images, intervals over them mean little (one gives none); add images for "
+                      "numbers to compare", stacklevel=2)
+
+
 def describe(dataset: ImageDataset) -> str:
     """One paragraph for the CLI: size, split, classes, skipped files, manifest hash."""
     manifest = dataset.manifest

@@ -13,6 +13,7 @@ from kpbench.choices import BoxFill, choice_values
 from kpbench.choices import PatchSource as PatchSourceChoice
 from kpbench.errors import KpbenchError
 from kpbench.io import sha256_file
+from kpbench.seeds import check_seed
 
 FILL_CHOICES: tuple[str, ...] = choice_values(BoxFill)  # --fill: what to do with images short of N boxes
 _ID_HASH_LENGTH = 16
@@ -57,6 +58,7 @@ class DataSpec:
     def __post_init__(self) -> None:
         from kpbench.choices import EDGEBOXES
 
+        check_seed(self.split_seed, "split seed")
         if self.boxes in (None, EDGEBOXES):
             for name in ("boxes", "boxes_id", "box_fill"):
                 object.__setattr__(self, name, None)

@@ -45,6 +45,7 @@ from kpbench.predictions import (
     request_id,
     z_seed,
 )
+from kpbench.seeds import check_seed
 
 if TYPE_CHECKING:
     from kpbench.protocol import EvalOptions, Protocol
@@ -103,6 +104,7 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
     from kpbench.runtime import pick_device
     from kpbench.variant import reference_variant
 
+    check_seed(seed)
     protocols, skipped = exportable_protocols(protocol_names)
     if skipped:
         warnings.warn(model_notice(skipped), stacklevel=2)
@@ -125,6 +127,12 @@ def export_inputs(spec: DataSpec, workdir: WorkDir, out: Path, protocol_names: S
             recorder.protocol = protocol.name
             protocol.run(context)
         dataset = context.samples("test").dataset
+    if not recorder.requests:  # the folders made above are empty: take them back
+        for folder in (out / INPUTS_DIR, out / OUTPUTS_DIR):
+            folder.rmdir()
+        raise KpbenchError(f"{', '.join(p.name for p in protocols)} generated nothing on {spec.source}: "
+                           "no inputs to export (a protocol's inputs are the patch sets it passes to "
+                           "context.generate)")
     with (out / REQUESTS_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(REQUEST_COLUMNS)

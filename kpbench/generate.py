@@ -35,6 +35,7 @@ from kpbench.io import atomic_write
 from kpbench.patches import PatchParams
 from kpbench.runs import TrainedRun
 from kpbench.samples import expand_batch, patch_params
+from kpbench.seeds import check_seed
 
 MASK_SUFFIX = ".mask"  # out.png -> out.mask.png
 
@@ -110,6 +111,7 @@ def generate_from_patches(model: TrainedRun, patches: torch.Tensor, samples: int
     CPU generator seeded with ``seed`` (the same seed gives the same images)."""
     if samples < 1:
         raise KpbenchError(f"samples must be at least 1, got {samples}")
+    check_seed(seed)
     model = model.with_bn_mode(bn_mode)
     batch = patches.unsqueeze(0).expand(samples, *patches.shape).contiguous()  # (K, N, 3, S, S)
     rng = torch.Generator().manual_seed(seed)

@@ -12,7 +12,7 @@ from kpbench.errors import KpbenchError
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices) from one integer."""
+    """Seed python, numpy and torch (all devices) from one integer in kpbench.seeds' range."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

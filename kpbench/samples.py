@@ -27,6 +27,7 @@ from kpbench.imagecache import build_decoded_cache
 from kpbench.patches import PATCH_PRESETS, PatchParams, boxes_to_mask, cut_patches, flip_boxes, random_boxes
 from kpbench.paths import WorkDir
 from kpbench.runtime import derive_seed
+from kpbench.seeds import check_seed
 
 
 class PatchSampleDataset(Dataset):
@@ -193,7 +194,14 @@ def make_sample_dataset(
     dataset = dataset or open_data(spec)
     boxes = load_boxes(dataset, spec, workdir, also_counts=also_counts)
     indices = dataset.split_indices(split)
+    in_split = len(indices)
     indices = indices[boxes.usable_rows()[indices]]  # images a box file gave too few boxes: left out
+    if len(indices) == 0:
+        manifest = dataset.manifest
+        why = (f"all {in_split} have fewer than {spec.n_patches} boxes in {spec.boxes}" if in_split else
+               f"{manifest.num_train} train / {manifest.num_test} test")
+        raise KpbenchError(f"no images in the {split} split of {dataset.source} ({why}); it needs at least "
+                           "1 (add images: `kpbench data prepare` checks both splits)")
     return PatchSampleDataset(dataset, boxes, indices, seed,
                               patch_source=patch_source, flip=flip, n_patches=spec.n_patches)
 
@@ -224,6 +232,7 @@ def compare_box_sources(reference: DataSpec, candidate: DataSpec, workdir: WorkD
                         seed: int = 0) -> SourceComparison:
     """Load both sources' boxes for the same images in the same frame (the cache, detecting or
     reading the file on first use) and measure the candidate's agreement with the reference."""
+    check_seed(seed)
     dataset = open_data(reference)
     tables = [load_boxes(dataset, spec, workdir, progress=True) for spec in (reference, candidate)]
     indices = dataset.split_indices(split)

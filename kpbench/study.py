@@ -47,6 +47,7 @@ from kpbench.errors import KpbenchError
 from kpbench.io import atomic_write_text
 from kpbench.paths import WorkDir
 from kpbench.results import ResultRow
+from kpbench.seeds import check_seed
 from kpbench.stats import binomial_p_value, bradley_terry, pairwise_agreement, wilson_interval
 
 PROTOCOL = "user_study"
@@ -114,6 +115,7 @@ def make_study(workdir: WorkDir, out: Path, variants: Sequence[str] | None = Non
 
     if questions < 1 and contains < 1:
         raise KpbenchError("a study needs at least one question")
+    check_seed(seed)
     runs = {name: load_run(path) for name, path in _pick_runs(workdir, variants).items()}
     data_specs = {run.config.data for run in runs.values()}
     if len(data_specs) > 1:

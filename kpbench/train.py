@@ -55,6 +55,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from kpbench.config import TrainConfig
+from kpbench.data import check_split_sizes
 from kpbench.diagnostics import CollapseWatch, DiagnosticBatch, measure
 from kpbench.distributed import Dist, RankBatchSampler, barrier, epoch_order, init_distributed
 from kpbench.errors import KpbenchError
@@ -65,7 +66,7 @@ from kpbench.nets import Generator, build_networks
 from kpbench.paths import WorkDir
 from kpbench.resume import RunSetup, RunState, adopt_legacy_run, prepare_run, run_dir_for
 from kpbench.runtime import derive_seed, pick_device, resolve_amp, seed_everything
-from kpbench.samples import PatchSampleDataset, expand_batch, keep_batch, make_sample_dataset
+from kpbench.samples import PatchSampleDataset, expand_batch, keep_batch, make_sample_dataset, open_data
 from kpbench.trainlog import LogWindow, ProgressView, RunLogWriter, TensorBoardLog
 from kpbench.variant import VariantSpec, get_variant
 
@@ -375,8 +376,10 @@ def _train(config: TrainConfig, spec: VariantSpec, device: torch.device, dist_in
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     # On a fresh work dir one rank detects the key boxes while the others wait on the box cache's
     # lock (kpbench.boxcache), then read them.
+    data = open_data(config.data)
+    check_split_sizes(data, warn=dist_info.main)  # before any folder of the run is made
     dataset = make_sample_dataset(config.data, "train", config.seed, WorkDir.resolve(config.workdir),
-                                  patch_source=config.patch_source, flip=config.flip)
+                                  patch_source=config.patch_source, flip=config.flip, dataset=data)
     run_dir = run_dir_for(config, spec)
     if dist_info.main:
         adopt_legacy_run(run_dir, config, spec)

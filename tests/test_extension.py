@@ -175,3 +175,86 @@ def test_a_protocol_file_with_its_own_option_is_set_from_a_plan_and_the_command_
                              ("test_scaled.factor=two", "test_scaled.factor takes float, got 'two'")):
         wrong = invoke("--plugin", plugin, "eval", "-p", "test_scaled", "--set", setting, "-w", builtin.root)
         assert wrong.exit_code == 2 and message in wrong.output and "Traceback" not in wrong.output
+
+
+def test_export_sets_a_protocol_files_own_option_and_its_manifest_records_it(
+        registries: None, tmp_path: Path) -> None:
+    import json
+
+    plugin = tmp_path / "scaled_protocol.py"
+    plugin.write_text(OPTION_PROTOCOL_FILE)
+    out, work = tmp_path / "inputs", tmp_path / "work"
+    # test_scaled generates nothing itself; noise has inputs to export beside it.
+    exported = invoke("--plugin", plugin, "export", "builtin:8", "-o", out, "-p", "test_scaled",
+                      "-p", "noise", "--sigmas", "0", "--set", "test_scaled.factor=0.5",
+                      "--set", "label=exported", "--device", "cpu", "-w", work)
+    assert exported.exit_code == 0, exported.output
+    options = json.loads((out / "manifest.json").read_text())["options"]
+    assert options["test_scaled.factor"] == 0.5 and options["noise.sigmas"] == [0.0]
+    assert "test_scaled.label" not in options  # not a request option: scoring may change it
+    # Its own options are checked as eval checks them; a protocol that generates nothing has
+    # nothing to export, said in one line, and leaves the folder empty for the next try.
+    wrong = invoke("--plugin", plugin, "export", "builtin:8", "-o", tmp_path / "other", "-p", "test_scaled",
+                   "--set", "test_scaled.factr=2", "-w", work)
+    assert wrong.exit_code == 2 and "unknown option 'factr' of protocol test_scaled" in wrong.output
+    alone = invoke("--plugin", plugin, "export", "builtin:8", "-o", tmp_path / "alone", "-p", "test_scaled",
+                   "--device", "cpu", "-w", work)
+    assert alone.exit_code == 2 and "test_scaled generated nothing on builtin:8" in alone.output
+    assert "Traceback" not in alone.output and not any((tmp_path / "alone").iterdir())
+
+
+def test_a_report_of_a_plug_in_protocols_rows_without_its_file_says_so_in_one_line(
+        registries: None, tmp_path: Path) -> None:
+    workdir = WorkDir.resolve(tmp_path)
+    for seed, value in enumerate((0.6, 0.7)):
+        run = workdir.run_dir("full", seed)
+        write_rows(run, PROTOCOL, [ResultRow("full", seed, PROTOCOL, "as given", METRIC, value, 8)])
+        write_rows(run, "patches", [ResultRow("full", seed, "patches", "key", "mask_iou", value, 8)])
+    reported = invoke("report", "-w", tmp_path, "--no-images")
+    assert reported.exit_code == 0, reported.output
+    warnings = [line for line in reported.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: rows of protocol {PROTOCOL} and metric {METRIC} are reported without "
+                        "their registration (raw names; no heading, label or direction): load the file "
+                        "that registers them with `kpbench --plugin FILE report` or KPBENCH_PLUGINS=FILE"]
+    register_throwaways()  # as the file would
+    reported = invoke("report", "-w", tmp_path, "--no-images")
+    assert reported.exit_code == 0 and "warning" not in reported.stderr, reported.output
+
+
+EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+
+
+def documented_protocol() -> str:
+    """The Python block of docs/extending.md's section on a protocol's compute side."""
+    import re
+
+    section = EXTENDING.read_text().split("## A protocol of your own", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "docs/extending.md's protocol section has no python block"
+    return match.group(1)
+
+
+def test_the_documented_protocol_runs_through_eval_and_reports_under_its_heading(
+        registries: None, tmp_path: Path) -> None:
+    from kpbench import api
+
+    plugin = tmp_path / "brightness_protocol.py"
+    plugin.write_text(documented_protocol())
+    work = tmp_path / "work"
+    run = api.train("full", "builtin:16", steps=1, width=0.0625, batch_size=4, device="cpu",
+                    sample_every=1000, progress=False, workdir=work)
+    for draws in (1, 2):
+        evaluated = invoke("--plugin", plugin, "eval", "-p", "brightness", "--set",
+                           f"brightness.z_draws={draws}", "--device", "cpu", "-w", work)
+        assert evaluated.exit_code == 0, evaluated.output
+        rows = read_rows(WorkDir.resolve(work).runs)
+        assert list(zip(rows["protocol"], rows["condition"], rows["metric"])) == [
+            ("brightness", "key", "brightness_gap")]
+        test_images = 2  # builtin:16: 14 train / 2 test
+        assert rows["n"].item() == test_images * draws  # one value per test image and z draw
+        assert 0.0 <= rows["ci_low"].item() <= rows["value"].item() <= rows["ci_high"].item() <= 2.0
+    assert (run / "results" / "brightness.csv").is_file()
+    reported = invoke("--plugin", plugin, "report", "--no-images", "-w", work)
+    assert reported.exit_code == 0 and "warning" not in reported.stderr, reported.output
+    markdown = (work / "reports" / "latest" / "results.md").read_text()
+    assert "## Brightness" in markdown and "brightness gap ↓" in markdown

@@ -78,6 +78,7 @@ from kpbench.report.aggregation import (
     own_notes,
     shared_notes,
     summary_table,
+    unregistered_notice,
     variant_order,
 )
 from kpbench.report.formatting import (
@@ -160,6 +161,8 @@ def build_report(
     raw_rows = read_rows(workdir.runs)
     if raw_rows.empty:
         raise KpbenchError(f"no result rows under {workdir.runs}: run `kpbench eval` first")
+    if (notice := unregistered_notice(raw_rows)) is not None:
+        warnings.warn(notice, stacklevel=2)
     raw_samples = read_samples(workdir.runs)
     rows, run_labels = label_runs(raw_rows, workdir.runs)
     samples, _ = label_runs(raw_samples, workdir.runs)

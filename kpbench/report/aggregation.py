@@ -219,6 +219,24 @@ def ordered_protocols(protocols: Iterable[str]) -> list[str]:
     return sorted(dict.fromkeys(protocols), key=key)
 
 
+def unregistered_notice(rows: pd.DataFrame) -> str | None:
+    """One line naming the protocols and metrics of ``rows`` that are not registered (their
+    sections and columns then show raw names, with no heading, label or direction), and how to
+    load the file that registers them; None when every one is registered."""
+    from kpbench.metricinfo import metric_info
+    from kpbench.plugins import PLUGINS_ENV
+
+    protocols = sorted(name for name in set(rows["protocol"].astype(str)) if protocol_info(name) is None)
+    metrics = sorted(name for name in set(rows["metric"].astype(str)) if metric_info(name) is None)
+    if not protocols and not metrics:
+        return None
+    parts = [f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}"
+             for kind, names in (("protocol", protocols), ("metric", metrics)) if names]
+    return (f"rows of {' and '.join(parts)} are reported without their registration (raw names; no "
+            f"heading, label or direction): load the file that registers them with `kpbench --plugin FILE "
+            f"report` or {PLUGINS_ENV}=FILE")
+
+
 def default_headlines(rows: pd.DataFrame) -> list[Headline]:
     """Summary columns: for each protocol whose :attr:`Protocol.summary` is set (every protocol
     when none of those has rows), its :attr:`Protocol.summary_metrics` (by default every metric
