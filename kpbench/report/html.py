@@ -291,8 +291,8 @@ def _curves(logs: Sequence[RunLog]) -> dict[str, Any]:
                 _curve_figure(with_diagnostics, colors, "spatial_l1", "spatial loss (L1 summed per image) ↓",
                               [("spatial_l1_prior", PRIOR_DASH, "prior mask"),
                                ("spatial_l1_empty", EMPTY_DASH, "empty mask")]),
-                _curve_figure(with_diagnostics, colors, "appearance_l1", "appearance loss (L1 summed per image) ↓",
-                              []),
+                _curve_figure(with_diagnostics, colors, "appearance_l1",
+                              "appearance loss (L1 summed per image) ↓", []),
             ]
             legend = [{"color": color, "dash": "", "label": log.name}
                       for log, color in zip(with_diagnostics, colors)]
