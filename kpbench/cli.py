@@ -80,8 +80,16 @@ def user_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             with warnings.catch_warnings():
-                # Library warnings (skipped files, relaxed filters) reach the user as one line each.
-                warnings.showwarning = _show_warning
+                # Library warnings (skipped files, relaxed filters) reach the user as one line each,
+                # each text once per command (a plan's cells may repeat the same one).
+                shown: set[str] = set()
+
+                def show_once(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+                    if str(message) not in shown:
+                        shown.add(str(message))
+                        _show_warning(message, category)
+
+                warnings.showwarning = show_once
                 return command(*args, **kwargs)
         except KpbenchError as error:
             _print_error(error)

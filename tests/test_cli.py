@@ -135,6 +135,7 @@ def test_tiny_demo_runs_end_to_end_as_kpbench_run_runs_its_plan(tmp_path: Path) 
     evaluating = [line for line in lines if ": evaluating " in line]
     assert len(evaluating) == 5 and all(line.endswith("num_patches, patches") for line in evaluating)
     assert not any(line.startswith("plan demo-tiny ") for line in lines)
+    assert result.output.count("with fewer than 10 test images") == 1  # each warning once, not per cell
     from kpbench.runs import list_runs
 
     runs = {info.variant: info for info in list_runs(tmp_path / "builtin" / "runs")}
