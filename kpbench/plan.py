@@ -300,10 +300,15 @@ def _read_eval(path: Path, table: dict[str, Any]) -> tuple[tuple[str, ...], Eval
 
 
 def _seeds(path: Path, value: Any) -> list[int]:
+    from kpbench.seeds import check_seed
+
     seeds = [value] if isinstance(value, int) else value
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise _fail(path, f"seeds must be a non-negative integer or a list of them, got {value!r}")
-    return sorted(set(seeds))
+    if not isinstance(seeds, list) or not seeds:
+        raise _fail(path, f"seeds must be a seed or a list of them, got {value!r}")
+    try:
+        return sorted({check_seed(seed) for seed in seeds})
+    except KpbenchError as error:
+        raise _fail(path, str(error)) from None
 
 
 def _expand(path: Path, index: int, experiment: dict[str, Any], train_table: dict[str, Any],

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_one_line_error  # tests/cli_checks.py
 from typer.testing import CliRunner
 
 from kpbench.cli import app
@@ -18,16 +19,6 @@ COMMANDS = (["data", "prepare"], ["data", "show"], ["list"], ["show"], ["train"]
 
 def invoke(*args: str):
     return runner.invoke(app, [str(arg) for arg in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message, message
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def test_help_reads_well() -> None:

@@ -98,31 +98,34 @@ def test_kpbench_has_no_import_circle() -> None:
     assert cycle is None, " -> ".join(cycle or [])
 
 
-def test_configs_load_without_torch_or_opencv() -> None:
-    # Reading a run's config (DataSpec, TrainConfig) or naming a run from it (kpbench.identity)
-    # must not pull in torch or cv2: reports, identities and tools that only read configs stay light.
+def fresh_interpreter_output(code: str) -> str:
+    """What ``code`` prints in a new interpreter on this checkout (no inherited imports)."""
     import subprocess
     import sys
 
+    root = Path(kpbench.__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                            check=True, env={"PYTHONPATH": str(root), "PATH": ""})
+    return result.stdout.strip() + result.stderr
+
+
+def test_configs_load_without_torch_or_opencv() -> None:
+    # Reading a run's config (DataSpec, TrainConfig) or naming a run from it (kpbench.identity)
+    # must not pull in torch or cv2: reports, identities and tools that only read configs stay light.
     code = ("import sys, json\n"
             "from kpbench.config import TrainConfig\n"
             "from kpbench.dataspec import DataSpec\n"
             "from kpbench.identity import run_name\n"
             "run_name(TrainConfig(data=DataSpec(size=64)).to_dict())\n"
             "print(json.dumps(['torch' in sys.modules, 'cv2' in sys.modules]))\n")
-    root = Path(kpbench.__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                            check=True, env={"PYTHONPATH": str(root), "PATH": ""})
-    assert result.stdout.strip() == "[false, false]", result.stdout + result.stderr
+    output = fresh_interpreter_output(code)
+    assert output == "[false, false]", output
 
 
 def test_a_plan_is_read_without_torch_or_opencv_but_for_its_protocols() -> None:
     # Importing kpbench.plan (and the cost module) loads neither; reading a plan's datasets,
     # experiments and cells (run names, variants) does not either. Only the [eval] check reads the
     # protocol registry, whose files import torch: here a stand-in registry takes its place.
-    import subprocess
-    import sys
-
     code = ("import sys, json, types\n"
             "import kpbench.plan, kpbench.cost\n"
             "light = ['torch' in sys.modules, 'cv2' in sys.modules]\n"
@@ -134,7 +137,5 @@ def test_a_plan_is_read_without_torch_or_opencv_but_for_its_protocols() -> None:
             "plan = kpbench.plan.load_plan('plans/paper-cpu.toml')\n"
             "assert plan.cells and plan.protocols == ('patches',), plan.protocols\n"
             "print(json.dumps(light + ['torch' in sys.modules, 'cv2' in sys.modules]))\n")
-    root = Path(kpbench.__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                            check=True, env={"PYTHONPATH": str(root), "PATH": ""})
-    assert result.stdout.strip() == "[false, false, false, false]", result.stdout + result.stderr
+    output = fresh_interpreter_output(code)
+    assert output == "[false, false, false, false]", output

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli_checks import assert_one_line_error  # tests/cli_checks.py
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -153,14 +154,6 @@ def broken_copy(folder: Path, tmp_path: Path) -> Path:
     outputs = tmp_path / "outputs"
     shutil.copytree(folder / "outputs", outputs)
     return outputs
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message and "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def test_every_kind_of_bad_output_is_counted_in_one_line_error(exported: tuple[WorkDir, Path],

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_checks import assert_one_line_error  # tests/cli_checks.py
 from typer.testing import CliRunner
 
 from kpbench.cli import app, parse_seeds
@@ -24,15 +25,6 @@ TOO_LARGE = "99999999999999999999999"
 
 def invoke(*args: object):
     return CliRunner().invoke(app, [str(arg) for arg in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message, message
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def test_every_seed_in_the_range_is_taken_by_torch_numpy_and_the_derived_seeds() -> None:
